@@ -1,0 +1,262 @@
+// Ingest and commit: the path every verified byte takes into the store.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <random>
+
+#include "store/fs_util.h"
+#include "store/records.h"
+#include "store/store.h"
+#include "store/store_impl.h"
+
+namespace digestd::store {
+
+struct BlobWriter::State {
+  Store::Impl* store = nullptr;
+  Digest expected;
+  std::uint64_t expected_size = 0;
+  IngestOptions opts;
+  verify::Hasher hasher;
+  UniqueFd fd;
+  std::string staging_name;  // empty for an O_TMPFILE staging file
+  std::uint64_t written = 0;
+  std::uint64_t kicked = 0;   // bytes handed to writeback so far
+  std::uint64_t waited = 0;   // bytes whose writeback we waited for
+  std::optional<Error> poisoned;
+  bool finished = false;
+};
+
+namespace {
+
+Error StoreError(Errc code, std::string context) {
+  return MakeError(Module::kStore, code, std::move(context));
+}
+
+std::string RandomName() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%016llx.partial", static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+// Creates an anonymous staging file (O_TMPFILE), or a named one where the filesystem lacks
+// O_TMPFILE. Named files are wiped at start-up like everything else in staging/.
+Result<std::pair<UniqueFd, std::string>> CreateStagingFile(Store::Impl& impl) {
+  if (impl.use_tmpfile.load(std::memory_order_relaxed)) {
+    auto fd = OpenBeneath(impl.staging_fd.Get(), ".", O_TMPFILE | O_RDWR, 0600);
+    if (fd) return std::make_pair(std::move(*fd), std::string());
+    if (fd.error().sys_errno() != EOPNOTSUPP && fd.error().sys_errno() != EISDIR) {
+      return fd.error();
+    }
+    impl.log->warn("O_TMPFILE unsupported in staging; using named staging files");
+    impl.use_tmpfile.store(false, std::memory_order_relaxed);
+  }
+  std::string name = RandomName();
+  DIGESTD_ASSIGN_OR_RETURN(
+      UniqueFd fd, OpenBeneath(impl.staging_fd.Get(), name, O_RDWR | O_CREAT | O_EXCL, 0600));
+  return std::make_pair(std::move(fd), std::move(name));
+}
+
+}  // namespace
+
+Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expected_size,
+                                    IngestOptions options) {
+  DIGESTD_RETURN_IF_ERROR(ValidateMediaType(options.media_type));
+  if (!options.tenant.empty()) DIGESTD_RETURN_IF_ERROR(ValidateName("tenant", options.tenant));
+  if (IsDenied(expected)) {
+    return StoreError(Errc::kPermission, expected.ToString() + " is on the deny list");
+  }
+  {
+    std::unique_lock lock(impl_->mu);
+    for (;;) {
+      if (Contains(expected)) {
+        return StoreError(Errc::kAlreadyExists, expected.ToString() + " is already stored");
+      }
+      if (impl_->in_flight.insert(expected).second) break;
+      if (!options.wait_if_in_flight) {
+        return StoreError(Errc::kBusy, expected.ToString() + " is being ingested by another writer");
+      }
+      impl_->in_flight_cv.wait(lock);
+    }
+  }
+  // From here the digest is ours; every failure must release it.
+  auto hasher = verify::Hasher::Create(expected.algorithm());
+  if (!hasher) {
+    impl_->FinishInFlight(expected);
+    return hasher.error();
+  }
+  auto state = std::unique_ptr<BlobWriter::State>(
+      new BlobWriter::State{impl_.get(), expected, expected_size, std::move(options),
+                            std::move(*hasher), UniqueFd(), std::string(), 0, 0, 0, std::nullopt,
+                            false});
+  auto staging = CreateStagingFile(*impl_);
+  if (!staging) {
+    impl_->FinishInFlight(expected);
+    return std::move(staging).error().Wrap("create staging file");
+  }
+  state->fd = std::move(staging->first);
+  state->staging_name = std::move(staging->second);
+  return BlobWriterPtr(new BlobWriter(std::move(state)));
+}
+
+BlobWriter::BlobWriter(std::unique_ptr<State> state) : s_(std::move(state)) {}
+
+BlobWriter::~BlobWriter() { Abort(); }
+
+const Digest& BlobWriter::expected_digest() const { return s_->expected; }
+std::uint64_t BlobWriter::bytes_written() const { return s_->written; }
+
+Result<void> BlobWriter::Write(std::span<const std::byte> data) {
+  if (s_->finished) return StoreError(Errc::kAborted, "writer already finished");
+  if (s_->poisoned) return *s_->poisoned;
+  if (data.size() > s_->expected_size - s_->written) {
+    s_->poisoned = StoreError(Errc::kTooLarge, "blob " + s_->expected.ToString() +
+                                                   " exceeds its expected size of " +
+                                                   std::to_string(s_->expected_size) + " bytes");
+    s_->store->counters.size_mismatches.fetch_add(1, std::memory_order_relaxed);
+    return *s_->poisoned;
+  }
+  s_->hasher.Update(data);
+  if (auto r = WriteAll(s_->fd.Get(), data); !r) {
+    s_->poisoned = std::move(r).error().Wrap("staging " + s_->expected.ToString());
+    return *s_->poisoned;
+  }
+  s_->written += data.size();
+  // Start writeback as we go so the final fdatasync has little left to do, and wait for the
+  // window before last so dirty pages stay bounded (~2 windows) however large the blob.
+  const std::uint64_t window = s_->store->opts.writeback_interval;
+  if (window > 0 && s_->written - s_->kicked >= window) {
+    // sync_file_range is advisory here: on failure the final fdatasync still makes it durable.
+    (void)::sync_file_range(s_->fd.Get(), static_cast<off_t>(s_->kicked),
+                            static_cast<off_t>(s_->written - s_->kicked), SYNC_FILE_RANGE_WRITE);
+    if (s_->kicked > s_->waited) {
+      (void)::sync_file_range(s_->fd.Get(), static_cast<off_t>(s_->waited),
+                              static_cast<off_t>(s_->kicked - s_->waited),
+                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                  SYNC_FILE_RANGE_WAIT_AFTER);
+      s_->waited = s_->kicked;
+    }
+    s_->kicked = s_->written;
+  }
+  return {};
+}
+
+void BlobWriter::Abort() {
+  if (!s_ || s_->finished) return;
+  s_->finished = true;
+  s_->fd.Reset();
+  if (!s_->staging_name.empty()) {
+    (void)::unlinkat(s_->store->staging_fd.Get(), s_->staging_name.c_str(), 0);
+  }
+  s_->store->counters.aborts.fetch_add(1, std::memory_order_relaxed);
+  s_->store->FinishInFlight(s_->expected);
+}
+
+Result<void> BlobWriter::Commit() {
+  if (s_->finished) return StoreError(Errc::kAborted, "writer already finished");
+  auto& impl = *s_->store;
+  const Digest& expected = s_->expected;
+  auto fail = [&](Error e) -> Result<void> {
+    Abort();
+    return e;
+  };
+  if (s_->poisoned) return fail(*s_->poisoned);
+  if (s_->written != s_->expected_size) {
+    impl.counters.size_mismatches.fetch_add(1, std::memory_order_relaxed);
+    return fail(StoreError(Errc::kSizeMismatch,
+                           "size mismatch for " + expected.ToString() + ": expected " +
+                               std::to_string(s_->expected_size) + " bytes, got " +
+                               std::to_string(s_->written)));
+  }
+  const Digest actual = s_->hasher.Finish();
+  if (actual != expected) {
+    impl.counters.digest_mismatches.fetch_add(1, std::memory_order_relaxed);
+    return fail(StoreError(Errc::kDigestMismatch, "digest mismatch for " + expected.ToString() +
+                                                      ": expected " + expected.ToString() +
+                                                      ", got " + actual.ToString()));
+  }
+  const int fd = s_->fd.Get();
+  if (::fchmod(fd, 0444) != 0) return fail(SysError(Module::kStore, "chmod staging file"));
+  if (::fdatasync(fd) != 0) return fail(SysError(Module::kStore, "fdatasync staging file"));
+
+  std::shared_lock maint(impl.maint_mu);
+  auto shard = OpenBeneath(impl.blobs_fd.Get(), Store::Impl::ShardPath(expected),
+                           O_RDONLY | O_DIRECTORY);
+  if (!shard) return fail(shard.error());
+  const std::string hex(expected.hex());
+
+  // Publish under the digest name. The name can already exist only as an orphan (a crash after
+  // the link and before the index write, or a file nobody recorded): keep it if its bytes match,
+  // replace it otherwise.
+  auto publish = [&]() -> Result<void> {
+    if (s_->staging_name.empty()) {
+      const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+      if (::linkat(AT_FDCWD, proc.c_str(), shard->Get(), hex.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+        return {};
+      }
+      const int err = errno;
+      if (err == EEXIST) return SysError(Module::kStore, "link blob", err);
+      if (err == ENOENT &&
+          ::linkat(fd, "", shard->Get(), hex.c_str(), AT_EMPTY_PATH) == 0) {  // no /proc
+        return {};
+      }
+      return SysError(Module::kStore, "link blob " + expected.ToString(), err);
+    }
+    if (::renameat(impl.staging_fd.Get(), s_->staging_name.c_str(), shard->Get(), hex.c_str()) !=
+        0) {
+      return SysError(Module::kStore, "rename blob " + expected.ToString());
+    }
+    s_->staging_name.clear();
+    return {};
+  };
+  auto published = publish();
+  if (!published && published.error().sys_errno() == EEXIST) {
+    if (impl.VerifyFile(shard->Get(), hex, expected, s_->expected_size)) {
+      published = {};
+    } else {
+      impl.log->warn("replacing mismatching orphan file for {}", expected.ToString());
+      (void)::unlinkat(shard->Get(), hex.c_str(), 0);
+      published = publish();
+    }
+  }
+  if (!published) return fail(published.error());
+  if (auto r = FsyncFd(shard->Get(), "blob shard directory"); !r) {
+    (void)::unlinkat(shard->Get(), hex.c_str(), 0);
+    return fail(r.error());
+  }
+
+  const auto now = impl.Now();
+  Index::Batch batch;
+  batch.Put(Cf::kBlobs, expected.ToString(),
+            EncodeBlob(BlobInfo{.digest = expected,
+                                .size = s_->expected_size,
+                                .media_type = s_->opts.media_type,
+                                .created = now,
+                                .last_used = now,
+                                .tenant = s_->opts.tenant}));
+  for (const auto& child : s_->opts.children) {
+    batch.Put(Cf::kEdges, EdgeKey(expected, child), "");
+    batch.Put(Cf::kBackrefs, EdgeKey(child, expected), "");
+  }
+  if (auto r = impl.index->Write(batch); !r) {
+    // Without a record the file must not stay visible; recovery would adopt it otherwise, which
+    // is safe (its bytes match) but surprising after a reported failure.
+    (void)::unlinkat(shard->Get(), hex.c_str(), 0);
+    return fail(r.error());
+  }
+  {
+    std::lock_guard lock(impl.mu);
+    impl.usage.blobs += 1;
+    impl.usage.bytes += s_->expected_size;
+  }
+  impl.counters.commits.fetch_add(1, std::memory_order_relaxed);
+  s_->finished = true;
+  s_->fd.Reset();
+  impl.FinishInFlight(expected);
+  return {};
+}
+
+}  // namespace digestd::store

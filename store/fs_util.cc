@@ -1,0 +1,127 @@
+#include "store/fs_util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <vector>
+
+namespace digestd::store {
+namespace {
+
+Error Sys(std::string context) { return SysError(Module::kStore, std::move(context)); }
+
+}  // namespace
+
+Result<UniqueFd> OpenBeneath(int dirfd, std::string_view rel, int flags, mode_t mode) {
+  open_how how{};
+  how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
+  how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  const std::string path(rel);
+  long fd;
+  do {
+    fd = ::syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof(how));
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    const int err = errno;
+    Error e = SysError(Module::kStore, "open " + Quote(rel), err);
+    if (err == ENOENT) e = MakeError(Module::kStore, Errc::kNotFound, "open " + Quote(rel), err);
+    return e;
+  }
+  return UniqueFd(static_cast<int>(fd));
+}
+
+Result<UniqueFd> EnsureDir(int dirfd, std::string_view name, mode_t mode) {
+  const std::string n(name);
+  if (::mkdirat(dirfd, n.c_str(), mode) != 0 && errno != EEXIST) {
+    return Sys("mkdir " + Quote(name));
+  }
+  auto fd = OpenBeneath(dirfd, name, O_RDONLY | O_DIRECTORY);
+  if (!fd) {
+    return std::move(fd).error().Wrap("directory " + Quote(name) +
+                                      " is not a plain directory (symlink?)");
+  }
+  struct stat st {};
+  if (::fstat(fd->Get(), &st) != 0) return Sys("fstat " + Quote(name));
+  if (st.st_uid != ::geteuid()) {
+    return MakeError(Module::kStore, Errc::kPermission,
+                     "directory " + Quote(name) + " is owned by uid " + std::to_string(st.st_uid) +
+                         ", not by us (uid " + std::to_string(::geteuid()) + ")");
+  }
+  if ((st.st_mode & 07777) != mode) {
+    // Tighten what an older version or an operator left looser; never loosen.
+    if (::fchmod(fd->Get(), mode) != 0) return Sys("chmod " + Quote(name));
+  }
+  return fd;
+}
+
+Result<void> FsyncFd(int fd, std::string_view what) {
+  if (::fsync(fd) != 0) return Sys("fsync " + std::string(what));
+  return {};
+}
+
+Result<void> ForEachEntry(
+    int dirfd, const std::function<Result<void>(std::string_view, unsigned char)>& fn) {
+  // Duplicate so that closedir() does not close the caller's fd.
+  auto dup = OpenBeneath(dirfd, ".", O_RDONLY | O_DIRECTORY);
+  if (!dup) return dup.error();
+  DIR* dir = ::fdopendir(dup->Get());
+  if (dir == nullptr) return Sys("fdopendir");
+  dup->Release();
+  std::vector<std::pair<std::string, unsigned char>> entries;
+  errno = 0;
+  while (dirent* de = ::readdir(dir)) {
+    std::string_view name(de->d_name);
+    if (name == "." || name == "..") continue;
+    entries.emplace_back(std::string(name), de->d_type);
+  }
+  const int err = errno;
+  ::closedir(dir);
+  if (err != 0) return SysError(Module::kStore, "readdir", err);
+  // Entries are collected first so that fn may unlink what it is given.
+  for (const auto& [name, type] : entries) {
+    DIGESTD_RETURN_IF_ERROR(fn(name, type));
+  }
+  return {};
+}
+
+Result<void> RemoveEntry(int dirfd, std::string_view name) {
+  const std::string n(name);
+  if (::unlinkat(dirfd, n.c_str(), 0) == 0 || errno == ENOENT) return {};
+  if (errno != EISDIR && errno != EPERM) return Sys("unlink " + Quote(name));
+  auto sub = OpenBeneath(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (!sub) return sub.error();
+  DIGESTD_RETURN_IF_ERROR(ClearDir(sub->Get()));
+  if (::unlinkat(dirfd, n.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+    return Sys("rmdir " + Quote(name));
+  }
+  return {};
+}
+
+Result<std::uint64_t> ClearDir(int dirfd) {
+  std::uint64_t removed = 0;
+  DIGESTD_RETURN_IF_ERROR(ForEachEntry(dirfd, [&](std::string_view name, unsigned char) {
+    ++removed;
+    return RemoveEntry(dirfd, name);
+  }));
+  return removed;
+}
+
+Result<void> WriteAll(int fd, std::span<const std::byte> data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Sys("write");
+    }
+    data = data.subspan(static_cast<std::size_t>(n));
+  }
+  return {};
+}
+
+}  // namespace digestd::store

@@ -1,0 +1,433 @@
+// Recovery at open, garbage collection, quota eviction and fsck.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <dirent.h>
+
+#include <algorithm>
+#include <map>
+#include <unordered_map>
+
+#include "store/fs_util.h"
+#include "store/records.h"
+#include "store/store.h"
+#include "store/store_impl.h"
+
+namespace digestd::store {
+namespace {
+
+constexpr verify::DigestAlgorithm kAlgorithms[] = {verify::DigestAlgorithm::kSha256,
+                                                   verify::DigestAlgorithm::kSha512};
+
+bool IsShardName(std::string_view name) {
+  return name.size() == 2 && std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+std::string Hex2(unsigned i) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  return std::string{kHex[i >> 4], kHex[i & 0xf]};
+}
+
+// One file found under blobs/: either a well-formed digest name, or something to remove.
+struct FoundFile {
+  int shard_fd;
+  std::string name;
+  std::optional<Digest> digest;  // nullopt: bad name or not a regular file
+  std::string problem;           // why digest is nullopt
+  std::uint64_t size = 0;
+  mode_t mode = 0;
+};
+
+// Walks blobs/<alg>/<shard>/<name>, creating missing algorithm and shard directories, and calls
+// fn for every file. Entries that are not shard directories are reported with a null shard name
+// through fn too (shard_fd = the algorithm directory).
+Result<void> WalkBlobFiles(int blobs_fd, const std::function<Result<void>(const FoundFile&)>& fn) {
+  for (auto alg : kAlgorithms) {
+    DIGESTD_ASSIGN_OR_RETURN(UniqueFd alg_fd, EnsureDir(blobs_fd, verify::ToString(alg), 0700));
+    DIGESTD_RETURN_IF_ERROR(
+        ForEachEntry(alg_fd.Get(), [&](std::string_view name, unsigned char type) -> Result<void> {
+          if (IsShardName(name) && type == DT_DIR) return {};
+          return fn(FoundFile{.shard_fd = alg_fd.Get(),
+                              .name = std::string(name),
+                              .problem = "unexpected entry in blobs/" +
+                                         std::string(verify::ToString(alg))});
+        }));
+    for (unsigned i = 0; i < 256; ++i) {
+      const std::string shard = Hex2(i);
+      DIGESTD_ASSIGN_OR_RETURN(UniqueFd shard_fd, EnsureDir(alg_fd.Get(), shard, 0700));
+      DIGESTD_RETURN_IF_ERROR(ForEachEntry(
+          shard_fd.Get(), [&](std::string_view name, unsigned char) -> Result<void> {
+            FoundFile f{.shard_fd = shard_fd.Get(), .name = std::string(name)};
+            struct stat st {};
+            if (::fstatat(shard_fd.Get(), f.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+              if (errno == ENOENT) return {};
+              return SysError(Module::kStore, "stat " + Quote(name));
+            }
+            auto d = Digest::FromParts(alg, name);
+            if (!d || name.substr(0, 2) != shard) {
+              f.problem = "bad blob file name";
+            } else if (!S_ISREG(st.st_mode)) {
+              f.problem = "not a regular file";
+            } else {
+              f.digest = std::move(*d);
+              f.size = static_cast<std::uint64_t>(st.st_size);
+              f.mode = st.st_mode & 07777;
+            }
+            return fn(f);
+          }));
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<void> Store::Impl::Recover() {
+  RecoveryReport& rr = recovery;
+  DIGESTD_ASSIGN_OR_RETURN(rr.staging_removed, ClearDir(staging_fd.Get()));
+  if (rr.staging_removed > 0) {
+    log->info("recovery removed {} staging entries", rr.staging_removed);
+  }
+
+  // Pass 1: every file on disk must be named by a digest, be a regular file, and have a record
+  // that agrees on its size; files without a record are re-hashed and adopted only if they match.
+  std::unordered_set<Digest> on_disk;
+  Usage found;
+  DIGESTD_RETURN_IF_ERROR(WalkBlobFiles(blobs_fd.Get(), [&](const FoundFile& f) -> Result<void> {
+    if (!f.digest) {
+      log->warn("recovery removing {}: {}", Quote(f.name), f.problem);
+      ++rr.orphans_removed;
+      return RemoveEntry(f.shard_fd, f.name);
+    }
+    const Digest& d = *f.digest;
+    auto rec = GetBlobRecord(d);
+    if (rec && *rec) {
+      if ((*rec)->size != f.size) {
+        log->warn("recovery dropping {}: record says {} bytes, file has {}", d.ToString(),
+                  (*rec)->size, f.size);
+        AuditInternal("store.recovery.dropped", d.ToString(), "size differs from its record");
+        (void)::unlinkat(f.shard_fd, f.name.c_str(), 0);
+        ++rr.records_dropped;
+        return {};  // record removed in pass 2 (no file)
+      }
+      on_disk.insert(d);
+      found.blobs += 1;
+      found.bytes += f.size;
+      return {};
+    }
+    if (!rec) ++rr.bad_records;  // corrupt record: rebuild it from the file if the bytes match
+    if (auto ok = VerifyFile(f.shard_fd, f.name, d, std::nullopt); !ok) {
+      log->warn("recovery removing orphan {}: {}", d.ToString(), ok.error().ToString());
+      AuditInternal("store.recovery.orphan_removed", d.ToString(), ok.error().ToString());
+      ++rr.orphans_removed;
+      return RemoveEntry(f.shard_fd, f.name);
+    }
+    if (f.mode != 0444) (void)::fchmodat(f.shard_fd, f.name.c_str(), 0444, 0);
+    struct stat st {};
+    const std::int64_t created =
+        ::fstatat(f.shard_fd, f.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_mtime : Now();
+    Index::Batch batch;
+    batch.Put(Cf::kBlobs, d.ToString(),
+              EncodeBlob(BlobInfo{.digest = d, .size = f.size, .created = created,
+                                  .last_used = created}));
+    DIGESTD_RETURN_IF_ERROR(index->Write(batch));
+    log->info("recovery adopted orphan {} ({} bytes)", d.ToString(), f.size);
+    ++rr.orphans_adopted;
+    on_disk.insert(d);
+    found.blobs += 1;
+    found.bytes += f.size;
+    return {};
+  }));
+
+  // Pass 2: records whose file is gone (or whose key or value is corrupt) are dropped.
+  std::vector<std::string> drop_keys;
+  std::vector<Digest> drop_digests;
+  DIGESTD_RETURN_IF_ERROR(index->Scan(Cf::kBlobs, "", [&](std::string_view k, std::string_view v) {
+    auto info = DecodeBlob(k, v);
+    if (!info) {
+      counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+      log->warn("recovery dropping corrupt blob record: {}", info.error().ToString());
+      ++rr.bad_records;
+      drop_keys.emplace_back(k);
+      return true;
+    }
+    if (!on_disk.count(info->digest)) drop_digests.push_back(info->digest);
+    return true;
+  }));
+  if (!drop_keys.empty() || !drop_digests.empty()) {
+    Index::Batch batch;
+    for (const auto& k : drop_keys) batch.Delete(Cf::kBlobs, k);
+    for (const auto& d : drop_digests) {
+      DIGESTD_RETURN_IF_ERROR(AddBlobDeletes(batch, d));
+      log->warn("recovery dropping record of {}: file missing", d.ToString());
+      AuditInternal("store.recovery.dropped", d.ToString(), "blob file missing");
+      ++rr.records_dropped;
+    }
+    DIGESTD_RETURN_IF_ERROR(index->Write(batch));
+  }
+  std::lock_guard lock(mu);
+  usage = found;
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// GC and quota
+
+namespace {
+
+// Adds `roots` and everything reachable through manifest edges to `live`.
+Result<void> MarkFrom(const Store::Impl& impl, std::vector<Digest> roots,
+                      std::unordered_set<Digest>& live) {
+  while (!roots.empty()) {
+    Digest d = std::move(roots.back());
+    roots.pop_back();
+    if (!live.insert(d).second) continue;
+    DIGESTD_ASSIGN_OR_RETURN(auto children, impl.Edges(Cf::kEdges, d));
+    for (auto& c : children) {
+      if (!live.count(c)) roots.push_back(std::move(c));
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<GcReport> Store::Impl::GcLocked(bool dry_run) {
+  GcReport report{.dry_run = dry_run};
+  std::vector<Digest> roots;
+  std::optional<Error> err;
+  DIGESTD_RETURN_IF_ERROR(index->Scan(Cf::kRefs, "", [&](std::string_view k, std::string_view v) {
+    auto ref = DecodeRef(k, v);
+    if (!ref) {
+      err = ref.error();  // never sweep on a partial mark: a corrupt ref stops GC
+      return false;
+    }
+    roots.push_back(std::move(ref->digest));
+    return true;
+  }));
+  DIGESTD_RETURN_IF_ERROR(index->Scan(Cf::kLeases, "", [&](std::string_view k, std::string_view v) {
+    auto lease = DecodeLease(k, v);
+    if (!lease) {
+      err = lease.error();
+      return false;
+    }
+    for (auto& d : lease->digests) roots.push_back(std::move(d));
+    return true;
+  }));
+  if (err) {
+    counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+    return std::move(*err).Wrap("gc refused: cannot mark");
+  }
+  std::unordered_set<Digest> live;
+  DIGESTD_RETURN_IF_ERROR(MarkFrom(*this, std::move(roots), live));
+
+  DIGESTD_RETURN_IF_ERROR(index->Scan(Cf::kBlobs, "", [&](std::string_view k, std::string_view v) {
+    auto info = DecodeBlob(k, v);
+    if (!info) {
+      err = info.error();
+      return false;
+    }
+    if (live.count(info->digest)) {
+      ++report.live_blobs;
+    } else {
+      report.bytes_freed += info->size;
+      report.swept.push_back(std::move(*info));
+    }
+    return true;
+  }));
+  if (err) {
+    counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+    return std::move(*err).Wrap("gc refused");
+  }
+  if (!dry_run) {
+    for (const auto& b : report.swept) {
+      DIGESTD_RETURN_IF_ERROR(RemoveBlobUnlocked(b.digest, b.size));
+    }
+    if (!report.swept.empty()) {
+      log->info("gc swept blobs={} bytes={} live={}", report.swept.size(), report.bytes_freed,
+                report.live_blobs);
+    }
+  }
+  return report;
+}
+
+Result<GcReport> Store::CollectGarbage(bool dry_run) {
+  std::unique_lock maint(impl_->maint_mu);
+  return impl_->GcLocked(dry_run);
+}
+
+Result<QuotaReport> Store::EnforceQuota() {
+  std::unique_lock maint(impl_->maint_mu);
+  QuotaReport report;
+  report.usage_before = GetUsage().bytes;
+  report.usage_after = report.usage_before;
+  const auto quota = impl_->opts.quota_bytes;
+  if (quota == 0) return report;
+  const auto high = static_cast<std::uint64_t>(static_cast<double>(quota) * impl_->opts.quota_high);
+  const auto low = static_cast<std::uint64_t>(static_cast<double>(quota) * impl_->opts.quota_low);
+  if (report.usage_before <= high) return report;
+
+  // Unreferenced blobs go first; they belong to no image.
+  DIGESTD_RETURN_IF_ERROR(impl_->GcLocked(false));
+  auto usage_now = [&] { return GetUsage().bytes; };
+
+  // Images pinned by a lease (and everything they reach) are never evicted.
+  DIGESTD_ASSIGN_OR_RETURN(auto leases, ListLeases());
+  std::vector<Digest> lease_roots;
+  for (auto& l : leases) lease_roots.insert(lease_roots.end(), l.digests.begin(), l.digests.end());
+  std::unordered_set<Digest> pinned;
+  DIGESTD_RETURN_IF_ERROR(MarkFrom(*impl_, std::move(lease_roots), pinned));
+
+  DIGESTD_ASSIGN_OR_RETURN(auto refs, ListRefs());
+  std::map<Digest, std::vector<std::string>> images;
+  for (auto& r : refs) {
+    if (!pinned.count(r.digest)) images[r.digest].push_back(r.reference);
+  }
+  struct Candidate {
+    std::int64_t last_used;
+    Digest digest;
+  };
+  std::vector<Candidate> candidates;
+  for (const auto& [digest, names] : images) {
+    DIGESTD_ASSIGN_OR_RETURN(auto info, impl_->GetBlobRecord(digest));
+    candidates.push_back({info ? info->last_used : 0, digest});
+  }
+  std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
+    return a.last_used != b.last_used ? a.last_used < b.last_used : a.digest < b.digest;
+  });
+  for (const auto& c : candidates) {
+    if (usage_now() <= low) break;
+    Index::Batch batch;
+    for (const auto& name : images[c.digest]) batch.Delete(Cf::kRefs, name);
+    DIGESTD_RETURN_IF_ERROR(impl_->index->Write(batch));
+    DIGESTD_RETURN_IF_ERROR(impl_->GcLocked(false));
+    impl_->AuditInternal("store.quota.evicted", c.digest.ToString(), "least recently used image");
+    report.evicted_images.push_back(c.digest);
+  }
+  report.usage_after = usage_now();
+  report.bytes_freed = report.usage_before - std::min(report.usage_before, report.usage_after);
+  if (report.usage_after > low) {
+    impl_->log->warn("quota: usage {} still above low watermark {} after evicting all unleased "
+                     "images",
+                     report.usage_after, low);
+  }
+  return report;
+}
+
+// ---------------------------------------------------------------------------------------------
+// fsck
+
+Result<FsckReport> Store::Fsck(bool repair) {
+  std::unique_lock maint(impl_->maint_mu);
+  auto& impl = *impl_;
+  FsckReport report;
+  auto problem = [&](std::string what, std::string detail, bool repaired) {
+    impl.log->warn("fsck {}: {}{}", what, detail, repaired ? " (repaired)" : "");
+    report.problems.push_back(FsckProblem{std::move(what), std::move(detail), repaired});
+  };
+
+  // In-flight writers own their staging files; only leftovers of dead writers are problems, and
+  // while the store is open there are none (recovery wiped them). Named staging files of live
+  // writers are skipped.
+  {
+    std::unique_lock lock(impl.mu);
+    const bool idle = impl.in_flight.empty();
+    lock.unlock();
+    if (idle) {
+      DIGESTD_RETURN_IF_ERROR(
+          ForEachEntry(impl.staging_fd.Get(), [&](std::string_view name, unsigned char) -> Result<void> {
+            if (repair) DIGESTD_RETURN_IF_ERROR(RemoveEntry(impl.staging_fd.Get(), name));
+            problem("staging-leftover", Quote(name), repair);
+            return Result<void>();
+          }));
+    }
+  }
+
+  std::unordered_map<Digest, std::uint64_t> records;
+  std::vector<std::string> bad_keys;
+  DIGESTD_RETURN_IF_ERROR(impl.index->Scan(Cf::kBlobs, "", [&](std::string_view k,
+                                                                std::string_view v) {
+    auto info = DecodeBlob(k, v);
+    if (!info) {
+      impl.counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+      bad_keys.emplace_back(k);
+      return true;
+    }
+    records.emplace(info->digest, info->size);
+    return true;
+  }));
+  if (!bad_keys.empty()) {
+    Index::Batch batch;
+    for (const auto& k : bad_keys) {
+      problem("bad-record", "blob record " + Quote(k), repair);
+      batch.Delete(Cf::kBlobs, k);
+    }
+    if (repair) DIGESTD_RETURN_IF_ERROR(impl.index->Write(batch));
+  }
+
+  std::unordered_set<Digest> seen;
+  DIGESTD_RETURN_IF_ERROR(WalkBlobFiles(impl.blobs_fd.Get(), [&](const FoundFile& f) -> Result<void> {
+    if (!f.digest) {
+      if (repair) DIGESTD_RETURN_IF_ERROR(RemoveEntry(f.shard_fd, f.name));
+      problem("bad-name", Quote(f.name) + ": " + f.problem, repair);
+      return Result<void>();
+    }
+    const Digest& d = *f.digest;
+    seen.insert(d);
+    auto it = records.find(d);
+    ++report.blobs_checked;
+    auto ok = impl.VerifyFile(f.shard_fd, f.name, d,
+                              it != records.end() ? std::optional(it->second) : std::nullopt,
+                              &report.bytes_hashed);
+    if (it == records.end()) {
+      if (ok && repair) {
+        Index::Batch batch;
+        const auto now = impl.Now();
+        batch.Put(Cf::kBlobs, d.ToString(),
+                  EncodeBlob(BlobInfo{.digest = d, .size = f.size, .created = now,
+                                      .last_used = now}));
+        DIGESTD_RETURN_IF_ERROR(impl.index->Write(batch));
+        std::lock_guard lock(impl.mu);
+        impl.usage.blobs += 1;
+        impl.usage.bytes += f.size;
+      } else if (repair) {
+        DIGESTD_RETURN_IF_ERROR(RemoveEntry(f.shard_fd, f.name));
+      }
+      problem("orphan", d.ToString() + (ok ? " (bytes match; adopt)" : " (bytes do not match)"),
+              repair);
+      return Result<void>();
+    }
+    if (!ok) {
+      const bool size = ok.error().code() == Errc::kSizeMismatch;
+      if (repair) DIGESTD_RETURN_IF_ERROR(impl.RemoveBlobUnlocked(d, it->second));
+      impl.AuditInternal("store.fsck.corrupt", d.ToString(), ok.error().ToString());
+      problem(size ? "size-mismatch" : "digest-mismatch", ok.error().ToString(), repair);
+      return Result<void>();
+    }
+    if (f.mode != 0444) {
+      if (repair) (void)::fchmodat(f.shard_fd, f.name.c_str(), 0444, 0);
+      problem("bad-mode", d.ToString() + " has mode " + std::to_string(f.mode), repair);
+    }
+    return Result<void>();
+  }));
+
+  for (const auto& [d, size] : records) {
+    if (seen.count(d)) continue;
+    if (repair) {
+      Index::Batch batch;
+      DIGESTD_RETURN_IF_ERROR(impl.AddBlobDeletes(batch, d));
+      DIGESTD_RETURN_IF_ERROR(impl.index->Write(batch));
+      std::lock_guard lock(impl.mu);
+      impl.usage.blobs -= impl.usage.blobs > 0 ? 1 : 0;
+      impl.usage.bytes -= std::min(impl.usage.bytes, size);
+    }
+    problem("missing-file", d.ToString(), repair);
+  }
+  return report;
+}
+
+}  // namespace digestd::store

@@ -1,0 +1,172 @@
+#pragma once
+
+// The content-addressed blob store: verified blobs as files named by their digest, indexed by
+// RocksDB. See docs/architecture.md ("The store") for the on-disk format and commit protocol.
+//
+// Thread safety: a Store and its methods are safe to call from many threads. A BlobWriter is used by
+// one thread at a time. One process holds a store root at a time (an flock on <root>/LOCK).
+//
+// Trust: everything read back from the root — index records and names on disk — is parsed and
+// validated; corrupt state is an error (Errc::kCorrupt) plus a counter, never a crash and never a
+// path outside the root.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+#include "store/types.h"
+#include "verify/digest.h"
+
+namespace digestd::store {
+
+inline constexpr int kSchemaVersion = 1;
+
+struct StoreOptions {
+  // Store root. Created (0700) if missing when `create` is set. Refused when it is a symlink, not a
+  // directory, world-writable, or owned by another user.
+  std::filesystem::path root;
+  bool create = true;
+  // Quota in bytes of blob content; 0 (default) disables eviction.
+  std::uint64_t quota_bytes = 0;
+  // Eviction starts when usage exceeds high * quota and stops below low * quota.
+  double quota_high = 0.90;
+  double quota_low = 0.80;
+  // Bytes between sync_file_range() writeback kicks while ingesting. Default 8 MiB.
+  std::size_t writeback_interval = 8u << 20;
+  // Clock seam: unix seconds. Default: the system clock.
+  std::function<std::int64_t()> clock;
+};
+
+struct IngestOptions {
+  std::string media_type;        // recorded; printable ASCII, at most 255 bytes
+  std::vector<Digest> children;  // for manifests: config and layers (edges GC follows)
+  std::string tenant;            // tenant whose credentials fetched it; empty if shared
+  // When another writer is ingesting the same digest: true waits for it to finish (then the call
+  // returns kAlreadyExists if it committed, or takes over if it aborted); false returns kBusy.
+  bool wait_if_in_flight = true;
+};
+
+class Store;
+
+// Streams one blob into staging while hashing it. Destroying an uncommitted writer discards it.
+class BlobWriter {
+ public:
+  ~BlobWriter();
+  BlobWriter(const BlobWriter&) = delete;
+  BlobWriter& operator=(const BlobWriter&) = delete;
+
+  // Appends bytes. Writing past the expected size fails at once (kTooLarge) and poisons the
+  // writer: Commit() will fail.
+  Result<void> Write(std::span<const std::byte> data);
+  Result<void> Write(std::string_view data) { return Write(std::as_bytes(std::span(data))); }
+
+  // Checks size and digest, fsyncs, publishes the file under its digest (0444), fsyncs the
+  // directory and records it in the index with a synced batch. On any error nothing is
+  // published, the staging file is discarded, and the error names expected and actual values.
+  Result<void> Commit();
+
+  // Discards the staging file. Idempotent.
+  void Abort();
+
+  const Digest& expected_digest() const;
+  std::uint64_t bytes_written() const;
+
+ private:
+  friend class Store;
+  struct State;
+  explicit BlobWriter(std::unique_ptr<State> state);
+  std::unique_ptr<State> s_;
+};
+using BlobWriterPtr = std::unique_ptr<BlobWriter>;
+
+class Store;
+using StorePtr = std::unique_ptr<Store>;
+
+class Store {
+ public:
+  // Opens the store: checks the root, takes the lock, opens the index (refusing a newer schema),
+  // wipes staging and reconciles index and files (see recovery()).
+  static Result<StorePtr> Open(const StoreOptions& options);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  const std::filesystem::path& root() const;
+  const RecoveryReport& recovery() const;
+
+  // ---- blobs
+  // Starts ingesting a blob. kAlreadyExists when it is committed already; kPermission when the
+  // digest is denied; kBusy per IngestOptions::wait_if_in_flight.
+  Result<BlobWriterPtr> Ingest(const Digest& expected, std::uint64_t expected_size,
+                               IngestOptions options = {});
+  // Ingest + Write + Commit of an in-memory blob; an existing blob is success.
+  Result<void> PutBlob(const Digest& expected, std::string_view bytes, IngestOptions options = {});
+
+  bool Contains(const Digest& digest) const;
+  // Read-only fd to the blob's file. kNotFound if absent; kPermission if denied.
+  Result<UniqueFd> OpenBlob(const Digest& digest) const;
+  Result<BlobInfo> Stat(const Digest& digest) const;
+  // Blobs in digest order, starting after `after`; at most `limit` (1..10000) per page.
+  Result<BlobPage> ListBlobs(const std::optional<Digest>& after, std::size_t limit) const;
+  // Removes file, record and its edges. kNotFound if absent.
+  Result<void> RemoveBlob(const Digest& digest);
+  // Marks the blob used now (for LRU eviction). Not synced: losing it in a crash is harmless.
+  Result<void> Touch(const Digest& digest);
+  // Manifests that reference `digest`, and what `digest` references.
+  Result<std::vector<Digest>> Parents(const Digest& digest) const;
+  Result<std::vector<Digest>> Children(const Digest& digest) const;
+
+  // ---- refs (canonical reference -> manifest digest)
+  Result<void> SetRef(std::string_view reference, const Digest& manifest);
+  Result<RefRecord> GetRef(std::string_view reference) const;
+  Result<std::vector<RefRecord>> ListRefs() const;
+  Result<void> RemoveRef(std::string_view reference);
+
+  // ---- leases
+  Result<void> PutLease(const Lease& lease);
+  Result<Lease> GetLease(std::string_view id) const;
+  Result<std::vector<Lease>> ListLeases() const;
+  Result<void> RemoveLease(std::string_view id);
+
+  // ---- deny list
+  Result<void> Deny(const Digest& digest, std::string_view reason);
+  Result<void> Undeny(const Digest& digest);
+  bool IsDenied(const Digest& digest) const;
+  Result<std::vector<DenyRecord>> ListDenied() const;
+
+  // ---- audit log: append-only, sequence numbers start at 1
+  // `json_object` must be one JSON object; returns its sequence number.
+  Result<std::uint64_t> AppendAudit(std::string_view json_object);
+  Result<std::vector<AuditRecord>> ReadAudit(std::uint64_t since_seq, std::size_t limit) const;
+
+  // ---- maintenance
+  // Mark from refs and leases (following manifest edges), sweep the rest.
+  Result<GcReport> CollectGarbage(bool dry_run);
+  // When usage exceeds the high watermark: evicts unleased images least recently used first until
+  // usage is below the low watermark.
+  Result<QuotaReport> EnforceQuota();
+  // Re-hashes every blob; with repair, removes what is wrong and adopts valid orphans.
+  Result<FsckReport> Fsck(bool repair);
+  Usage GetUsage() const;
+  StoreCounters counters() const;
+
+  // Opaque; defined in store_impl.h for store/'s own translation units.
+  struct Impl;
+
+ private:
+  friend class BlobWriter;
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace digestd::store

@@ -1,0 +1,77 @@
+#pragma once
+
+// Internal state of a Store, shared by store.cc, blob_writer.cc and maintenance.cc.
+//
+// Lock order: maint_mu (shared for commits and ref/lease writes, exclusive for GC, quota and fsck)
+// before mu (in-flight set, usage, deny set, audit sequence). Neither is held across a callback.
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_set>
+
+#include <spdlog/logger.h>
+
+#include "common/unique_fd.h"
+#include "store/index.h"
+#include "store/store.h"
+#include "verify/hasher.h"
+
+namespace digestd::store {
+
+struct AtomicCounters {
+  std::atomic<std::uint64_t> corrupt_records{0};
+  std::atomic<std::uint64_t> digest_mismatches{0};
+  std::atomic<std::uint64_t> size_mismatches{0};
+  std::atomic<std::uint64_t> commits{0};
+  std::atomic<std::uint64_t> aborts{0};
+};
+
+struct Store::Impl {
+  StoreOptions opts;
+  std::shared_ptr<spdlog::logger> log;
+  UniqueFd root_fd;
+  UniqueFd lock_fd;
+  UniqueFd blobs_fd;
+  UniqueFd staging_fd;
+  UniqueFd files_fd;
+  std::unique_ptr<Index> index;
+  RecoveryReport recovery;
+  std::atomic<bool> use_tmpfile{true};
+  mutable AtomicCounters counters;  // counted from const readers too
+
+  mutable std::shared_mutex maint_mu;
+  mutable std::mutex mu;
+  std::condition_variable in_flight_cv;
+  std::unordered_set<Digest> in_flight;
+  Usage usage;
+  std::unordered_set<Digest> denied;
+  std::uint64_t next_audit_seq = 1;
+
+  std::int64_t Now() const;
+  // "sha256/ab/<hex>" relative to blobs_fd; built only from a parsed Digest.
+  static std::string RelPath(const Digest& d);
+  static std::string ShardPath(const Digest& d);
+
+  Result<std::optional<BlobInfo>> GetBlobRecord(const Digest& d) const;
+  Result<std::vector<Digest>> Edges(Cf cf, const Digest& d) const;
+  // Adds deletes of the blob record and its outgoing edges (and their backrefs) to `batch`.
+  Result<void> AddBlobDeletes(Index::Batch& batch, const Digest& d) const;
+  // Unlinks the file and removes the records; caller holds maint_mu exclusively or shared.
+  Result<void> RemoveBlobUnlocked(const Digest& d, std::uint64_t size);
+  // Re-hashes file `name` in `dirfd` and compares with `expected` (and `size` when set).
+  Result<void> VerifyFile(int dirfd, std::string_view name, const Digest& expected,
+                          std::optional<std::uint64_t> size, std::uint64_t* hashed = nullptr) const;
+  // Appends an audit event written by the store itself:
+  // {"type":..,"time":..,"actor":"store","digest":..,"reason":..}. Failures are logged, not fatal.
+  void AuditInternal(std::string_view type, std::string_view digest, std::string_view reason);
+
+  Result<void> Recover();
+  Result<GcReport> GcLocked(bool dry_run);
+
+  void FinishInFlight(const Digest& d);
+};
+
+}  // namespace digestd::store

@@ -1,0 +1,104 @@
+#pragma once
+
+// Value types of the store's public API. Plain structs; fields document their meaning.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "verify/digest.h"
+
+namespace digestd::store {
+
+using verify::Digest;
+
+struct BlobInfo {
+  Digest digest;
+  std::uint64_t size = 0;
+  std::string media_type;  // as recorded at ingest; empty when unknown (e.g. adopted at recovery)
+  std::int64_t created = 0;    // unix seconds
+  std::int64_t last_used = 0;  // unix seconds; updated by Touch() and SetRef()
+  std::string tenant;          // tenant whose credentials pulled it; empty for shared pulls
+};
+
+struct BlobPage {
+  std::vector<BlobInfo> items;
+  std::optional<Digest> next;  // pass as `after` to get the next page; nullopt at the end
+};
+
+struct RefRecord {
+  std::string reference;  // canonical reference text, e.g. "registry.example/ns/app:v1"
+  Digest digest;          // manifest digest the reference resolved to
+  std::int64_t resolved_at = 0;
+};
+
+struct Lease {
+  std::string id;      // [A-Za-z0-9._-]{1,128}
+  std::string tenant;  // [A-Za-z0-9._-]{1,128}
+  std::vector<Digest> digests;  // pinned roots (manifests or blobs); closures are pinned too
+  std::int64_t created = 0;
+};
+
+struct DenyRecord {
+  Digest digest;
+  std::string reason;
+  std::int64_t created = 0;
+};
+
+struct AuditRecord {
+  std::uint64_t seq = 0;
+  std::string json;  // one JSON object
+};
+
+struct GcReport {
+  bool dry_run = false;
+  std::uint64_t live_blobs = 0;
+  std::vector<BlobInfo> swept;  // removed (or, in a dry run, would be removed)
+  std::uint64_t bytes_freed = 0;
+};
+
+struct QuotaReport {
+  std::uint64_t usage_before = 0;
+  std::uint64_t usage_after = 0;
+  std::vector<Digest> evicted_images;  // manifest digests whose refs were dropped, oldest first
+  std::uint64_t bytes_freed = 0;
+};
+
+struct FsckProblem {
+  std::string what;  // "digest-mismatch", "size-mismatch", "missing-file", "orphan", "bad-record",
+                     // "bad-name", "bad-mode", "staging-leftover"
+  std::string detail;
+  bool repaired = false;
+};
+
+struct FsckReport {
+  std::uint64_t blobs_checked = 0;
+  std::uint64_t bytes_hashed = 0;
+  std::vector<FsckProblem> problems;
+  bool clean() const { return problems.empty(); }
+};
+
+struct RecoveryReport {
+  std::uint64_t staging_removed = 0;
+  std::uint64_t orphans_adopted = 0;   // files without record whose bytes matched their name
+  std::uint64_t orphans_removed = 0;   // files without record that did not match, or bad names
+  std::uint64_t records_dropped = 0;   // records whose file was missing or unreadable
+  std::uint64_t bad_records = 0;       // records that failed to parse
+};
+
+struct Usage {
+  std::uint64_t blobs = 0;
+  std::uint64_t bytes = 0;
+};
+
+// Monotonic counters, for metrics. Read with relaxed ordering.
+struct StoreCounters {
+  std::uint64_t corrupt_records = 0;
+  std::uint64_t digest_mismatches = 0;
+  std::uint64_t size_mismatches = 0;
+  std::uint64_t commits = 0;
+  std::uint64_t aborts = 0;
+};
+
+}  // namespace digestd::store
