@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian package that digestd's build, tests, demo and benchmarks need.
+# Idempotent: packages already installed are skipped; apt is only touched when something is missing.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain and build
+  g++ cmake make pkg-config ccache
+  # libraries (Boost >= 1.78 for Asio's io_uring backend; 1.81 conflicts with libboost1.74-dev)
+  libboost1.81-dev liburing-dev librocksdb-dev libssl-dev libspdlog-dev libfmt-dev
+  nlohmann-json3-dev libtomlplusplus-dev libexpected-dev libarchive-dev libzstd-dev libcli11-dev
+  libfuse3-dev fuse3
+  # tests
+  libgtest-dev libgmock-dev docker-registry skopeo umoci busybox-static curl jq strace openssl
+  # fuzzing (clang + libFuzzer runtime)
+  clang libclang-rt-14-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
