@@ -4,8 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
 #include <random>
+#include <thread>
 
 #include "store/fs_util.h"
 #include "store/records.h"
@@ -13,6 +16,75 @@
 #include "store/store_impl.h"
 
 namespace digestd::store {
+
+namespace {
+
+// Hashes on a second core while the writer's thread copies the same bytes into the page cache, so
+// a large blob costs max(hash, write) per chunk instead of their sum. The span handed to Start()
+// must stay valid until Wait() returns; BlobWriter::Write is synchronous, so the caller's buffer
+// does. One worker per large blob; small blobs hash inline.
+class HashWorker {
+ public:
+  explicit HashWorker(verify::Hasher& hasher) : hasher_(hasher), thread_([this] { Run(); }) {}
+  ~HashWorker() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  HashWorker(const HashWorker&) = delete;
+  HashWorker& operator=(const HashWorker&) = delete;
+
+  void Start(std::span<const std::byte> data) {
+    {
+      std::lock_guard lock(mu_);
+      job_ = data;
+      busy_ = true;
+    }
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return !busy_; });
+  }
+
+ private:
+  void Run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return busy_ || stop_; });
+      if (busy_) {
+        const auto job = job_;
+        lock.unlock();
+        hasher_.Update(job);
+        lock.lock();
+        busy_ = false;
+        cv_.notify_all();
+        continue;
+      }
+      if (stop_) return;
+    }
+  }
+
+  verify::Hasher& hasher_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::span<const std::byte> job_;
+  bool busy_ = false;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts after the members it uses exist
+};
+
+// Dirty data one writer may leave in flight, in writeback windows (8 x 8 MiB by default).
+constexpr std::uint64_t kDirtyWindows = 8;
+// Blobs at least this large hash on a worker thread.
+constexpr std::uint64_t kParallelHashThreshold = 4u << 20;
+// Chunks smaller than this hash inline even for large blobs (the hand-off would cost more).
+constexpr std::size_t kParallelHashMinChunk = 64u << 10;
+
+}  // namespace
 
 struct BlobWriter::State {
   Store::Impl* store = nullptr;
@@ -27,6 +99,7 @@ struct BlobWriter::State {
   std::uint64_t waited = 0;   // bytes whose writeback we waited for
   std::optional<Error> poisoned;
   bool finished = false;
+  std::unique_ptr<HashWorker> hash_worker;  // for large blobs; declared after the hasher it uses
 };
 
 namespace {
@@ -91,7 +164,10 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
   auto state = std::unique_ptr<BlobWriter::State>(
       new BlobWriter::State{impl_.get(), expected, expected_size, std::move(options),
                             std::move(*hasher), UniqueFd(), std::string(), 0, 0, 0, std::nullopt,
-                            false});
+                            false, nullptr});
+  if (expected_size >= kParallelHashThreshold) {
+    state->hash_worker = std::make_unique<HashWorker>(state->hasher);
+  }
   auto staging = CreateStagingFile(*impl_);
   if (!staging) {
     impl_->FinishInFlight(expected);
@@ -119,27 +195,37 @@ Result<void> BlobWriter::Write(std::span<const std::byte> data) {
     s_->store->counters.size_mismatches.fetch_add(1, std::memory_order_relaxed);
     return *s_->poisoned;
   }
-  s_->hasher.Update(data);
-  if (auto r = WriteAll(s_->fd.Get(), data); !r) {
+  const bool parallel = s_->hash_worker && data.size() >= kParallelHashMinChunk;
+  if (parallel) {
+    s_->hash_worker->Start(data);
+  } else {
+    s_->hasher.Update(data);
+  }
+  auto r = WriteAll(s_->fd.Get(), data);
+  if (parallel) s_->hash_worker->Wait();
+  if (!r) {
     s_->poisoned = std::move(r).error().Wrap("staging " + s_->expected.ToString());
     return *s_->poisoned;
   }
   s_->written += data.size();
-  // Start writeback as we go so the final fdatasync has little left to do, and wait for the
-  // window before last so dirty pages stay bounded (~2 windows) however large the blob.
+  // Start writeback as we go so the final fdatasync has little left to do.
   const std::uint64_t window = s_->store->opts.writeback_interval;
   if (window > 0 && s_->written - s_->kicked >= window) {
     // sync_file_range is advisory here: on failure the final fdatasync still makes it durable.
     (void)::sync_file_range(s_->fd.Get(), static_cast<off_t>(s_->kicked),
                             static_cast<off_t>(s_->written - s_->kicked), SYNC_FILE_RANGE_WRITE);
-    if (s_->kicked > s_->waited) {
+    s_->kicked = s_->written;
+    // Bound this blob's dirty pages: wait for writeback older than kDirtyWindows windows. Waiting
+    // on the window just kicked would serialise us with the disk; this keeps it busy.
+    const std::uint64_t lag = window * kDirtyWindows;
+    if (s_->kicked > s_->waited + lag) {
+      const std::uint64_t upto = s_->kicked - lag;
       (void)::sync_file_range(s_->fd.Get(), static_cast<off_t>(s_->waited),
-                              static_cast<off_t>(s_->kicked - s_->waited),
+                              static_cast<off_t>(upto - s_->waited),
                               SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
                                   SYNC_FILE_RANGE_WAIT_AFTER);
-      s_->waited = s_->kicked;
+      s_->waited = upto;
     }
-    s_->kicked = s_->written;
   }
   return {};
 }
