@@ -5,6 +5,7 @@
 // DIGESTD_CRASH_KILLS override the defaults, and a failure prints the seed and the kill number.
 
 #include <fcntl.h>
+#include <poll.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -51,9 +52,21 @@ Child Spawn(const fs::path& root, std::uint64_t seed) {
   return Child{pid, pipefd[0]};
 }
 
+// Reads from the child until its "S" (store open) line, or up to 20 s; keeps what it read.
+void WaitStarted(int fd, std::string& all) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  char buf[4096];
+  while (all.find("S\n") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return;
+    all.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
 // Reads everything the (dead) child wrote; returns the digests it reported committed.
-std::vector<std::string> ReadCommitted(int fd, bool* started) {
-  std::string all;
+std::vector<std::string> ReadCommitted(int fd, std::string all, bool* started) {
   char buf[65536];
   ssize_t n;
   while ((n = ::read(fd, buf, sizeof buf)) > 0) all.append(buf, static_cast<std::size_t>(n));
@@ -89,15 +102,19 @@ TEST(StoreCrashTest, SurvivesRandomSigkills) {
       committed.clear();
     }
     Child child = Spawn(root, rng());
-    // 0..120 ms: some kills land while the child is still opening (recovering) the store.
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 120000));
+    // One kill in four lands at a random moment from spawn, often while the child is still
+    // opening (recovering) the store; the others 0..80 ms after its store is open, mid-ingest.
+    // Waiting for the open keeps the mix the same on slow machines and under sanitizers.
+    std::string out;
+    if (rng() % 4 != 0) WaitStarted(child.out, out);
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 80000));
     ASSERT_EQ(::kill(child.pid, SIGKILL), 0);
     int status = 0;
     ASSERT_EQ(::waitpid(child.pid, &status, 0), child.pid);
     ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
         << "child exited by itself with status " << status;
     bool started = false;
-    for (auto& d : ReadCommitted(child.out, &started)) committed.insert(std::move(d));
+    for (auto& d : ReadCommitted(child.out, std::move(out), &started)) committed.insert(std::move(d));
     started_runs += started;
 
     auto store = Store::Open(StoreOptions{.root = root});
