@@ -13,3 +13,8 @@ cmake --build --preset "$PRESET" -j2
 
 # Every test, including the crash test and the benchmark smoke runs (label "smoke").
 ctest --test-dir "build/$PRESET" --output-on-failure --timeout 900 "$@"
+
+# libFuzzer smoke run of each parser (clang build); set DIGESTD_FUZZ_SECONDS=0 to skip.
+if [ "${DIGESTD_FUZZ_SECONDS:-15}" != "0" ]; then
+  scripts/fuzz-smoke.sh "${DIGESTD_FUZZ_SECONDS:-15}"
+fi

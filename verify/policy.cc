@@ -54,7 +54,11 @@ struct Loader {
   Result<void> OnlyKeys(const json& obj, std::initializer_list<std::string_view> allowed,
                         const std::string& where) const {
     if (!obj.is_object()) return Bad(where, "must be an object");
-    if (auto r = JsonOnlyKeys(obj, allowed, where); !r) return Bad(where, r.error().context());
+    // JsonOnlyKeys already prefixes `where`.
+    if (auto r = JsonOnlyKeys(obj, allowed, where); !r) {
+      return MakeError(Module::kVerify, Errc::kInvalidArgument,
+                       std::string(source) + ": " + r.error().context());
+    }
     return {};
   }
 

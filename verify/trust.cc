@@ -96,7 +96,8 @@ Result<TrustRoot> TrustRoot::Parse(std::string_view text, std::string_view sourc
     const std::string where = "keys[" + std::to_string(i) + "]";
     if (!k.is_object()) return Bad(source, where, "not an object");
     if (auto r = JsonOnlyKeys(k, {"id", "pem", "pemPath", "start", "end", "scopes"}, where); !r) {
-      return Bad(source, where, r.error().context());
+      return MakeError(Module::kVerify, Errc::kInvalidArgument,
+                       std::string(source) + ": " + r.error().context());
     }
     TrustedKey key;
     auto id = JsonString(k, "id", where);
@@ -156,7 +157,8 @@ Result<TrustRoot> TrustRoot::Parse(std::string_view text, std::string_view sourc
       const std::string where = "revocations[" + std::to_string(i) + "]";
       if (!r.is_object()) return Bad(source, where, "not an object");
       if (auto ok = JsonOnlyKeys(r, {"id", "reason"}, where); !ok) {
-        return Bad(source, where, ok.error().context());
+        return MakeError(Module::kVerify, Errc::kInvalidArgument,
+                         std::string(source) + ": " + ok.error().context());
       }
       auto id = JsonString(r, "id", where);
       if (!id || id->empty()) return Bad(source, where + ".id", "missing");
