@@ -1,8 +1,12 @@
 // Ingest and commit: the path every verified byte takes into the store.
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <vector>
 
 #include <condition_variable>
 #include <cstdio>
@@ -19,14 +23,18 @@ namespace digestd::store {
 
 namespace {
 
-// Hashes on a second core while the writer's thread copies the same bytes into the page cache, so
-// a large blob costs max(hash, write) per chunk instead of their sum. The span handed to Start()
-// must stay valid until Wait() returns; BlobWriter::Write is synchronous, so the caller's buffer
-// does. One worker per large blob; small blobs hash inline.
-class HashWorker {
+// Hashes the staging file on a second core, behind the writer, reading the bytes back through a
+// read-only mapping of the page cache (no copy and no hand-off per chunk). The writer only
+// publishes how far it has written; it is held back when the hasher lags by more than kMaxLag, so
+// the bytes are still cached when they are hashed. Hashing what is in the file is also exactly
+// what gets committed.
+class FileHasher {
  public:
-  explicit HashWorker(verify::Hasher& hasher) : hasher_(hasher), thread_([this] { Run(); }) {}
-  ~HashWorker() {
+  static constexpr std::uint64_t kWindow = 8u << 20;
+  static constexpr std::uint64_t kMaxLag = 64u << 20;
+
+  FileHasher(verify::Hasher& hasher, int fd) : hasher_(hasher), fd_(fd), thread_([this] { Run(); }) {}
+  ~FileHasher() {
     {
       std::lock_guard lock(mu_);
       stop_ = true;
@@ -34,55 +42,84 @@ class HashWorker {
     cv_.notify_all();
     thread_.join();
   }
-  HashWorker(const HashWorker&) = delete;
-  HashWorker& operator=(const HashWorker&) = delete;
+  FileHasher(const FileHasher&) = delete;
+  FileHasher& operator=(const FileHasher&) = delete;
 
-  void Start(std::span<const std::byte> data) {
-    {
-      std::lock_guard lock(mu_);
-      job_ = data;
-      busy_ = true;
-    }
-    cv_.notify_all();
-  }
-  void Wait() {
+  // Bytes [0, written) are in the file.
+  void Publish(std::uint64_t written) {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return !busy_; });
+    written_ = written;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return written_ - hashed_ <= kMaxLag || failed_; });
+  }
+  // Waits until everything published is hashed. False when the file could not be read back.
+  bool Finish() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return hashed_ == written_ || failed_; });
+    return !failed_;
   }
 
  private:
   void Run() {
+    std::vector<std::byte> fallback;
     std::unique_lock lock(mu_);
     for (;;) {
-      cv_.wait(lock, [this] { return busy_ || stop_; });
-      if (busy_) {
-        const auto job = job_;
-        lock.unlock();
-        hasher_.Update(job);
-        lock.lock();
-        busy_ = false;
-        cv_.notify_all();
+      cv_.wait(lock, [&] { return written_ > hashed_ || stop_; });
+      if (written_ == hashed_ || failed_) {
+        if (stop_) return;
         continue;
       }
-      if (stop_) return;
+      const std::uint64_t pos = hashed_;
+      const std::uint64_t end = std::min(written_, pos + kWindow);
+      lock.unlock();
+      const bool ok = HashRange(pos, end, fallback);
+      lock.lock();
+      if (!ok) failed_ = true;
+      hashed_ = end;
+      cv_.notify_all();
     }
   }
 
+  bool HashRange(std::uint64_t pos, std::uint64_t end, std::vector<std::byte>& fallback) {
+    static const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    const std::uint64_t map_off = pos & ~(page - 1);
+    const std::size_t map_len = static_cast<std::size_t>(end - map_off);
+    void* p = ::mmap(nullptr, map_len, PROT_READ, MAP_SHARED, fd_, static_cast<off_t>(map_off));
+    if (p != MAP_FAILED) {
+      hasher_.Update(std::span(static_cast<const std::byte*>(p) + (pos - map_off), end - pos));
+      ::munmap(p, map_len);
+      return true;
+    }
+    // No mapping (an unusual filesystem): read the bytes back instead.
+    fallback.resize(1u << 20);
+    while (pos < end) {
+      const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(fallback.size(), end - pos));
+      const ssize_t n = ::pread(fd_, fallback.data(), want, static_cast<off_t>(pos));
+      if (n <= 0) {
+        if (n < 0 && errno == EINTR) continue;
+        return false;
+      }
+      hasher_.Update(std::span(fallback.data(), static_cast<std::size_t>(n)));
+      pos += static_cast<std::uint64_t>(n);
+    }
+    return true;
+  }
+
   verify::Hasher& hasher_;
+  const int fd_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::span<const std::byte> job_;
-  bool busy_ = false;
+  std::uint64_t written_ = 0;
+  std::uint64_t hashed_ = 0;
+  bool failed_ = false;
   bool stop_ = false;
   std::thread thread_;  // last: starts after the members it uses exist
 };
 
 // Dirty data one writer may leave in flight, in writeback windows (8 x 8 MiB by default).
 constexpr std::uint64_t kDirtyWindows = 8;
-// Blobs at least this large hash on a worker thread.
+// Blobs at least this large are hashed by a FileHasher; smaller ones inline.
 constexpr std::uint64_t kParallelHashThreshold = 4u << 20;
-// Chunks smaller than this hash inline even for large blobs (the hand-off would cost more).
-constexpr std::size_t kParallelHashMinChunk = 64u << 10;
 
 }  // namespace
 
@@ -99,7 +136,7 @@ struct BlobWriter::State {
   std::uint64_t waited = 0;   // bytes whose writeback we waited for
   std::optional<Error> poisoned;
   bool finished = false;
-  std::unique_ptr<HashWorker> hash_worker;  // for large blobs; declared after the hasher it uses
+  std::unique_ptr<FileHasher> file_hasher;  // for large blobs; declared after the hasher and fd
 };
 
 namespace {
@@ -165,9 +202,6 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
       new BlobWriter::State{impl_.get(), expected, expected_size, std::move(options),
                             std::move(*hasher), UniqueFd(), std::string(), 0, 0, 0, std::nullopt,
                             false, nullptr});
-  if (expected_size >= kParallelHashThreshold) {
-    state->hash_worker = std::make_unique<HashWorker>(state->hasher);
-  }
   auto staging = CreateStagingFile(*impl_);
   if (!staging) {
     impl_->FinishInFlight(expected);
@@ -175,6 +209,9 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
   }
   state->fd = std::move(staging->first);
   state->staging_name = std::move(staging->second);
+  if (expected_size >= kParallelHashThreshold) {
+    state->file_hasher = std::make_unique<FileHasher>(state->hasher, state->fd.Get());
+  }
   return BlobWriterPtr(new BlobWriter(std::move(state)));
 }
 
@@ -195,19 +232,14 @@ Result<void> BlobWriter::Write(std::span<const std::byte> data) {
     s_->store->counters.size_mismatches.fetch_add(1, std::memory_order_relaxed);
     return *s_->poisoned;
   }
-  const bool parallel = s_->hash_worker && data.size() >= kParallelHashMinChunk;
-  if (parallel) {
-    s_->hash_worker->Start(data);
-  } else {
-    s_->hasher.Update(data);
-  }
+  if (!s_->file_hasher) s_->hasher.Update(data);
   auto r = WriteAll(s_->fd.Get(), data);
-  if (parallel) s_->hash_worker->Wait();
   if (!r) {
     s_->poisoned = std::move(r).error().Wrap("staging " + s_->expected.ToString());
     return *s_->poisoned;
   }
   s_->written += data.size();
+  if (s_->file_hasher) s_->file_hasher->Publish(s_->written);
   // Start writeback as we go so the final fdatasync has little left to do.
   const std::uint64_t window = s_->store->opts.writeback_interval;
   if (window > 0 && s_->written - s_->kicked >= window) {
@@ -233,6 +265,7 @@ Result<void> BlobWriter::Write(std::span<const std::byte> data) {
 void BlobWriter::Abort() {
   if (!s_ || s_->finished) return;
   s_->finished = true;
+  s_->file_hasher.reset();  // joins the hasher before its fd goes away
   s_->fd.Reset();
   if (!s_->staging_name.empty()) {
     (void)::unlinkat(s_->store->staging_fd.Get(), s_->staging_name.c_str(), 0);
@@ -256,6 +289,9 @@ Result<void> BlobWriter::Commit() {
                            "size mismatch for " + expected.ToString() + ": expected " +
                                std::to_string(s_->expected_size) + " bytes, got " +
                                std::to_string(s_->written)));
+  }
+  if (s_->file_hasher && !s_->file_hasher->Finish()) {
+    return fail(StoreError(Errc::kIo, "cannot read back staging file of " + expected.ToString()));
   }
   const Digest actual = s_->hasher.Finish();
   if (actual != expected) {
@@ -340,6 +376,7 @@ Result<void> BlobWriter::Commit() {
   }
   impl.counters.commits.fetch_add(1, std::memory_order_relaxed);
   s_->finished = true;
+  s_->file_hasher.reset();
   s_->fd.Reset();
   impl.FinishInFlight(expected);
   return {};
