@@ -1,0 +1,230 @@
+#include "daemon/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include "verify/reference.h"
+
+namespace digestd::daemon {
+namespace {
+
+struct Reader {
+  std::string_view source;
+
+  Error Bad(const std::string& key, const std::string& why) const {
+    return MakeError(Module::kDaemon, Errc::kInvalidArgument,
+                     std::string(source) + ": " + key + ": " + why);
+  }
+
+  Result<void> OnlyKeys(const toml::table& t, const std::string& where,
+                        std::initializer_list<std::string_view> allowed) const {
+    for (const auto& [k, v] : t) {
+      bool ok = false;
+      for (auto a : allowed) ok = ok || k.str() == a;
+      if (!ok) {
+        return Bad(where.empty() ? std::string(k.str()) : where + "." + std::string(k.str()),
+                   "unknown key");
+      }
+    }
+    return {};
+  }
+
+  template <class T>
+  Result<std::optional<T>> Get(const toml::table& t, std::string_view key,
+                               const std::string& where) const {
+    const toml::node* n = t.get(key);
+    if (n == nullptr) return std::optional<T>();
+    const std::string full = where.empty() ? std::string(key) : where + "." + std::string(key);
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (!n->is_string()) return Bad(full, "must be a string");
+      return std::optional<T>(**n->as_string());
+    } else if constexpr (std::is_same_v<T, bool>) {
+      if (!n->is_boolean()) return Bad(full, "must be true or false");
+      return std::optional<T>(**n->as_boolean());
+    } else {
+      if (!n->is_integer()) return Bad(full, "must be an integer");
+      const std::int64_t v = **n->as_integer();
+      if (v < 0) return Bad(full, "must not be negative");
+      return std::optional<T>(static_cast<T>(v));
+    }
+  }
+
+  template <class T>
+  Result<void> Set(const toml::table& t, std::string_view key, const std::string& where,
+                   T& out) const {
+    DIGESTD_ASSIGN_OR_RETURN(auto v, Get<T>(t, key, where));
+    if (v) out = std::move(*v);
+    return {};
+  }
+
+  Result<void> Host(const std::string& key, const std::string& host) const {
+    if (host.find('/') != std::string::npos || !verify::ValidateRegistryHost(host)) {
+      return Bad(key, Quote(host) + " is not a registry host[:port]");
+    }
+    return {};
+  }
+
+  Result<void> Ms(const toml::table& t, std::string_view key, const std::string& where,
+                  std::chrono::milliseconds& out) const {
+    DIGESTD_ASSIGN_OR_RETURN(auto v, Get<std::int64_t>(t, key, where));
+    if (v) {
+      if (*v < 1 || *v > 3'600'000) return Bad(where + "." + std::string(key), "must be 1..3600000");
+      out = std::chrono::milliseconds(*v);
+    }
+    return {};
+  }
+};
+
+const toml::table* SubTable(const toml::table& t, std::string_view key) {
+  const toml::node* n = t.get(key);
+  return n ? n->as_table() : nullptr;
+}
+
+}  // namespace
+
+const RegistryConfig* Config::FindRegistry(std::string_view host) const {
+  for (const auto& r : registries) {
+    if (r.host == host) return &r;
+  }
+  return nullptr;
+}
+
+Result<Config> ParseConfig(std::string_view text, std::string_view source) {
+  Reader rd{source};
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream msg;
+    msg << e.description() << " at line " << e.source().begin.line << ", column "
+        << e.source().begin.column;
+    return MakeError(Module::kDaemon, Errc::kInvalidArgument,
+                     std::string(source) + ": " + msg.str());
+  }
+  Config c;
+  DIGESTD_RETURN_IF_ERROR(
+      rd.OnlyKeys(root, "", {"store", "policy", "auth", "pull", "timeouts", "registry"}));
+  for (const char* section : {"store", "policy", "auth", "pull", "timeouts"}) {
+    if (root.get(section) && !root.get(section)->is_table()) {
+      return rd.Bad(section, "must be a table ([" + std::string(section) + "])");
+    }
+  }
+  if (const auto* s = SubTable(root, "store")) {
+    DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(*s, "store", {"root", "quota_bytes"}));
+    std::string r = c.store_root.string();
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*s, "root", "store", r));
+    if (r.empty() || r.front() != '/') return rd.Bad("store.root", "must be an absolute path");
+    c.store_root = r;
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*s, "quota_bytes", "store", c.quota_bytes));
+  }
+  if (const auto* p = SubTable(root, "policy")) {
+    DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(*p, "policy", {"file", "trust"}));
+    std::string f = c.policy_path.string(), t;
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*p, "file", "policy", f));
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*p, "trust", "policy", t));
+    c.policy_path = f;
+    c.trust_path = t;
+  }
+  if (const auto* a = SubTable(root, "auth")) {
+    DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(*a, "auth", {"file"}));
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*a, "file", "auth", c.auth_file));
+  }
+  if (const auto* p = SubTable(root, "pull")) {
+    DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(
+        *p, "pull",
+        {"platform", "layer_concurrency", "manifest_max_bytes", "blob_max_bytes", "retries"}));
+    std::string platform;
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*p, "platform", "pull", platform));
+    if (!platform.empty()) {
+      std::vector<std::string> parts;
+      std::stringstream ss(platform);
+      for (std::string part; std::getline(ss, part, '/');) parts.push_back(part);
+      if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty()) {
+        return rd.Bad("pull.platform", "want os/architecture[/variant], e.g. linux/arm64/v8");
+      }
+      c.platform = {.os = parts[0], .architecture = parts[1],
+                    .variant = parts.size() == 3 ? parts[2] : ""};
+    }
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*p, "layer_concurrency", "pull", c.layer_concurrency));
+    if (c.layer_concurrency < 1 || c.layer_concurrency > 64) {
+      return rd.Bad("pull.layer_concurrency", "must be 1..64");
+    }
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*p, "manifest_max_bytes", "pull", c.manifest_max_bytes));
+    if (c.manifest_max_bytes < 1024 || c.manifest_max_bytes > (64u << 20)) {
+      return rd.Bad("pull.manifest_max_bytes", "must be 1 KiB..64 MiB");
+    }
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*p, "blob_max_bytes", "pull", c.blob_max_bytes));
+    if (c.blob_max_bytes == 0) return rd.Bad("pull.blob_max_bytes", "must be positive");
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*p, "retries", "pull", c.retries));
+    if (c.retries > 20) return rd.Bad("pull.retries", "must be 0..20");
+  }
+  if (const auto* t = SubTable(root, "timeouts")) {
+    DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(*t, "timeouts", {"connect_ms", "first_byte_ms", "stall_ms"}));
+    DIGESTD_RETURN_IF_ERROR(rd.Ms(*t, "connect_ms", "timeouts", c.connect_timeout));
+    DIGESTD_RETURN_IF_ERROR(rd.Ms(*t, "first_byte_ms", "timeouts", c.first_byte_timeout));
+    DIGESTD_RETURN_IF_ERROR(rd.Ms(*t, "stall_ms", "timeouts", c.stall_timeout));
+  }
+  if (const toml::node* regs = root.get("registry")) {
+    const toml::array* arr = regs->as_array();
+    if (arr == nullptr) return rd.Bad("registry", "must be an array of tables ([[registry]])");
+    std::set<std::string> seen;
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+      const std::string where = "registry[" + std::to_string(i) + "]";
+      const toml::table* t = arr->get(i)->as_table();
+      if (t == nullptr) return rd.Bad(where, "must be a table");
+      DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(
+          *t, where, {"host", "insecure", "ca_file", "auth_file", "max_concurrency", "mirror"}));
+      RegistryConfig r;
+      DIGESTD_ASSIGN_OR_RETURN(auto host, rd.Get<std::string>(*t, "host", where));
+      if (!host) return rd.Bad(where + ".host", "required");
+      r.host = *host;
+      DIGESTD_RETURN_IF_ERROR(rd.Host(where + ".host", r.host));
+      if (!seen.insert(r.host).second) return rd.Bad(where + ".host", "duplicate registry " + r.host);
+      DIGESTD_RETURN_IF_ERROR(rd.Set(*t, "insecure", where, r.insecure));
+      DIGESTD_RETURN_IF_ERROR(rd.Set(*t, "ca_file", where, r.ca_file));
+      DIGESTD_RETURN_IF_ERROR(rd.Set(*t, "auth_file", where, r.auth_file));
+      DIGESTD_RETURN_IF_ERROR(rd.Set(*t, "max_concurrency", where, r.max_concurrency));
+      if (r.max_concurrency < 1 || r.max_concurrency > 64) {
+        return rd.Bad(where + ".max_concurrency", "must be 1..64");
+      }
+      if (const toml::node* ms = t->get("mirror")) {
+        const toml::array* marr = ms->as_array();
+        if (marr == nullptr) return rd.Bad(where + ".mirror", "must be [[registry.mirror]] tables");
+        for (std::size_t j = 0; j < marr->size(); ++j) {
+          const std::string mw = where + ".mirror[" + std::to_string(j) + "]";
+          const toml::table* mt = marr->get(j)->as_table();
+          if (mt == nullptr) return rd.Bad(mw, "must be a table");
+          DIGESTD_RETURN_IF_ERROR(
+              rd.OnlyKeys(*mt, mw, {"host", "insecure", "ca_file", "resolve_tags"}));
+          MirrorConfig m;
+          DIGESTD_ASSIGN_OR_RETURN(auto mh, rd.Get<std::string>(*mt, "host", mw));
+          if (!mh) return rd.Bad(mw + ".host", "required");
+          m.host = *mh;
+          DIGESTD_RETURN_IF_ERROR(rd.Host(mw + ".host", m.host));
+          DIGESTD_RETURN_IF_ERROR(rd.Set(*mt, "insecure", mw, m.insecure));
+          DIGESTD_RETURN_IF_ERROR(rd.Set(*mt, "ca_file", mw, m.ca_file));
+          DIGESTD_RETURN_IF_ERROR(rd.Set(*mt, "resolve_tags", mw, m.resolve_tags));
+          r.mirrors.push_back(std::move(m));
+        }
+      }
+      c.registries.push_back(std::move(r));
+    }
+  }
+  return c;
+}
+
+Result<Config> LoadConfig(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return MakeError(Module::kDaemon, Errc::kNotFound,
+                     "cannot read config file " + Quote(path.string()));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseConfig(ss.str(), path.string());
+}
+
+}  // namespace digestd::daemon

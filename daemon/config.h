@@ -1,0 +1,61 @@
+#pragma once
+
+// digestd's one configuration file (TOML), parsed strictly: an unknown key or a bad value is
+// refused with the file and the key named. The format is documented in docs/operations.md.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.h"
+#include "verify/oci.h"
+
+namespace digestd::daemon {
+
+struct MirrorConfig {
+  std::string host;           // host[:port]
+  bool insecure = false;      // plain HTTP
+  std::string ca_file;        // extra CA bundle for TLS
+  bool resolve_tags = false;  // may this mirror resolve tags? (digests always may come from it)
+};
+
+struct RegistryConfig {
+  std::string host;  // host[:port] as in references ("docker.io" is served by registry-1.docker.io)
+  bool insecure = false;
+  std::string ca_file;
+  std::string auth_file;    // containers/docker auth.json; empty: the global [auth] file
+  int max_concurrency = 4;  // concurrent requests to this registry
+  std::vector<MirrorConfig> mirrors;  // tried in order before the origin for content by digest
+};
+
+struct Config {
+  std::filesystem::path store_root = "/var/lib/digestd";
+  std::uint64_t quota_bytes = 0;
+  std::filesystem::path policy_path = "/etc/digestd/policy.json";
+  std::filesystem::path trust_path;  // optional
+  std::string auth_file;             // global auth.json; optional
+
+  verify::Platform platform = verify::HostPlatform();
+  int layer_concurrency = 4;
+  std::size_t manifest_max_bytes = verify::kDefaultManifestCap;
+  std::uint64_t blob_max_bytes = std::uint64_t{64} << 30;
+  int retries = 4;
+
+  std::chrono::milliseconds connect_timeout{10'000};
+  std::chrono::milliseconds first_byte_timeout{30'000};
+  std::chrono::milliseconds stall_timeout{30'000};
+
+  std::vector<RegistryConfig> registries;
+
+  // The registry's section, or nullptr when it has none (defaults apply: TLS, no mirrors).
+  const RegistryConfig* FindRegistry(std::string_view host) const;
+};
+
+Result<Config> ParseConfig(std::string_view toml_text, std::string_view source);
+Result<Config> LoadConfig(const std::filesystem::path& path);
+
+}  // namespace digestd::daemon

@@ -1,0 +1,351 @@
+#include "daemon/pull.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+
+#include "common/log.h"
+#include "store/layer_digest.h"
+#include "verify/oci.h"
+
+namespace digestd::daemon {
+namespace {
+
+using verify::Digest;
+using verify::Reference;
+
+Error PullError(Errc code, std::string context) {
+  return MakeError(Module::kDaemon, code, std::move(context));
+}
+
+std::int64_t Now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string RandomId() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "pull-%016llx", static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+using Task = std::function<asio::awaitable<Result<void>>()>;
+
+// Runs tasks with at most `limit` in flight on `io`; the first error stops further starts.
+asio::awaitable<Result<void>> RunBounded(asio::io_context& io, std::vector<Task>& tasks,
+                                         int limit) {
+  struct Shared {
+    explicit Shared(asio::io_context& ctx) : done(ctx, asio::steady_timer::time_point::max()) {}
+    std::size_t next = 0;
+    int running = 0;
+    std::optional<Error> error;
+    asio::steady_timer done;
+  };
+  auto shared = std::make_shared<Shared>(io);
+  const int workers = std::max(1, std::min<int>(limit, static_cast<int>(tasks.size())));
+  shared->running = workers;
+  for (int w = 0; w < workers; ++w) {
+    asio::co_spawn(
+        io,
+        [shared, &tasks]() -> asio::awaitable<void> {
+          while (!shared->error && shared->next < tasks.size()) {
+            const std::size_t i = shared->next++;
+            auto r = co_await tasks[i]();
+            if (!r && !shared->error) shared->error = r.error();
+          }
+          if (--shared->running == 0) shared->done.cancel();
+        },
+        asio::detached);
+  }
+  // Workers that never suspended may all be done already (every blob was present).
+  if (shared->running > 0) {
+    boost::system::error_code ec;
+    co_await shared->done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (shared->error) co_return *shared->error;
+  co_return Result<void>();
+}
+
+constexpr std::size_t kMaxSignatureLayers = 32;
+constexpr std::size_t kSignatureBlobCap = 1u << 20;
+
+}  // namespace
+
+Puller::Puller(asio::io_context& io, store::Store& store, verify::PolicySet& policies,
+               const Config& config, RegistryClient& registry)
+    : io_(io), store_(store), policies_(policies), config_(config), registry_(registry) {}
+
+void Puller::Audit(std::string_view type, const PullOptions& opts, std::string_view reference,
+                   std::string_view digest, const verify::Decision* decision,
+                   std::string_view reason) {
+  nlohmann::json j = {{"type", type},     {"time", Now()},     {"actor", opts.actor_uid},
+                      {"reference", reference}, {"digest", digest}, {"reason", reason}};
+  if (!opts.tenant.empty()) j["tenant"] = opts.tenant;
+  if (decision) {
+    j["allowed"] = decision->allowed;
+    j["scope"] = decision->scope;
+    j["rule"] = decision->requirement;
+    j["signer"] = decision->signer;
+  }
+  const std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (auto r = store_.AppendAudit(text); !r) {
+    Logger("pull")->error("audit append failed: {}", r.error().ToString());
+  }
+  Logger("pull")->info("audit {}", text);
+}
+
+asio::awaitable<Result<verify::Evidence>> Puller::FetchEvidence(const Reference& ref,
+                                                                const Digest& digest) {
+  verify::Evidence ev;
+  const std::string hex(digest.hex());
+  auto add_layers = [&](const verify::ImageManifest& m) -> asio::awaitable<Result<void>> {
+    std::size_t n = 0;
+    for (const auto& layer : m.layers) {
+      if (++n > kMaxSignatureLayers) break;
+      auto blob = co_await registry_.GetSmallBlob(ref, layer.digest,
+                                                  static_cast<std::uint64_t>(layer.size),
+                                                  kSignatureBlobCap);
+      if (!blob) {
+        Logger("pull")->warn("signature layer {} unavailable: {}", layer.digest.Short(),
+                             blob.error().ToString());
+        continue;
+      }
+      if (layer.media_type == verify::media::kSigstoreBundleV03) {
+        ev.bundles.push_back(std::move(*blob));
+      } else if (layer.media_type == verify::media::kDsseEnvelope) {
+        ev.attestations.push_back(std::move(*blob));
+      } else {
+        ev.signatures.push_back(verify::SimpleSignature{
+            .media_type = layer.media_type, .payload = std::move(*blob),
+            .annotations = layer.annotations});
+      }
+    }
+    co_return Result<void>();
+  };
+  // cosign's tag layouts: signatures at sha256-<hex>.sig, attestations at sha256-<hex>.att.
+  for (const char* suffix : {".sig", ".att"}) {
+    auto m = co_await registry_.GetManifest(ref, "sha256-" + hex + suffix);
+    if (!m) {
+      if (m.error().code() == Errc::kNotFound) continue;
+      co_return m.error();
+    }
+    auto parsed = verify::ParseImageManifest(m->bytes, m->media_type);
+    if (!parsed) {
+      Logger("pull")->warn("ignoring unreadable {} manifest: {}", suffix, parsed.error().ToString());
+      continue;
+    }
+    auto r = co_await add_layers(*parsed);
+    if (!r) co_return r.error();
+  }
+  // OCI referrers (cosign v3 bundles, attestations).
+  auto referrers = co_await registry_.GetReferrers(ref, digest);
+  if (!referrers) co_return referrers.error();
+  if (*referrers) {
+    auto idx = verify::ParseImageIndex(**referrers, verify::media::kOciIndex);
+    if (idx) {
+      std::size_t n = 0;
+      for (const auto& d : idx->manifests) {
+        if (++n > kMaxSignatureLayers) break;
+        auto m = co_await registry_.GetManifest(ref, d.digest.ToString());
+        if (!m) continue;
+        auto parsed = verify::ParseImageManifest(m->bytes, m->media_type);
+        if (!parsed || !parsed->subject || parsed->subject->digest != digest) continue;
+        auto r = co_await add_layers(*parsed);
+        if (!r) co_return r.error();
+      }
+    }
+  }
+  co_return ev;
+}
+
+asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOptions opts) {
+  auto emit = [&](PullEvent e) {
+    if (opts.on_event) opts.on_event(e);
+  };
+  auto parsed = Reference::Parse(text);
+  if (!parsed) {
+    Audit("pull.failed", opts, text, "", nullptr, parsed.error().ToString());
+    co_return parsed.error();
+  }
+  Reference ref = *parsed;
+  if (!ref.has_tag() && !ref.has_digest()) ref = *ref.WithTag("latest");
+  const std::string ref_text = ref.String();
+  const auto snap = policies_.Current();
+  if (!snap.policy) co_return PullError(Errc::kPermission, "no policy is loaded; refusing to pull");
+
+  auto fail = [&](Error e, std::string_view digest = "") -> Error {
+    Audit("pull.failed", opts, ref_text, digest, nullptr, e.ToString());
+    return e;
+  };
+
+  // 1. Org rules before any network I/O.
+  verify::Decision pre = snap.policy->PreCheck(ref);
+  if (!pre.allowed) {
+    Audit("policy.denied", opts, ref_text, "", &pre, pre.reason);
+    co_return PullError(Errc::kPermission, "policy denies " + ref_text + ": " + pre.reason);
+  }
+
+  // 2. Resolve at the origin (tags) and fetch the manifest; the digest is the one we compute.
+  emit({.type = "resolving", .detail = ref_text});
+  auto top = co_await registry_.GetManifest(
+      ref, ref.has_digest() ? ref.digest()->ToString() : ref.tag());
+  if (!top) co_return fail(std::move(top).error().Wrap("resolve " + ref_text));
+  const Digest top_digest = top->digest;
+  emit({.type = "resolved", .detail = ref_text, .digest = top_digest.ToString()});
+  if (store_.IsDenied(top_digest)) {
+    co_return fail(PullError(Errc::kPermission, top_digest.ToString() + " is on the deny list"),
+                   top_digest.ToString());
+  }
+  auto kind = verify::DetectManifestKind(top->bytes, top->media_type,
+                                         {.max_bytes = config_.manifest_max_bytes});
+  if (!kind) co_return fail(kind.error(), top_digest.ToString());
+
+  // 3. Signatures and the decision, before any layer is fetched.
+  auto evidence = co_await FetchEvidence(ref, top_digest);
+  if (!evidence) co_return fail(std::move(evidence).error().Wrap("signatures"), top_digest.ToString());
+  verify::Decision decision =
+      snap.policy->Evaluate(ref, top_digest, *evidence, snap.trust.get(), Now());
+  Audit(decision.allowed ? "policy.allowed" : "policy.denied", opts, ref_text,
+        top_digest.ToString(), &decision, decision.reason);
+  emit({.type = "policy", .detail = decision.ToJson(), .digest = top_digest.ToString()});
+  if (!decision.allowed) {
+    co_return PullError(Errc::kPermission, "policy denies " + ref_text + ": " + decision.reason);
+  }
+
+  // 4. Index -> the platform's image manifest.
+  const verify::ManifestLimits limits{.max_bytes = config_.manifest_max_bytes,
+                                      .max_blob_size =
+                                          static_cast<std::int64_t>(config_.blob_max_bytes)};
+  FetchedManifest image = *top;
+  if (verify::IsIndexKind(*kind)) {
+    auto idx = verify::ParseImageIndex(top->bytes, top->media_type, limits);
+    if (!idx) co_return fail(idx.error(), top_digest.ToString());
+    auto desc = verify::SelectPlatform(*idx, config_.platform);
+    if (!desc) co_return fail(desc.error(), top_digest.ToString());
+    auto m = co_await registry_.GetManifest(ref, desc->digest.ToString());
+    if (!m) co_return fail(m.error(), desc->digest.ToString());
+    if (static_cast<std::int64_t>(m->bytes.size()) != desc->size) {
+      co_return fail(PullError(Errc::kSizeMismatch, "manifest " + desc->digest.ToString() +
+                                                        " is not the size the index names"));
+    }
+    if (store_.IsDenied(m->digest)) {
+      co_return fail(PullError(Errc::kPermission, m->digest.ToString() + " is on the deny list"));
+    }
+    image = std::move(*m);
+  }
+  auto manifest = verify::ParseImageManifest(image.bytes, image.media_type, limits);
+  if (!manifest) co_return fail(manifest.error(), image.digest.ToString());
+
+  // 5. Config and layers under a lease, so GC cannot take them before the manifest is committed.
+  std::vector<Digest> all = {top_digest, image.digest, manifest->config.digest};
+  for (const auto& l : manifest->layers) all.push_back(l.digest);
+  const std::string lease_id = RandomId();
+  if (auto r = store_.PutLease({.id = lease_id, .tenant = opts.tenant.empty() ? "digestd" : opts.tenant,
+                                .digests = all});
+      !r) {
+    co_return fail(r.error());
+  }
+  std::vector<Digest> committed;  // blobs this pull added, removed again if it fails
+  auto cleanup = [&](Error e) -> Error {
+    (void)store_.RemoveLease(lease_id);
+    for (const auto& d : committed) {
+      auto parents = store_.Parents(d);
+      if (parents && parents->empty()) (void)store_.RemoveBlob(d);
+    }
+    return fail(std::move(e), top_digest.ToString());
+  };
+
+  std::vector<const verify::Descriptor*> blobs = {&manifest->config};
+  for (const auto& l : manifest->layers) blobs.push_back(&l);
+  std::uint64_t fetched_before = registry_.stats().bytes;
+  std::vector<Task> tasks;
+  for (const auto* d : blobs) {
+    tasks.push_back([this, d, &ref, &opts, &committed, &emit]() -> asio::awaitable<Result<void>> {
+      const bool had = store_.Contains(d->digest);
+      auto r = co_await registry_.FetchBlob(
+          store_, ref, d->digest, static_cast<std::uint64_t>(d->size),
+          {.media_type = d->media_type, .tenant = opts.tenant},
+          [&](const Digest& digest, std::uint64_t received) {
+            emit({.type = "blob", .digest = digest.ToString(), .bytes = received,
+                  .total = static_cast<std::uint64_t>(d->size)});
+          });
+      if (!r) co_return std::move(r).error().Wrap("blob " + d->digest.ToString());
+      if (!had) committed.push_back(d->digest);
+      co_return Result<void>();
+    });
+  }
+  if (auto r = co_await RunBounded(io_, tasks, config_.layer_concurrency); !r) {
+    co_return cleanup(r.error());
+  }
+
+  // 6. The config's diff_ids must be the digests of the uncompressed layers.
+  auto config_fd = store_.OpenBlob(manifest->config.digest);
+  if (!config_fd) co_return cleanup(config_fd.error());
+  std::string config_bytes(static_cast<std::size_t>(manifest->config.size), '\0');
+  if (::pread(config_fd->Get(), config_bytes.data(), config_bytes.size(), 0) !=
+      static_cast<ssize_t>(config_bytes.size())) {
+    co_return cleanup(SysError(Module::kDaemon, "read config blob"));
+  }
+  auto config = verify::ParseImageConfig(config_bytes, limits);
+  if (!config) co_return cleanup(config.error());
+  if (config->diff_ids.size() != manifest->layers.size()) {
+    co_return cleanup(PullError(Errc::kCorrupt,
+                                "config lists " + std::to_string(config->diff_ids.size()) +
+                                    " diff_ids for " + std::to_string(manifest->layers.size()) +
+                                    " layers"));
+  }
+  for (std::size_t i = 0; i < manifest->layers.size(); ++i) {
+    const auto& layer = manifest->layers[i];
+    auto diff = store::UncompressedDigest(store_, layer.digest, layer.media_type);
+    if (!diff) co_return cleanup(diff.error());
+    if (*diff != config->diff_ids[i]) {
+      co_return cleanup(PullError(Errc::kDigestMismatch,
+                                  "layer " + layer.digest.ToString() + " uncompresses to " +
+                                      diff->ToString() + " but the config's diff_id is " +
+                                      config->diff_ids[i].ToString()));
+    }
+  }
+
+  // 7. Manifests with their edges, then the reference.
+  std::vector<Digest> children = {manifest->config.digest};
+  for (const auto& l : manifest->layers) children.push_back(l.digest);
+  if (auto r = store_.PutBlob(image.digest, image.bytes,
+                              {.media_type = manifest->media_type, .children = children,
+                               .tenant = opts.tenant});
+      !r) {
+    co_return cleanup(r.error());
+  }
+  if (image.digest != top_digest) {
+    if (auto r = store_.PutBlob(top_digest, top->bytes,
+                                {.media_type = verify::IsIndexKind(*kind) ? top->media_type : "",
+                                 .children = {image.digest},
+                                 .tenant = opts.tenant});
+        !r) {
+      co_return cleanup(r.error());
+    }
+  }
+  if (auto r = store_.SetRef(ref_text, top_digest); !r) co_return cleanup(r.error());
+  (void)store_.RemoveLease(lease_id);
+
+  PullResult result{.reference = ref,
+                    .manifest = top_digest,
+                    .image_manifest = image.digest,
+                    .config = manifest->config.digest,
+                    .decision = decision,
+                    .bytes_fetched = registry_.stats().bytes - fetched_before};
+  for (const auto& l : manifest->layers) result.layers.push_back(l.digest);
+  Audit("pulled", opts, ref_text, top_digest.ToString(), &decision,
+        "pulled " + std::to_string(manifest->layers.size()) + " layers");
+  emit({.type = "committed", .detail = ref_text, .digest = top_digest.ToString()});
+  co_return result;
+}
+
+}  // namespace digestd::daemon

@@ -1,0 +1,76 @@
+#pragma once
+
+// The verified pull pipeline, in DESIGN.md's order:
+//   parse the reference -> policy pre-check -> resolve the tag at the origin -> manifest
+//   (size-capped, digest computed) -> signatures (sha256-<hex>.sig, .att and OCI referrers) and
+//   the policy decision, before any layer is fetched -> index -> platform manifest -> config and
+//   layers concurrently, streamed and verified into the store under a pull lease -> diff_ids of
+//   the uncompressed layers checked against the config -> manifests committed with their edges ->
+//   the reference recorded.
+// Every decision and failure is an audit event. A failed pull leaves no image: the blobs it
+// committed that nothing else uses are removed, and staging is empty.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "common/error.h"
+#include "daemon/config.h"
+#include "daemon/registry_client.h"
+#include "store/store.h"
+#include "verify/policy.h"
+#include "verify/policy_set.h"
+#include "verify/reference.h"
+
+namespace digestd::daemon {
+
+struct PullEvent {
+  std::string type;  // "resolving", "resolved", "policy", "blob", "committed"
+  std::string detail;
+  std::string digest;
+  std::uint64_t bytes = 0;
+  std::uint64_t total = 0;
+};
+
+struct PullOptions {
+  std::string tenant;       // recorded on blobs; empty = shared
+  std::int64_t actor_uid = -1;
+  std::function<void(const PullEvent&)> on_event;
+};
+
+struct PullResult {
+  verify::Reference reference;
+  verify::Digest manifest;        // what the reference resolved to (maybe an index)
+  verify::Digest image_manifest;  // the platform's image manifest
+  verify::Digest config;
+  std::vector<verify::Digest> layers;
+  verify::Decision decision;
+  std::uint64_t bytes_fetched = 0;
+};
+
+class Puller {
+ public:
+  Puller(asio::io_context& io, store::Store& store, verify::PolicySet& policies,
+         const Config& config, RegistryClient& registry);
+
+  asio::awaitable<Result<PullResult>> Pull(std::string_view reference, PullOptions options);
+
+ private:
+  asio::awaitable<Result<verify::Evidence>> FetchEvidence(const verify::Reference& ref,
+                                                          const verify::Digest& digest);
+  void Audit(std::string_view type, const PullOptions& opts, std::string_view reference,
+             std::string_view digest, const verify::Decision* decision, std::string_view reason);
+
+  asio::io_context& io_;
+  store::Store& store_;
+  verify::PolicySet& policies_;
+  const Config& config_;
+  RegistryClient& registry_;
+};
+
+}  // namespace digestd::daemon
