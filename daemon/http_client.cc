@@ -294,13 +294,15 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Exchange(const Url& url, std::
       conn = std::move(*c);
     }
     bool keep_alive = true, nothing_received = true;
-    Result<HttpResponse> r =
-        conn->tls ? co_await RoundTrip(*conn->tls, conn->Lowest(), conn->buffer, url, method,
-                                       headers, max_body, sink, on_head, options_, &keep_alive,
-                                       &nothing_received)
-                  : co_await RoundTrip(*conn->plain, conn->Lowest(), conn->buffer, url, method,
-                                       headers, max_body, sink, on_head, options_, &keep_alive,
-                                       &nothing_received);
+    // No co_await inside ?: — GCC 12 destroys the result twice there (a coroutine codegen bug).
+    Result<HttpResponse> r = MakeError(Module::kDaemon, Errc::kInternal, "unset");
+    if (conn->tls) {
+      r = co_await RoundTrip(*conn->tls, conn->Lowest(), conn->buffer, url, method, headers,
+                             max_body, sink, on_head, options_, &keep_alive, &nothing_received);
+    } else {
+      r = co_await RoundTrip(*conn->plain, conn->Lowest(), conn->buffer, url, method, headers,
+                             max_body, sink, on_head, options_, &keep_alive, &nothing_received);
+    }
     if (!r && pooled && nothing_received && attempt == 0) continue;  // stale keep-alive
     if (r && keep_alive) Release(std::move(conn));
     co_return r;

@@ -110,9 +110,8 @@ asio::awaitable<Result<verify::Evidence>> Puller::FetchEvidence(const Reference&
     std::size_t n = 0;
     for (const auto& layer : m.layers) {
       if (++n > kMaxSignatureLayers) break;
-      auto blob = co_await registry_.GetSmallBlob(ref, layer.digest,
-                                                  static_cast<std::uint64_t>(layer.size),
-                                                  kSignatureBlobCap);
+      const auto size = static_cast<std::uint64_t>(layer.size);
+      auto blob = co_await registry_.GetSmallBlob(ref, layer.digest, size, kSignatureBlobCap);
       if (!blob) {
         Logger("pull")->warn("signature layer {} unavailable: {}", layer.digest.Short(),
                              blob.error().ToString());
@@ -132,7 +131,8 @@ asio::awaitable<Result<verify::Evidence>> Puller::FetchEvidence(const Reference&
   };
   // cosign's tag layouts: signatures at sha256-<hex>.sig, attestations at sha256-<hex>.att.
   for (const char* suffix : {".sig", ".att"}) {
-    auto m = co_await registry_.GetManifest(ref, "sha256-" + hex + suffix);
+    const std::string tag = "sha256-" + hex + suffix;
+    auto m = co_await registry_.GetManifest(ref, tag);
     if (!m) {
       if (m.error().code() == Errc::kNotFound) continue;
       co_return m.error();
@@ -154,7 +154,8 @@ asio::awaitable<Result<verify::Evidence>> Puller::FetchEvidence(const Reference&
       std::size_t n = 0;
       for (const auto& d : idx->manifests) {
         if (++n > kMaxSignatureLayers) break;
-        auto m = co_await registry_.GetManifest(ref, d.digest.ToString());
+        const std::string wanted = d.digest.ToString();
+        auto m = co_await registry_.GetManifest(ref, wanted);
         if (!m) continue;
         auto parsed = verify::ParseImageManifest(m->bytes, m->media_type);
         if (!parsed || !parsed->subject || parsed->subject->digest != digest) continue;
@@ -195,8 +196,10 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
 
   // 2. Resolve at the origin (tags) and fetch the manifest; the digest is the one we compute.
   emit({.type = "resolving", .detail = ref_text});
-  auto top = co_await registry_.GetManifest(
-      ref, ref.has_digest() ? ref.digest()->ToString() : ref.tag());
+  // Arguments of a co_await are plain named values: GCC 12 miscompiles ?: and some temporaries
+  // inside a co_await expression (it evaluated the wrong branch here).
+  const std::string wanted = ref.has_digest() ? ref.digest()->ToString() : ref.tag();
+  auto top = co_await registry_.GetManifest(ref, wanted);
   if (!top) co_return fail(std::move(top).error().Wrap("resolve " + ref_text));
   const Digest top_digest = top->digest;
   emit({.type = "resolved", .detail = ref_text, .digest = top_digest.ToString()});
@@ -230,7 +233,8 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
     if (!idx) co_return fail(idx.error(), top_digest.ToString());
     auto desc = verify::SelectPlatform(*idx, config_.platform);
     if (!desc) co_return fail(desc.error(), top_digest.ToString());
-    auto m = co_await registry_.GetManifest(ref, desc->digest.ToString());
+    const std::string wanted_image = desc->digest.ToString();
+    auto m = co_await registry_.GetManifest(ref, wanted_image);
     if (!m) co_return fail(m.error(), desc->digest.ToString());
     if (static_cast<std::int64_t>(m->bytes.size()) != desc->size) {
       co_return fail(PullError(Errc::kSizeMismatch, "manifest " + desc->digest.ToString() +
@@ -270,13 +274,12 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   for (const auto* d : blobs) {
     tasks.push_back([this, d, &ref, &opts, &committed, &emit]() -> asio::awaitable<Result<void>> {
       const bool had = store_.Contains(d->digest);
-      auto r = co_await registry_.FetchBlob(
-          store_, ref, d->digest, static_cast<std::uint64_t>(d->size),
-          {.media_type = d->media_type, .tenant = opts.tenant},
-          [&](const Digest& digest, std::uint64_t received) {
-            emit({.type = "blob", .digest = digest.ToString(), .bytes = received,
-                  .total = static_cast<std::uint64_t>(d->size)});
-          });
+      const store::IngestOptions ingest{.media_type = d->media_type, .tenant = opts.tenant};
+      const auto size = static_cast<std::uint64_t>(d->size);
+      const ProgressFn progress = [&emit, size](const Digest& digest, std::uint64_t received) {
+        emit({.type = "blob", .digest = digest.ToString(), .bytes = received, .total = size});
+      };
+      auto r = co_await registry_.FetchBlob(store_, ref, d->digest, size, ingest, progress);
       if (!r) co_return std::move(r).error().Wrap("blob " + d->digest.ToString());
       if (!had) committed.push_back(d->digest);
       co_return Result<void>();

@@ -261,9 +261,13 @@ asio::awaitable<Result<HttpResponse>> RegistryClient::Send(const Endpoint& ep,
     // Credentials go only to the registry itself, never to a redirect target on another host.
     if (auth && same_origin) h.emplace_back("Authorization", *auth);
     ++stats_.requests;
-    Result<HttpResponse> r =
-        req.sink ? co_await http_.Stream(url, h, *req.sink, ep.ca_file, req.on_head)
-                 : co_await http_.Fetch(url, req.method, h, req.max_body, ep.ca_file);
+    // No co_await inside ?: — GCC 12 destroys the result twice there (a coroutine codegen bug).
+    Result<HttpResponse> r = MakeError(Module::kDaemon, Errc::kInternal, "unset");
+    if (req.sink) {
+      r = co_await http_.Stream(url, h, *req.sink, ep.ca_file, req.on_head);
+    } else {
+      r = co_await http_.Fetch(url, req.method, h, req.max_body, ep.ca_file);
+    }
     if (!r) {
       // Network errors are retried here only without a sink; streamed bodies resume above us.
       if (r.error().code() == Errc::kIo && req.sink == nullptr && attempt < config_.retries) {
@@ -384,7 +388,8 @@ asio::awaitable<Result<std::optional<std::string>>> RegistryClient::GetReferrers
               .max_body = config_.manifest_max_bytes};
   auto r = co_await Send(origin, repo.repository(), std::move(req));
   if (r && r->status == 200) co_return std::optional<std::string>(std::move(r->body));
-  auto fallback = co_await GetManifest(repo, "sha256-" + std::string(digest.hex()));
+  const std::string tag = "sha256-" + std::string(digest.hex());
+  auto fallback = co_await GetManifest(repo, tag);
   if (!fallback) {
     if (fallback.error().code() == Errc::kNotFound) co_return std::optional<std::string>();
     co_return fallback.error();
