@@ -126,6 +126,51 @@ TEST_F(PullTest, DockerSchema2AndMultiLayerWithDeletions) {
   EXPECT_EQ(m->media_type, "application/vnd.docker.distribution.manifest.v2+json");
 }
 
+TEST_F(PullTest, MultiArchIndexPicksThePlatform) {
+  ASSERT_EQ(builder_.MultiArch("multi"), "");
+  ASSERT_EQ(builder_.Push("multi", registry_->host() + "/test/multi:v1", "--all"), "");
+  const std::string index_digest = DigestOf("test/multi:v1");
+  Sign("test/multi", index_digest);
+  config_.platform = {.os = "linux", .architecture = "arm64"};
+  auto r = Pull("test/multi:v1");
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(r->manifest.ToString(), index_digest);
+  EXPECT_NE(r->image_manifest, r->manifest);
+  // The index, the arm64 manifest, its config and layer; edges index -> manifest -> blobs.
+  auto children = store_->Children(r->manifest);
+  ASSERT_TRUE(children.has_value());
+  ASSERT_EQ(children->size(), 1u);
+  EXPECT_EQ((*children)[0], r->image_manifest);
+  auto config_fd = store_->OpenBlob(r->config);
+  ASSERT_TRUE(config_fd.has_value());
+  char buf[4096];
+  const auto n = ::pread(config_fd->Get(), buf, sizeof buf, 0);
+  EXPECT_NE(std::string(buf, static_cast<std::size_t>(std::max<ssize_t>(n, 0))).find("\"arm64\""),
+            std::string::npos);
+  // A platform the index does not offer is a clear error.
+  config_.platform = {.os = "linux", .architecture = "s390x"};
+  auto none = Pull("test/multi:v1");
+  ASSERT_FALSE(none.has_value());
+  EXPECT_NE(none.error().context().find("no manifest for platform linux/s390x"), std::string::npos)
+      << none.error().ToString();
+}
+
+TEST_F(PullTest, PullThroughMirrorServesTheBlobs) {
+  const std::string digest = PushBusybox("test/mirror:v1");
+  Sign("test/mirror", digest);
+  // A second docker-registry in proxy (pull-through) mode in front of the first: a real mirror.
+  Registry mirror(dir_.path() / "mirror", "http://" + registry_->host());
+  ASSERT_TRUE(mirror.Up()) << mirror.Log();
+  config_.registries[0].mirrors.push_back({.host = mirror.host(), .insecure = true});
+  auto r = Pull("test/mirror:v1");
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(stats_.mirror_failures, 0u);
+  // The layer came through the mirror: its access log shows the blob request.
+  EXPECT_NE(mirror.Log().find("/v2/test/mirror/blobs/" + r->layers[0].ToString()),
+            std::string::npos)
+      << mirror.Log();
+}
+
 TEST_F(PullTest, ZstdLayer) {
   EXPECT_EQ(builder_.Busybox("zstd"), "");
   EXPECT_EQ(builder_.Push("zstd", registry_->host() + "/test/zstd:v1",

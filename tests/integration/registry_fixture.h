@@ -82,6 +82,26 @@ class ImageBuilder {
                 "umoci repack --image " + layout() + ":" + tag + " " + Bundle(tag)});
   }
 
+  // Makes `tag` an OCI index of two busybox images, linux/amd64 and linux/arm64 (the arm64 one is
+  // the same bytes with another config: enough to test platform selection).
+  std::string MultiArch(const std::string& tag) {
+    const std::string L = layout();
+    return Seq({Busybox(tag + "-amd64").empty() ? "true" : "false",
+                Busybox(tag + "-arm64").empty() ? "true" : "false",
+                "umoci config --image " + L + ":" + tag + "-arm64 --architecture=arm64",
+                "cd " + L + " && desc() { jq -c --arg t \"$1\" "
+                "'.manifests[] | select(.annotations[\"org.opencontainers.image.ref.name\"]==$t) | "
+                "{mediaType, digest, size}' index.json; } && "
+                "A=$(desc " + tag + "-amd64 | jq -c '. + {platform:{os:\"linux\",architecture:\"amd64\"}}') && "
+                "R=$(desc " + tag + "-arm64 | jq -c '. + {platform:{os:\"linux\",architecture:\"arm64\",variant:\"v8\"}}') && "
+                "printf '{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[%s,%s]}' \"$A\" \"$R\" > idx.json && "
+                "D=$(sha256sum idx.json | cut -d' ' -f1) && S=$(stat -c %s idx.json) && "
+                "mv idx.json blobs/sha256/$D && "
+                "jq --arg d sha256:$D --argjson s $S --arg t " + tag + " "
+                "'.manifests += [{mediaType:\"application/vnd.oci.image.index.v1+json\",digest:$d,size:$s,"
+                "annotations:{\"org.opencontainers.image.ref.name\":$t}}]' index.json > i2 && mv i2 index.json"});
+  }
+
   // Pushes `tag` to `dest` (docker://...) with skopeo; `extra` adds flags (e.g. --format v2s2).
   std::string Push(const std::string& tag, const std::string& dest, const std::string& extra = "") {
     return Sh("skopeo copy --quiet --dest-tls-verify=false " + extra + " oci:" + layout() + ":" +

@@ -1,0 +1,102 @@
+#include "daemon/config.h"
+
+#include <gtest/gtest.h>
+
+#include "testing/test_util.h"
+
+namespace digestd::daemon {
+namespace {
+
+TEST(ConfigTest, FullExample) {
+  auto c = ParseConfig(R"(
+[store]
+root = "/var/lib/digestd"
+quota_bytes = 107374182400
+
+[policy]
+file = "/etc/digestd/policy.json"
+trust = "/etc/digestd/trust.json"
+
+[auth]
+file = "/etc/digestd/auth.json"
+
+[pull]
+platform = "linux/arm64/v8"
+layer_concurrency = 8
+manifest_max_bytes = 1048576
+retries = 2
+
+[timeouts]
+connect_ms = 5000
+first_byte_ms = 10000
+stall_ms = 15000
+
+[[registry]]
+host = "registry.example.com"
+max_concurrency = 6
+ca_file = "/etc/digestd/ca.pem"
+
+[[registry.mirror]]
+host = "mirror.internal:5000"
+insecure = true
+
+[[registry]]
+host = "localhost:5000"
+insecure = true
+)", "digestd.toml");
+  ASSERT_OK(c);
+  EXPECT_EQ(c->store_root, "/var/lib/digestd");
+  EXPECT_EQ(c->quota_bytes, 107374182400u);
+  EXPECT_EQ(c->trust_path, "/etc/digestd/trust.json");
+  EXPECT_EQ(c->platform.String(), "linux/arm64/v8");
+  EXPECT_EQ(c->layer_concurrency, 8);
+  EXPECT_EQ(c->stall_timeout.count(), 15000);
+  ASSERT_EQ(c->registries.size(), 2u);
+  const auto* r = c->FindRegistry("registry.example.com");
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->max_concurrency, 6);
+  ASSERT_EQ(r->mirrors.size(), 1u);
+  EXPECT_TRUE(r->mirrors[0].insecure);
+  EXPECT_FALSE(r->mirrors[0].resolve_tags);
+  EXPECT_TRUE(c->FindRegistry("localhost:5000")->insecure);
+  EXPECT_EQ(c->FindRegistry("quay.io"), nullptr);
+}
+
+TEST(ConfigTest, DefaultsWhenEmpty) {
+  auto c = ParseConfig("", "empty.toml");
+  ASSERT_OK(c);
+  EXPECT_EQ(c->store_root, "/var/lib/digestd");
+  EXPECT_EQ(c->manifest_max_bytes, 4u << 20);
+  EXPECT_TRUE(c->registries.empty());
+}
+
+TEST(ConfigTest, UnknownKeysAndBadValuesNameTheKey) {
+  const std::pair<std::string, std::string> bad[] = {
+      {"[store]\nroots = \"/x\"", "store.roots: unknown key"},
+      {"[stor]\n", "stor: unknown key"},
+      {"[store]\nroot = \"relative\"", "store.root: must be an absolute path"},
+      {"[store]\nquota_bytes = -1", "store.quota_bytes: must not be negative"},
+      {"[store]\nquota_bytes = \"10G\"", "store.quota_bytes: must be an integer"},
+      {"[pull]\nplatform = \"linux\"", "pull.platform"},
+      {"[pull]\nlayer_concurrency = 0", "pull.layer_concurrency: must be 1..64"},
+      {"[timeouts]\nstall_ms = 0", "timeouts.stall_ms: must be 1..3600000"},
+      {"[[registry]]\ninsecure = true", "registry[0].host: required"},
+      {"[[registry]]\nhost = \"https://reg.io\"", "registry[0].host"},
+      {"[[registry]]\nhost = \"reg.io\"\n[[registry]]\nhost = \"reg.io\"", "duplicate registry"},
+      {"[[registry]]\nhost = \"reg.io\"\n[[registry.mirror]]\nhost = \"m.io\"\ntls = false",
+       "registry[0].mirror[0].tls: unknown key"},
+      {"[[registry]]\nhost = \"reg.io\"\ninsecure = \"yes\"", "registry[0].insecure: must be true or false"},
+      {"store = 5", "store: must be a table"},
+      {"[store\nroot = 1", "digestd.toml: "},
+  };
+  for (const auto& [text, msg] : bad) {
+    auto c = ParseConfig(text, "digestd.toml");
+    ASSERT_FALSE(c) << text;
+    EXPECT_NE(c.error().context().find("digestd.toml"), std::string::npos) << c.error().context();
+    EXPECT_NE(c.error().context().find(msg), std::string::npos)
+        << text << " -> " << c.error().context();
+  }
+}
+
+}  // namespace
+}  // namespace digestd::daemon
