@@ -172,6 +172,27 @@ TEST_F(PullFaultTest, RedirectToAnotherHostCarriesNoAuthorization) {
   }
 }
 
+TEST_F(PullFaultTest, BearerTokenFromATokenServer) {
+  // A token server run by the test; the registry side demands its token (the proxy plays the
+  // registry's auth layer in front of the real docker-registry).
+  FaultProxy tokens(registry_->port(), [](const ProxyRequest&) {
+    return Fault{.kind = Fault::kServe, .body = R"({"token":"t0k3n","expires_in":300})"};
+  });
+  const std::string realm = "http://" + tokens.host() + "/token";
+  Prepare("test/bearer", [realm](const ProxyRequest&) {
+    return Fault{.kind = Fault::kChallengeBearer, .location = realm, .body = "t0k3n"};
+  });
+  auto r = Pull("test/bearer@" + digest_);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  // The token was asked for the right scope and service, once: it is cached per scope.
+  ASSERT_FALSE(tokens.requests().empty());
+  const auto token_requests = tokens.requests();
+  const ProxyRequest t = token_requests.front();
+  EXPECT_NE(t.target.find("scope=repository%3Atest%2Fbearer%3Apull"), std::string::npos) << t.target;
+  EXPECT_NE(t.target.find("service=digestd-test"), std::string::npos) << t.target;
+  EXPECT_LE(tokens.requests().size(), 2u);
+}
+
 TEST_F(PullFaultTest, ManifestOverTheCapIsRefused) {
   Prepare("test/huge", [this](const ProxyRequest& r) {
     if (r.target.ends_with("/manifests/" + digest_)) {

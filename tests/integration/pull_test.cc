@@ -171,6 +171,43 @@ TEST_F(PullTest, PullThroughMirrorServesTheBlobs) {
       << mirror.Log();
 }
 
+TEST(PullAuthTest, HtpasswdRegistryWithBasicCredentials) {
+  TempDir dir;
+  auto h = Shell("htpasswd -Bbn alice s3cret > " + (dir.path() / "htpasswd").string());
+  ASSERT_EQ(h.status, 0) << h.output;
+  Registry registry(dir.path() / "registry", "", (dir.path() / "htpasswd").string());
+  ASSERT_TRUE(registry.Up()) << registry.Log();
+  ImageBuilder builder(dir.path() / "images");
+  ASSERT_EQ(builder.Busybox("v1"), "");
+  ASSERT_EQ(builder.Push("v1", registry.host() + "/test/private:v1", "--dest-creds alice:s3cret"),
+            "");
+  std::ofstream(dir.path() / "policy.json") << R"({"default":[{"type":"insecureAcceptAnything"}]})";
+  verify::PolicySet policies(dir.path() / "policy.json", "");
+  ASSERT_TRUE(policies.Reload().has_value());
+  auto store = store::Store::Open({.root = dir.path() / "store"});
+  ASSERT_TRUE(store.has_value());
+  Config config;
+  config.registries.push_back({.host = registry.host(), .insecure = true});
+  auto pull = [&]() {
+    asio::io_context io;
+    RegistryClient client(io, config);
+    Puller puller(io, **store, policies, config, client);
+    return RunSync(io, puller.Pull(registry.host() + "/test/private:v1", {}));
+  };
+  // Without credentials: a clear error, nothing stored.
+  auto denied = pull();
+  ASSERT_FALSE(denied.has_value());
+  EXPECT_NE(denied.error().context().find("wants Basic credentials"), std::string::npos)
+      << denied.error().ToString();
+  // With an auth.json (base64 of alice:s3cret).
+  std::ofstream(dir.path() / "auth.json")
+      << R"({"auths":{")" << registry.host() << R"(":{"auth":"YWxpY2U6czNjcmV0"}}})";
+  config.auth_file = (dir.path() / "auth.json").string();
+  auto ok = pull();
+  ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
+  EXPECT_TRUE((*store)->Contains(ok->config));
+}
+
 TEST_F(PullTest, ZstdLayer) {
   EXPECT_EQ(builder_.Busybox("zstd"), "");
   EXPECT_EQ(builder_.Push("zstd", registry_->host() + "/test/zstd:v1",

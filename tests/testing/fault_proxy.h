@@ -44,6 +44,8 @@ struct Fault {
     kReplaceBody,     // send `body` instead (Content-Length adjusted), keep the headers
     kSetHeader,       // add/replace header `header_name: header_value`
     kChallengeBasic,  // 401 with a Basic challenge unless the request carries Authorization
+    kChallengeBearer, // 401 with a Bearer challenge (realm `location`) unless it carries `body`
+    kServe,           // answer 200 with `body` without asking upstream (a token server)
   };
   Kind kind = kPass;
   int status = 500;
@@ -149,6 +151,23 @@ class FaultProxy {
       }
       f.kind = Fault::kPass;
     }
+    if (f.kind == Fault::kChallengeBearer) {
+      if (pr.head.find("\r\nAuthorization: Bearer " + f.body + "\r\n") == std::string::npos &&
+          !pr.head.ends_with("\r\nAuthorization: Bearer " + f.body)) {
+        WriteAll(client, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"" +
+                             f.location +
+                             "\",service=\"digestd-test\"\r\nContent-Length: 0\r\n"
+                             "Connection: close\r\n\r\n");
+        return;
+      }
+      f.kind = Fault::kPass;
+    }
+    if (f.kind == Fault::kServe) {
+      WriteAll(client, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                           std::to_string(f.body.size()) + "\r\nConnection: close\r\n\r\n" +
+                           f.body);
+      return;
+    }
     if (f.kind == Fault::kStatus) {
       WriteAll(client, "HTTP/1.1 " + std::to_string(f.status) +
                            " Fault\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -209,6 +228,7 @@ class FaultProxy {
       p = eol + 2;
     }
     if (f.kind == Fault::kReplaceBody) body = f.body;
+
     if (f.kind == Fault::kFlipByte && !body.empty()) body[body.size() / 2] ^= 0x01;
     if (f.kind == Fault::kSetHeader) out_head += f.header_name + ": " + f.header_value + "\r\n";
     const std::size_t declared = body.size() + (f.kind == Fault::kWrongLength ? 10 : 0);
