@@ -189,15 +189,20 @@ asio::awaitable<Result<HttpResponse>> RoundTrip(Stream& stream, beast::tcp_strea
                                                 std::string_view method, const Headers& headers,
                                                 std::size_t max_body, const BodySink* sink,
                                                 const HeadFn* on_head, const HttpOptions& opt,
-                                                bool* keep_alive, bool* nothing_received) {
+                                                bool* keep_alive, bool* nothing_received,
+                                                const std::string& body) {
   error_code ec;
-  http::request<http::empty_body> req;
+  http::request<http::string_body> req;
   req.method_string(std::string(method));
   req.target(url.target);
   req.version(11);
   req.set(http::field::host, url.Authority());
   req.set(http::field::user_agent, "digestd/0.1");
   for (const auto& [k, v] : headers) req.set(k, v);
+  if (!body.empty() || method == "PUT" || method == "POST") {
+    req.body() = body;
+    req.prepare_payload();
+  }
   lowest.expires_after(opt.first_byte_timeout);
   co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) co_return NetError(std::string(method) + " " + url.Origin() + url.target, ec);
@@ -279,7 +284,8 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Exchange(const Url& url, std::
                                                            std::size_t max_body,
                                                            const BodySink* sink,
                                                            const std::string& ca_file,
-                                                           const HeadFn* on_head) {
+                                                           const HeadFn* on_head,
+                                                           const std::string& body) {
   const std::string origin = url.Origin();
   for (int attempt = 0;; ++attempt) {
     ConnectionPtr conn;
@@ -298,10 +304,12 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Exchange(const Url& url, std::
     Result<HttpResponse> r = MakeError(Module::kDaemon, Errc::kInternal, "unset");
     if (conn->tls) {
       r = co_await RoundTrip(*conn->tls, conn->Lowest(), conn->buffer, url, method, headers,
-                             max_body, sink, on_head, options_, &keep_alive, &nothing_received);
+                             max_body, sink, on_head, options_, &keep_alive, &nothing_received,
+                             body);
     } else {
       r = co_await RoundTrip(*conn->plain, conn->Lowest(), conn->buffer, url, method, headers,
-                             max_body, sink, on_head, options_, &keep_alive, &nothing_received);
+                             max_body, sink, on_head, options_, &keep_alive, &nothing_received,
+                             body);
     }
     if (!r && pooled && nothing_received && attempt == 0) continue;  // stale keep-alive
     if (r && keep_alive) Release(std::move(conn));
@@ -311,15 +319,16 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Exchange(const Url& url, std::
 
 asio::awaitable<Result<HttpResponse>> HttpClient::Fetch(const Url& url, std::string_view method,
                                                         const Headers& headers,
-                                                        std::size_t max_body, std::string ca_file) {
-  co_return co_await Exchange(url, method, headers, max_body, nullptr, ca_file, nullptr);
+                                                        std::size_t max_body, std::string ca_file,
+                                                        std::string body) {
+  co_return co_await Exchange(url, method, headers, max_body, nullptr, ca_file, nullptr, body);
 }
 
 asio::awaitable<Result<HttpResponse>> HttpClient::Stream(const Url& url, const Headers& headers,
                                                          const BodySink& sink,
                                                          std::string ca_file,
                                                          const HeadFn* on_head) {
-  co_return co_await Exchange(url, "GET", headers, 0, &sink, ca_file, on_head);
+  co_return co_await Exchange(url, "GET", headers, 0, &sink, ca_file, on_head, std::string());
 }
 
 }  // namespace digestd::daemon

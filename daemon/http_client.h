@@ -75,7 +75,7 @@ class HttpClient {
   // max_body (kTooLarge). `ca_file` adds trusted CAs for this origin (TLS only).
   asio::awaitable<Result<HttpResponse>> Fetch(const Url& url, std::string_view method,
                                               const Headers& headers, std::size_t max_body,
-                                              std::string ca_file = {});
+                                              std::string ca_file = {}, std::string body = {});
 
   // GETs `url`; when the status is 2xx, streams the body to `sink`, else reads up to 64 KiB of it
   // into HttpResponse::body. A connection lost mid-body is kIo with HttpResponse unavailable; the
@@ -94,7 +94,7 @@ class HttpClient {
   asio::awaitable<Result<HttpResponse>> Exchange(const Url& url, std::string_view method,
                                                  const Headers& headers, std::size_t max_body,
                                                  const BodySink* sink, const std::string& ca_file,
-                                                 const HeadFn* on_head);
+                                                 const HeadFn* on_head, const std::string& body);
   void Release(ConnectionPtr conn);
 
   asio::io_context& io_;

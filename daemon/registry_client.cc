@@ -251,7 +251,8 @@ asio::awaitable<Result<HttpResponse>> RegistryClient::Send(const Endpoint& ep,
   bool auth_tried = false;
   int redirects = 0;
   std::optional<std::string> auth;
-  const std::string scope = "repository:" + repository + ":pull";
+  const std::string scope =
+      "repository:" + repository + (req.method == "GET" || req.method == "HEAD" ? ":pull" : ":pull,push");
   if (auto it = tokens_.find(ep.registry + " " + scope);
       it != tokens_.end() && it->second.expires > std::chrono::steady_clock::now()) {
     auth = "Bearer " + it->second.value;
@@ -266,7 +267,7 @@ asio::awaitable<Result<HttpResponse>> RegistryClient::Send(const Endpoint& ep,
     if (req.sink) {
       r = co_await http_.Stream(url, h, *req.sink, ep.ca_file, req.on_head);
     } else {
-      r = co_await http_.Fetch(url, req.method, h, req.max_body, ep.ca_file);
+      r = co_await http_.Fetch(url, req.method, h, req.max_body, ep.ca_file, req.body);
     }
     if (!r) {
       // Network errors are retried here only without a sink; streamed bodies resume above us.
@@ -289,7 +290,7 @@ asio::awaitable<Result<HttpResponse>> RegistryClient::Send(const Endpoint& ep,
       auth = *a;
       continue;
     }
-    if (IsRedirect(r->status) && req.method != "HEAD") {
+    if (IsRedirect(r->status) && (req.method == "GET")) {
       auto loc = r->Header("location");
       if (!loc) co_return RegError(Errc::kIo, url.Origin() + " redirected without a Location");
       if (++redirects > 5) {
@@ -395,6 +396,67 @@ asio::awaitable<Result<std::optional<std::string>>> RegistryClient::GetReferrers
     co_return fallback.error();
   }
   co_return std::optional<std::string>(std::move(fallback->bytes));
+}
+
+asio::awaitable<Result<void>> RegistryClient::PushBlob(const Reference& repo, std::string bytes) {
+  const Endpoint origin = EndpointsFor(repo.registry(), false).back();
+  const Digest digest = verify::Hasher::Of(verify::DigestAlgorithm::kSha256, bytes);
+  Request head{.method = "HEAD", .target = "/v2/" + repo.repository() + "/blobs/" + digest.ToString()};
+  auto exists = co_await Send(origin, repo.repository(), std::move(head));
+  if (exists && exists->status == 200) co_return Result<void>();
+  Request start{.method = "POST", .target = "/v2/" + repo.repository() + "/blobs/uploads/",
+                .max_body = 64u << 10};
+  auto r = co_await Send(origin, repo.repository(), std::move(start));
+  if (!r) co_return r.error();
+  if (r->status != 202) {
+    co_return RegError(Errc::kIo, "starting a blob upload to " + repo.Name() + " answered " +
+                                      std::to_string(r->status));
+  }
+  auto loc = r->Header("location");
+  if (!loc) co_return RegError(Errc::kIo, "blob upload without a Location");
+  // The upload URL must stay on the registry we are talking to.
+  std::string target = *loc;
+  if (!target.starts_with("/")) {
+    auto u = Url::Parse(target);
+    if (!u || u->Origin() != origin.base.Origin()) {
+      co_return RegError(Errc::kPermission, "blob upload redirected off the registry: " + Quote(*loc));
+    }
+    target = u->target;
+  }
+  target += (target.find('?') == std::string::npos ? "?" : "&");
+  target += "digest=" + UrlEncode(digest.ToString());
+  Request put{.method = "PUT", .target = target,
+              .headers = {{"Content-Type", "application/octet-stream"}},
+              .max_body = 64u << 10,
+              .body = std::move(bytes)};
+  auto done = co_await Send(origin, repo.repository(), std::move(put));
+  if (!done) co_return done.error();
+  if (done->status != 201) {
+    co_return RegError(Errc::kIo, "blob upload of " + digest.ToString() + " answered " +
+                                      std::to_string(done->status));
+  }
+  co_return Result<void>();
+}
+
+asio::awaitable<Result<verify::Digest>> RegistryClient::PutManifest(const Reference& repo,
+                                                                    std::string tag_or_digest,
+                                                                    std::string bytes,
+                                                                    std::string media_type) {
+  const Endpoint origin = EndpointsFor(repo.registry(), false).back();
+  const Digest digest = verify::Hasher::Of(verify::DigestAlgorithm::kSha256, bytes);
+  Request put{.method = "PUT",
+              .target = "/v2/" + repo.repository() + "/manifests/" + tag_or_digest,
+              .headers = {{"Content-Type", media_type}},
+              .max_body = 64u << 10,
+              .body = std::move(bytes)};
+  auto r = co_await Send(origin, repo.repository(), std::move(put));
+  if (!r) co_return r.error();
+  if (r->status != 201 && r->status != 200) {
+    co_return RegError(Errc::kIo, "pushing manifest " + tag_or_digest + " to " + repo.Name() +
+                                      " answered " + std::to_string(r->status) + ": " +
+                                      r->body.substr(0, 200));
+  }
+  co_return digest;
 }
 
 asio::awaitable<Result<std::string>> RegistryClient::GetSmallBlob(const Reference& repo,

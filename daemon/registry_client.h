@@ -97,6 +97,13 @@ class RegistryClient {
                                           const verify::Digest& digest, std::uint64_t size,
                                           store::IngestOptions ingest, const ProgressFn& progress);
 
+  // Uploads a blob (monolithic: POST then PUT ?digest=) unless the registry has it already.
+  asio::awaitable<Result<void>> PushBlob(const verify::Reference& repo, std::string bytes);
+  // PUTs a manifest under `tag_or_digest`; returns the digest of its bytes.
+  asio::awaitable<Result<verify::Digest>> PutManifest(const verify::Reference& repo,
+                                                      std::string tag_or_digest, std::string bytes,
+                                                      std::string media_type);
+
   const RegistryStats& stats() const { return stats_; }
   HttpClient& http() { return http_; }
 
@@ -119,6 +126,7 @@ class RegistryClient {
     std::size_t max_body = 0;
     const BodySink* sink = nullptr;
     const HeadFn* on_head = nullptr;
+    std::string body;  // for PUT/POST
   };
 
   std::vector<Endpoint> EndpointsFor(const std::string& registry, bool by_digest) const;

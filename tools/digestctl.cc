@@ -18,6 +18,12 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "daemon/config.h"
+#include "daemon/registry_client.h"
+#include "daemon/signer.h"
 #include "store/store.h"
 #include "verify/base64.h"
 #include "verify/evidence_dir.h"
@@ -198,6 +204,47 @@ int RunPolicyEval(const std::string& policy_path, const std::string& trust_path,
   return PrintDecision(d, json, {});
 }
 
+int RunSign(const std::string& key_path, const std::string& config_path, bool insecure,
+            const std::string& reference) {
+  constexpr std::string_view kCmd = "sign";
+  namespace daemon = digestd::daemon;
+  auto ref = verify::Reference::Parse(reference);
+  if (!ref) return BadInput(kCmd, ref.error());
+  auto pem = verify::ReadFileCapped(key_path, 64 << 10);
+  if (!pem) return BadInput(kCmd, pem.error());
+  auto key = daemon::SigningKey::FromPem(*pem);
+  if (!key) return BadInput(kCmd, key.error());
+  daemon::Config config;
+  if (!config_path.empty()) {
+    auto c = daemon::LoadConfig(config_path);
+    if (!c) return BadInput(kCmd, c.error());
+    config = std::move(*c);
+  }
+  if (insecure && !config.FindRegistry(ref->registry())) {
+    config.registries.push_back({.host = ref->registry(), .insecure = true});
+  }
+  boost::asio::io_context io;
+  daemon::RegistryClient registry(io, config);
+  std::optional<digestd::Result<daemon::SignResult>> result;
+  boost::asio::co_spawn(
+      io,
+      [&]() -> boost::asio::awaitable<void> {
+        result.emplace(co_await daemon::SignImage(registry, *ref, **key));
+      },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
+  io.run();
+  if (!result || !*result) {
+    std::cerr << "digestctl sign: " << (result ? (*result).error().ToString() : "did not run")
+              << "\n";
+    return kDenied;
+  }
+  std::cout << "Signed " << ref->Name() << "@" << (*result)->manifest.ToString() << "\n"
+            << "pushed " << ref->Name() << ":" << (*result)->signature_tag << "\n";
+  return kOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -235,6 +282,14 @@ int main(int argc, char** argv) {
   eval->add_option("--trust", trust, "trust file");
   eval->add_option("reference", eval_ref, "image reference")->required();
 
+  std::string sign_key, sign_config, sign_ref;
+  bool sign_insecure = false;
+  auto* sign = app.add_subcommand("sign", "sign an image in a registry as cosign does");
+  sign->add_option("--key", sign_key, "unencrypted PEM private key")->required();
+  sign->add_option("--config", sign_config, "digestd config (registries, CAs, auth)");
+  sign->add_flag("--insecure", sign_insecure, "plain HTTP to the image's registry");
+  sign->add_option("reference", sign_ref, "image reference (tag or digest)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -245,5 +300,6 @@ int main(int argc, char** argv) {
   if (*vsig) return RunVerifySignature(key, payload, signature);
   if (*vimg) return RunVerifyImage(trust, policy, manifest, reference, sigdir, at, json);
   if (*eval) return RunPolicyEval(policy, trust, eval_ref, json);
+  if (*sign) return RunSign(sign_key, sign_config, sign_insecure, sign_ref);
   return kBadInput;
 }

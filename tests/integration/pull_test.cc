@@ -208,6 +208,43 @@ TEST(PullAuthTest, HtpasswdRegistryWithBasicCredentials) {
   EXPECT_TRUE((*store)->Contains(ok->config));
 }
 
+TEST_F(PullTest, DigestctlSignIsAcceptedByCosignAndByDigestd) {
+  const std::string digest = PushBusybox("test/selfsigned:v1");
+  const std::string keys = (dir_.path() / "keys").string();
+  auto gen = Shell("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " + keys +
+                   "/op.pem && openssl pkey -in " + keys + "/op.pem -pubout -out " + keys +
+                   "/op.pub");
+  ASSERT_EQ(gen.status, 0) << gen.output;
+  auto sign = Shell(DIGESTD_DIGESTCTL " sign --insecure --key " + keys + "/op.pem " +
+                    registry_->host() + "/test/selfsigned:v1");
+  ASSERT_EQ(sign.status, 0) << sign.output;
+  EXPECT_NE(sign.output.find(digest), std::string::npos) << sign.output;
+  // The real cosign accepts it...
+  auto verify = Shell(DIGESTD_COSIGN " verify --key " + keys +
+                      "/op.pub --insecure-ignore-tlog=true --allow-http-registry "
+                      "--allow-insecure-registry " +
+                      registry_->host() + "/test/selfsigned@" + digest);
+  ASSERT_EQ(verify.status, 0) << verify.output;
+  // ...and so does digestd, alongside a cosign signature on the same image.
+  Sign("test/selfsigned", digest);
+  WritePolicy(R"({"type":"sigstoreSigned","keyPath":"keys/op.pub","signedIdentity":{"type":"matchRepository"}})");
+  auto r = Pull("test/selfsigned:v1");
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  // Signing twice keeps one signature layer per distinct signature and never drops cosign's.
+  auto again = Shell(DIGESTD_DIGESTCTL " sign --insecure --key " + keys + "/op.pem " +
+                     registry_->host() + "/test/selfsigned:v1");
+  ASSERT_EQ(again.status, 0) << again.output;
+  auto cosign_still = Shell("cd " + dir_.path().string() + " && " DIGESTD_COSIGN " verify --key keys/cosign.pub --insecure-ignore-tlog=true "
+                            "--allow-http-registry --allow-insecure-registry " +
+                            registry_->host() + "/test/selfsigned@" + digest);
+  EXPECT_EQ(cosign_still.status, 0) << cosign_still.output;
+  // A key in cosign's encrypted format is refused with a clear message.
+  auto enc = Shell(DIGESTD_DIGESTCTL " sign --insecure --key " + keys + "/cosign.key " +
+                   registry_->host() + "/test/selfsigned:v1");
+  EXPECT_EQ(enc.status, 2);
+  EXPECT_NE(enc.output.find("encrypted private keys"), std::string::npos) << enc.output;
+}
+
 TEST_F(PullTest, ZstdLayer) {
   EXPECT_EQ(builder_.Busybox("zstd"), "");
   EXPECT_EQ(builder_.Push("zstd", registry_->host() + "/test/zstd:v1",
