@@ -12,7 +12,7 @@ PACKAGES=(
   libfuse3-dev fuse3
   # tests
   libgtest-dev libgmock-dev docker-registry skopeo umoci busybox-static curl jq strace openssl
-  apache2-utils
+  apache2-utils bc python3
   # fuzzing (clang + libFuzzer runtime)
   clang libclang-rt-14-dev
 )
