@@ -8,6 +8,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <optional>
@@ -67,11 +68,21 @@ int main(int argc, char** argv) {
   d::Puller puller(io, **store, policies, config, registry);
   std::optional<digestd::Result<d::PullResult>> result;
   const auto t0 = std::chrono::steady_clock::now();
+  (void)t0;
   boost::asio::co_spawn(
       io,
       [&]() -> boost::asio::awaitable<void> {
         // A named argument: GCC 12 mis-destroys braced temporaries passed to a co_await'ed call.
-        const d::PullOptions options;
+        d::PullOptions options;
+        if (std::getenv("PULL_ONCE_TRACE") != nullptr) {
+          options.on_event = [t0](const d::PullEvent& e) {
+            if (e.type == "blob" && e.bytes != e.total) return;
+            const double at =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            std::fprintf(stderr, "%8.3f %s %s %s\n", at, e.type.c_str(), e.digest.c_str(),
+                         e.type == "policy" ? "" : e.detail.c_str());
+          };
+        }
         result.emplace(co_await puller.Pull(reference, options));
       },
       [](std::exception_ptr e) {

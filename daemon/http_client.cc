@@ -239,6 +239,10 @@ asio::awaitable<Result<HttpResponse>> RoundTrip(Stream& stream, beast::tcp_strea
                               " bytes is over the limit of " + std::to_string(cap));
     }
   }
+  // Beast sizes each socket read by the flat_buffer's free capacity (at least 512 bytes, at most
+  // 64 KiB). Without room reserved, every read took ~512 bytes: a million io_uring round trips
+  // for 512 MiB, and 160 MB/s instead of GB/s.
+  buffer.reserve(256u << 10);
   std::vector<char> buf(opt.stream_chunk);
   while (!parser.is_done()) {
     parser.get().body().data = buf.data();
