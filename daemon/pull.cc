@@ -267,29 +267,26 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
     return fail(std::move(e), top_digest.ToString());
   };
 
-  std::vector<const verify::Descriptor*> blobs = {&manifest->config};
-  for (const auto& l : manifest->layers) blobs.push_back(&l);
   std::uint64_t fetched_before = registry_.stats().bytes;
-  std::vector<Task> tasks;
-  for (const auto* d : blobs) {
-    tasks.push_back([this, d, &ref, &opts, &committed, &emit]() -> asio::awaitable<Result<void>> {
-      const bool had = store_.Contains(d->digest);
-      const store::IngestOptions ingest{.media_type = d->media_type, .tenant = opts.tenant};
-      const auto size = static_cast<std::uint64_t>(d->size);
-      const ProgressFn progress = [&emit, size](const Digest& digest, std::uint64_t received) {
-        emit({.type = "blob", .digest = digest.ToString(), .bytes = received, .total = size});
-      };
-      auto r = co_await registry_.FetchBlob(store_, ref, d->digest, size, ingest, progress);
-      if (!r) co_return std::move(r).error().Wrap("blob " + d->digest.ToString());
-      if (!had) committed.push_back(d->digest);
-      co_return Result<void>();
-    });
-  }
-  if (auto r = co_await RunBounded(io_, tasks, config_.layer_concurrency); !r) {
-    co_return cleanup(r.error());
-  }
+  // Fetches one descriptor into the store (noting blobs this pull added).
+  auto fetch = [this, &ref, &opts, &committed, &emit](
+                   const verify::Descriptor* d) -> asio::awaitable<Result<void>> {
+    const bool had = store_.Contains(d->digest);
+    const store::IngestOptions ingest{.media_type = d->media_type, .tenant = opts.tenant};
+    const auto size = static_cast<std::uint64_t>(d->size);
+    const ProgressFn progress = [&emit, size](const Digest& digest, std::uint64_t received) {
+      emit({.type = "blob", .digest = digest.ToString(), .bytes = received, .total = size});
+    };
+    auto r = co_await registry_.FetchBlob(store_, ref, d->digest, size, ingest, progress);
+    if (!r) co_return std::move(r).error().Wrap("blob " + d->digest.ToString());
+    if (!had) committed.push_back(d->digest);
+    co_return Result<void>();
+  };
 
-  // 6. The config's diff_ids must be the digests of the uncompressed layers.
+  // The config first: its diff_ids say what each layer must uncompress to.
+  const verify::Descriptor* config_desc = &manifest->config;
+  auto config_fetched = co_await fetch(config_desc);
+  if (!config_fetched) co_return cleanup(config_fetched.error());
   auto config_fd = store_.OpenBlob(manifest->config.digest);
   if (!config_fd) co_return cleanup(config_fd.error());
   std::string config_bytes(static_cast<std::size_t>(manifest->config.size), '\0');
@@ -305,16 +302,35 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
                                     " diff_ids for " + std::to_string(manifest->layers.size()) +
                                     " layers"));
   }
+
+  // 6. Layers concurrently; each one's diff_id is checked on the blocking pool as soon as it is
+  // in, overlapping the downloads still going.
+  std::vector<Task> tasks;
   for (std::size_t i = 0; i < manifest->layers.size(); ++i) {
-    const auto& layer = manifest->layers[i];
-    auto diff = store::UncompressedDigest(store_, layer.digest, layer.media_type);
-    if (!diff) co_return cleanup(diff.error());
-    if (*diff != config->diff_ids[i]) {
-      co_return cleanup(PullError(Errc::kDigestMismatch,
-                                  "layer " + layer.digest.ToString() + " uncompresses to " +
-                                      diff->ToString() + " but the config's diff_id is " +
-                                      config->diff_ids[i].ToString()));
-    }
+    tasks.push_back([this, i, &fetch, &manifest, &config]() -> asio::awaitable<Result<void>> {
+      const verify::Descriptor* layer = &manifest->layers[i];
+      auto fetched = co_await fetch(layer);
+      if (!fetched) co_return fetched.error();
+      const Digest want = config->diff_ids[i];
+      store::Store* store = &store_;
+      const BlockingFn check = [store, layer, want]() -> Result<void> {
+        auto diff = store::UncompressedDigest(*store, layer->digest, layer->media_type);
+        if (!diff) return diff.error();
+        if (*diff != want) {
+          return PullError(Errc::kDigestMismatch, "layer " + layer->digest.ToString() +
+                                                      " uncompresses to " + diff->ToString() +
+                                                      " but the config's diff_id is " +
+                                                      want.ToString());
+        }
+        return {};
+      };
+      auto bad = co_await OffThread(registry_.blocking(), check);
+      if (bad) co_return *bad;
+      co_return Result<void>();
+    });
+  }
+  if (auto r = co_await RunBounded(io_, tasks, config_.layer_concurrency); !r) {
+    co_return cleanup(r.error());
   }
 
   // 7. Manifests with their edges, then the reference.

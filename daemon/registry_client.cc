@@ -88,6 +88,18 @@ bool IsRedirect(int status) {
 
 }  // namespace
 
+asio::awaitable<std::optional<Error>> OffThread(asio::thread_pool& pool, const BlockingFn& fn) {
+  const BlockingFn* f = &fn;
+  co_return co_await asio::co_spawn(
+      pool,
+      [f]() -> asio::awaitable<std::optional<Error>> {
+        auto r = (*f)();
+        if (r) co_return std::nullopt;
+        co_return r.error();
+      },
+      asio::use_awaitable);
+}
+
 asio::awaitable<void> AsyncSemaphore::Acquire() {
   if (available_ > 0) {
     --available_;
@@ -118,7 +130,7 @@ RegistryClient::RegistryClient(asio::io_context& io, const Config& config)
                             .stall_timeout = config.stall_timeout}),
       log_(Logger("registry")) {}
 
-RegistryClient::~RegistryClient() = default;
+RegistryClient::~RegistryClient() { blocking_.join(); }
 
 std::vector<RegistryClient::Endpoint> RegistryClient::EndpointsFor(const std::string& registry,
                                                                    bool by_digest) const {
@@ -599,9 +611,13 @@ asio::awaitable<Result<void>> RegistryClient::FetchBlob(store::Store& store, con
       failure.reset();
     }
     if (!failure) {
-      auto c = writer->Commit();
-      if (c) co_return Result<void>();
-      failure = c.error();
+      // The commit's fsyncs run on the blocking pool, so other downloads keep flowing and
+      // concurrent commits share RocksDB's group commit.
+      store::BlobWriter* w = writer.get();
+      const BlockingFn commit = [w] { return w->Commit(); };
+      auto c = co_await OffThread(blocking_, commit);
+      if (!c) co_return Result<void>();
+      failure = *c;
     } else {
       writer->Abort();
     }

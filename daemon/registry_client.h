@@ -22,8 +22,11 @@
 #include <string_view>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include "common/error.h"
 #include "daemon/config.h"
@@ -37,6 +40,13 @@ class logger;
 }
 
 namespace digestd::daemon {
+
+// Runs `fn` on `pool` and resumes the calling coroutine with its error, if any. For blocking work
+// (fsync, decompression) that must not stall the network thread. `fn` is taken by reference and
+// must live until the await completes (a named local in the caller): GCC 12 double-destroys
+// lambdas passed by value into coroutines.
+using BlockingFn = std::function<Result<void>()>;
+asio::awaitable<std::optional<Error>> OffThread(asio::thread_pool& pool, const BlockingFn& fn);
 
 // A counting semaphore for coroutines on one io_context.
 class AsyncSemaphore {
@@ -105,6 +115,8 @@ class RegistryClient {
                                                       std::string media_type);
 
   const RegistryStats& stats() const { return stats_; }
+  // Threads for blocking work (commits with their fsyncs, layer decompression).
+  asio::thread_pool& blocking() { return blocking_; }
   HttpClient& http() { return http_; }
 
  private:
@@ -145,6 +157,7 @@ class RegistryClient {
   std::map<std::string, Token> tokens_;  // key: registry + " " + scope
   std::map<std::string, std::unique_ptr<AsyncSemaphore>> limits_;
   RegistryStats stats_;
+  asio::thread_pool blocking_{2};
 };
 
 }  // namespace digestd::daemon
