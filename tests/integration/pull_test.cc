@@ -245,6 +245,78 @@ TEST_F(PullTest, DigestctlSignIsAcceptedByCosignAndByDigestd) {
   EXPECT_NE(enc.output.find("encrypted private keys"), std::string::npos) << enc.output;
 }
 
+TEST(PullTlsTest, VerifiesTheRegistryCertificateAndName) {
+  TempDir dir;
+  const std::string d = dir.path().string();
+  // A private CA, a certificate for "localhost", and one for another name.
+  auto pki = Shell(
+      "cd " + d + " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+      "-keyout ca.key -out ca.pem -days 2 -subj /CN=digestd-test-ca && "
+      "for n in localhost other.example; do "
+      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $n.key -out $n.csr "
+      "-subj /CN=$n && printf 'subjectAltName=DNS:%s\n' $n > $n.ext && "
+      "openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+      "-extfile $n.ext -out $n.pem; done");
+  ASSERT_EQ(pki.status, 0) << pki.output;
+  auto run = [&](const std::string& name, const std::string& ca_file) -> Result<PullResult> {
+    Registry registry(dir.path() / ("registry-" + name), "", "", d + "/" + name + ".pem",
+                      d + "/" + name + ".key");
+    EXPECT_TRUE(registry.Up()) << registry.Log();
+    const std::string host = "localhost:" + std::to_string(registry.port());
+    ImageBuilder builder(dir.path() / ("images-" + name));
+    EXPECT_EQ(builder.Busybox("v1"), "");
+    EXPECT_EQ(builder.Push("v1", host + "/test/tls:v1"), "");  // skopeo skips verification
+    std::ofstream(dir.path() / "policy.json") << R"({"default":[{"type":"insecureAcceptAnything"}]})";
+    verify::PolicySet policies(dir.path() / "policy.json", "");
+    EXPECT_TRUE(policies.Reload().has_value());
+    auto store = store::Store::Open({.root = dir.path() / ("store-" + name)});
+    EXPECT_TRUE(store.has_value());
+    Config config;
+    config.registries.push_back({.host = host, .ca_file = ca_file});
+    asio::io_context io;
+    RegistryClient client(io, config);
+    Puller puller(io, **store, policies, config, client);
+    return RunSync(io, puller.Pull(host + "/test/tls:v1", {}));
+  };
+  // The right name, trusted through the per-registry CA file: the pull works over TLS.
+  auto ok = run("localhost", d + "/ca.pem");
+  ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
+  // Without that CA (system CAs only), the certificate is not trusted.
+  auto untrusted = run("localhost", "");
+  ASSERT_FALSE(untrusted.has_value());
+  EXPECT_NE(untrusted.error().context().find("TLS handshake"), std::string::npos)
+      << untrusted.error().ToString();
+  // A trusted certificate for another name is refused by hostname verification.
+  auto wrong_name = run("other.example", d + "/ca.pem");
+  ASSERT_FALSE(wrong_name.has_value());
+  EXPECT_NE(wrong_name.error().context().find("TLS handshake"), std::string::npos)
+      << wrong_name.error().ToString();
+}
+
+TEST_F(PullTest, ConcurrentPullsOfOneImageShareTheDownload) {
+  const std::string digest = PushBusybox("test/shared:v1");
+  Sign("test/shared", digest);
+  asio::io_context io;
+  RegistryClient client(io, config_);
+  Puller puller(io, *store_, *policies_, config_, client);
+  std::optional<Result<PullResult>> a, b;
+  const std::string ref = registry_->host() + "/test/shared:v1";
+  const PullOptions opts;
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> { a.emplace(co_await puller.Pull(ref, opts)); },
+                 [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> { b.emplace(co_await puller.Pull(ref, opts)); },
+                 [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  ASSERT_TRUE(a && a->has_value()) << (a ? a->error().ToString() : "not run");
+  ASSERT_TRUE(b && b->has_value()) << (b ? b->error().ToString() : "not run");
+  EXPECT_EQ((*a)->manifest, (*b)->manifest);
+  // The layer's bytes crossed the network once.
+  auto layer = store_->Stat((*a)->layers[0]);
+  ASSERT_TRUE(layer.has_value());
+  EXPECT_LT(client.stats().bytes, 2 * layer->size);
+  EXPECT_EQ(StagingEntries(), 0u);
+}
+
 TEST_F(PullTest, ZstdLayer) {
   EXPECT_EQ(builder_.Busybox("zstd"), "");
   EXPECT_EQ(builder_.Push("zstd", registry_->host() + "/test/zstd:v1",

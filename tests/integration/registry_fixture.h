@@ -19,7 +19,7 @@ class Registry {
  public:
   // `proxy_remote`: run as a pull-through cache of that URL. `htpasswd`: require Basic auth.
   explicit Registry(const std::filesystem::path& dir, std::string proxy_remote = "",
-                    std::string htpasswd = "")
+                    std::string htpasswd = "", std::string tls_cert = "", std::string tls_key = "")
       : dir_(dir), port_(FreePort()) {
     std::filesystem::create_directories(dir_ / "data");
     std::ofstream cfg(dir_ / "config.yml");
@@ -27,6 +27,9 @@ class Registry {
         << "storage:\n  filesystem:\n    rootdirectory: " << (dir_ / "data").string()
         << "\n  delete:\n    enabled: true\n"
         << "http:\n  addr: 127.0.0.1:" << port_ << "\n";
+    if (!tls_cert.empty()) {
+      cfg << "  tls:\n    certificate: " << tls_cert << "\n    key: " << tls_key << "\n";
+    }
     if (!proxy_remote.empty()) cfg << "proxy:\n  remoteurl: " << proxy_remote << "\n";
     if (!htpasswd.empty()) {
       cfg << "auth:\n  htpasswd:\n    realm: digestd-test\n    path: " << htpasswd << "\n";
