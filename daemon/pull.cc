@@ -269,10 +269,14 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
 
   std::uint64_t fetched_before = registry_.stats().bytes;
   // Fetches one descriptor into the store (noting blobs this pull added).
+  // A layer's diff_id is verified by the store while the layer streams in (nothing is committed
+  // if it does not match). Returns whether the blob was already present (then not re-verified).
   auto fetch = [this, &ref, &opts, &committed, &emit](
-                   const verify::Descriptor* d) -> asio::awaitable<Result<void>> {
+                   const verify::Descriptor* d,
+                   const std::optional<Digest>& diff_id) -> asio::awaitable<Result<bool>> {
     const bool had = store_.Contains(d->digest);
-    const store::IngestOptions ingest{.media_type = d->media_type, .tenant = opts.tenant};
+    store::IngestOptions ingest{.media_type = d->media_type, .tenant = opts.tenant};
+    ingest.diff_id = diff_id;
     const auto size = static_cast<std::uint64_t>(d->size);
     const ProgressFn progress = [&emit, size](const Digest& digest, std::uint64_t received) {
       emit({.type = "blob", .digest = digest.ToString(), .bytes = received, .total = size});
@@ -280,12 +284,13 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
     auto r = co_await registry_.FetchBlob(store_, ref, d->digest, size, ingest, progress);
     if (!r) co_return std::move(r).error().Wrap("blob " + d->digest.ToString());
     if (!had) committed.push_back(d->digest);
-    co_return Result<void>();
+    co_return had;
   };
 
   // The config first: its diff_ids say what each layer must uncompress to.
   const verify::Descriptor* config_desc = &manifest->config;
-  auto config_fetched = co_await fetch(config_desc);
+  const std::optional<Digest> no_diff_id;
+  auto config_fetched = co_await fetch(config_desc, no_diff_id);
   if (!config_fetched) co_return cleanup(config_fetched.error());
   auto config_fd = store_.OpenBlob(manifest->config.digest);
   if (!config_fd) co_return cleanup(config_fd.error());
@@ -303,15 +308,17 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
                                     " layers"));
   }
 
-  // 6. Layers concurrently; each one's diff_id is checked on the blocking pool as soon as it is
-  // in, overlapping the downloads still going.
+  // 6. Layers concurrently, each verified against its diff_id as it streams in.
   std::vector<Task> tasks;
   for (std::size_t i = 0; i < manifest->layers.size(); ++i) {
     tasks.push_back([this, i, &fetch, &manifest, &config]() -> asio::awaitable<Result<void>> {
       const verify::Descriptor* layer = &manifest->layers[i];
-      auto fetched = co_await fetch(layer);
-      if (!fetched) co_return fetched.error();
       const Digest want = config->diff_ids[i];
+      const std::optional<Digest> diff_id = want;
+      auto had = co_await fetch(layer, diff_id);
+      if (!had) co_return had.error();
+      if (!*had) co_return Result<void>();  // verified while it streamed in
+      // Already in the store from another image: check it against this config's diff_id.
       store::Store* store = &store_;
       const BlockingFn check = [store, layer, want]() -> Result<void> {
         auto diff = store::UncompressedDigest(*store, layer->digest, layer->media_type);

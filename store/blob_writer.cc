@@ -9,12 +9,14 @@
 #include <vector>
 
 #include <condition_variable>
+#include <functional>
 #include <cstdio>
 #include <mutex>
 #include <random>
 #include <thread>
 
 #include "store/fs_util.h"
+#include "store/layer_decoder.h"
 #include "store/records.h"
 #include "store/store.h"
 #include "store/store_impl.h"
@@ -23,18 +25,22 @@ namespace digestd::store {
 
 namespace {
 
-// Hashes the staging file on a second core, behind the writer, reading the bytes back through a
+// Follows the staging file on another core, behind the writer, reading the bytes back through a
 // read-only mapping of the page cache (no copy and no hand-off per chunk). The writer only
 // publishes how far it has written; it is held back when the hasher lags by more than kMaxLag, so
 // the bytes are still cached when they are hashed. Hashing what is in the file is also exactly
 // what gets committed.
-class FileHasher {
+class FileFollower {
  public:
+  // Consumes bytes in file order; false stops following (an error the owner reports).
+  using Consumer = std::function<bool(std::span<const std::byte>)>;
+
   static constexpr std::uint64_t kWindow = 8u << 20;
   static constexpr std::uint64_t kMaxLag = 64u << 20;
 
-  FileHasher(verify::Hasher& hasher, int fd) : hasher_(hasher), fd_(fd), thread_([this] { Run(); }) {}
-  ~FileHasher() {
+  FileFollower(Consumer consume, int fd)
+      : consume_(std::move(consume)), fd_(fd), thread_([this] { Run(); }) {}
+  ~FileFollower() {
     {
       std::lock_guard lock(mu_);
       stop_ = true;
@@ -42,8 +48,8 @@ class FileHasher {
     cv_.notify_all();
     thread_.join();
   }
-  FileHasher(const FileHasher&) = delete;
-  FileHasher& operator=(const FileHasher&) = delete;
+  FileFollower(const FileFollower&) = delete;
+  FileFollower& operator=(const FileFollower&) = delete;
 
   // Bytes [0, written) are in the file.
   void Publish(std::uint64_t written) {
@@ -64,11 +70,9 @@ class FileHasher {
     std::vector<std::byte> fallback;
     std::unique_lock lock(mu_);
     for (;;) {
-      cv_.wait(lock, [&] { return written_ > hashed_ || stop_; });
-      if (written_ == hashed_ || failed_) {
-        if (stop_) return;
-        continue;
-      }
+      // After a failure there is nothing more to do but wait for the owner to stop us.
+      cv_.wait(lock, [&] { return (written_ > hashed_ && !failed_) || stop_; });
+      if (stop_ && (written_ == hashed_ || failed_)) return;
       const std::uint64_t pos = hashed_;
       const std::uint64_t end = std::min(written_, pos + kWindow);
       lock.unlock();
@@ -86,9 +90,10 @@ class FileHasher {
     const std::size_t map_len = static_cast<std::size_t>(end - map_off);
     void* p = ::mmap(nullptr, map_len, PROT_READ, MAP_SHARED, fd_, static_cast<off_t>(map_off));
     if (p != MAP_FAILED) {
-      hasher_.Update(std::span(static_cast<const std::byte*>(p) + (pos - map_off), end - pos));
+      const bool ok =
+          consume_(std::span(static_cast<const std::byte*>(p) + (pos - map_off), end - pos));
       ::munmap(p, map_len);
-      return true;
+      return ok;
     }
     // No mapping (an unusual filesystem): read the bytes back instead.
     fallback.resize(1u << 20);
@@ -99,13 +104,13 @@ class FileHasher {
         if (n < 0 && errno == EINTR) continue;
         return false;
       }
-      hasher_.Update(std::span(fallback.data(), static_cast<std::size_t>(n)));
+      if (!consume_(std::span(fallback.data(), static_cast<std::size_t>(n)))) return false;
       pos += static_cast<std::uint64_t>(n);
     }
     return true;
   }
 
-  verify::Hasher& hasher_;
+  Consumer consume_;
   const int fd_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -118,7 +123,7 @@ class FileHasher {
 
 // Dirty data one writer may leave in flight, in writeback windows (8 x 8 MiB by default).
 constexpr std::uint64_t kDirtyWindows = 8;
-// Blobs at least this large are hashed by a FileHasher; smaller ones inline.
+// Blobs at least this large are hashed (and decoded) by FileFollowers; smaller ones inline.
 constexpr std::uint64_t kParallelHashThreshold = 4u << 20;
 
 }  // namespace
@@ -136,7 +141,9 @@ struct BlobWriter::State {
   std::uint64_t waited = 0;   // bytes whose writeback we waited for
   std::optional<Error> poisoned;
   bool finished = false;
-  std::unique_ptr<FileHasher> file_hasher;  // for large blobs; declared after the hasher and fd
+  std::unique_ptr<LayerDecoder> decoder;     // when a diff_id is to be verified
+  std::unique_ptr<FileFollower> file_hasher;   // for large blobs; declared after what they use
+  std::unique_ptr<FileFollower> file_decoder;
 };
 
 namespace {
@@ -201,7 +208,7 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
   auto state = std::unique_ptr<BlobWriter::State>(
       new BlobWriter::State{impl_.get(), expected, expected_size, std::move(options),
                             std::move(*hasher), UniqueFd(), std::string(), 0, 0, 0, std::nullopt,
-                            false, nullptr});
+                            false, nullptr, nullptr, nullptr});
   auto staging = CreateStagingFile(*impl_);
   if (!staging) {
     impl_->FinishInFlight(expected);
@@ -209,8 +216,29 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
   }
   state->fd = std::move(staging->first);
   state->staging_name = std::move(staging->second);
+  if (state->opts.diff_id) {
+    auto kind = LayerDecoder::KindFor(state->opts.media_type);
+    auto decoder = kind ? LayerDecoder::Create(*kind, state->opts.max_uncompressed)
+                        : Result<std::unique_ptr<LayerDecoder>>(kind.error());
+    if (!decoder) {
+      impl_->FinishInFlight(expected);
+      return decoder.error();
+    }
+    state->decoder = std::move(*decoder);
+  }
   if (expected_size >= kParallelHashThreshold) {
-    state->file_hasher = std::make_unique<FileHasher>(state->hasher, state->fd.Get());
+    verify::Hasher* h = &state->hasher;
+    state->file_hasher = std::make_unique<FileFollower>(
+        [h](std::span<const std::byte> s) {
+          h->Update(s);
+          return true;
+        },
+        state->fd.Get());
+    if (state->decoder) {
+      LayerDecoder* d = state->decoder.get();
+      state->file_decoder = std::make_unique<FileFollower>(
+          [d](std::span<const std::byte> s) { return d->Feed(s); }, state->fd.Get());
+    }
   }
   return BlobWriterPtr(new BlobWriter(std::move(state)));
 }
@@ -232,7 +260,10 @@ Result<void> BlobWriter::Write(std::span<const std::byte> data) {
     s_->store->counters.size_mismatches.fetch_add(1, std::memory_order_relaxed);
     return *s_->poisoned;
   }
-  if (!s_->file_hasher) s_->hasher.Update(data);
+  if (!s_->file_hasher) {
+    s_->hasher.Update(data);
+    if (s_->decoder) (void)s_->decoder->Feed(data);  // errors surface in Commit()
+  }
   auto r = WriteAll(s_->fd.Get(), data);
   if (!r) {
     s_->poisoned = std::move(r).error().Wrap("staging " + s_->expected.ToString());
@@ -240,6 +271,7 @@ Result<void> BlobWriter::Write(std::span<const std::byte> data) {
   }
   s_->written += data.size();
   if (s_->file_hasher) s_->file_hasher->Publish(s_->written);
+  if (s_->file_decoder) s_->file_decoder->Publish(s_->written);
   // Start writeback as we go so the final fdatasync has little left to do.
   const std::uint64_t window = s_->store->opts.writeback_interval;
   if (window > 0 && s_->written - s_->kicked >= window) {
@@ -265,7 +297,8 @@ Result<void> BlobWriter::Write(std::span<const std::byte> data) {
 void BlobWriter::Abort() {
   if (!s_ || s_->finished) return;
   s_->finished = true;
-  s_->file_hasher.reset();  // joins the hasher before its fd goes away
+  s_->file_hasher.reset();  // joins the followers before their fd goes away
+  s_->file_decoder.reset();
   s_->fd.Reset();
   if (!s_->staging_name.empty()) {
     (void)::unlinkat(s_->store->staging_fd.Get(), s_->staging_name.c_str(), 0);
@@ -293,12 +326,28 @@ Result<void> BlobWriter::Commit() {
   if (s_->file_hasher && !s_->file_hasher->Finish()) {
     return fail(StoreError(Errc::kIo, "cannot read back staging file of " + expected.ToString()));
   }
+  if (s_->file_decoder) (void)s_->file_decoder->Finish();  // decoder errors surface below
   const Digest actual = s_->hasher.Finish();
   if (actual != expected) {
     impl.counters.digest_mismatches.fetch_add(1, std::memory_order_relaxed);
     return fail(StoreError(Errc::kDigestMismatch, "digest mismatch for " + expected.ToString() +
                                                       ": expected " + expected.ToString() +
                                                       ", got " + actual.ToString()));
+  }
+  if (s_->decoder) {
+    auto diff = s_->decoder->Finish();
+    if (!diff) {
+      return fail(StoreError(Errc::kCorrupt, "layer " + expected.ToString() + " (" +
+                                                 s_->opts.media_type +
+                                                 "): " + diff.error().context()));
+    }
+    if (*diff != *s_->opts.diff_id) {
+      impl.counters.digest_mismatches.fetch_add(1, std::memory_order_relaxed);
+      return fail(StoreError(Errc::kDigestMismatch,
+                             "layer " + expected.ToString() + " uncompresses to " +
+                                 diff->ToString() + " but its diff_id is " +
+                                 s_->opts.diff_id->ToString()));
+    }
   }
   const int fd = s_->fd.Get();
   if (::fchmod(fd, 0444) != 0) return fail(SysError(Module::kStore, "chmod staging file"));
@@ -377,6 +426,7 @@ Result<void> BlobWriter::Commit() {
   impl.counters.commits.fetch_add(1, std::memory_order_relaxed);
   s_->finished = true;
   s_->file_hasher.reset();
+  s_->file_decoder.reset();
   s_->fd.Reset();
   impl.FinishInFlight(expected);
   return {};

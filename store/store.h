@@ -54,6 +54,13 @@ struct IngestOptions {
   // When another writer is ingesting the same digest: true waits for it to finish (then the call
   // returns kAlreadyExists if it committed, or takes over if it aborted); false returns kBusy.
   bool wait_if_in_flight = true;
+  // For layers: the expected digest of the uncompressed tar (the config's diff_id). When set, the
+  // layer is decompressed (by media_type: gzip, zstd or plain tar) while it is written, and
+  // Commit() fails with kDigestMismatch if it does not match, or kCorrupt if the stream is bad.
+  std::optional<Digest> diff_id;
+  // Bound on the uncompressed size when diff_id is set (a decompression bomb is kTooLarge-like
+  // kCorrupt). Default 256 GiB.
+  std::uint64_t max_uncompressed = std::uint64_t{256} << 30;
 };
 
 class Store;
