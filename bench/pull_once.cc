@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
     config = std::move(*c);
   }
   for (const auto& h : insecure) config.registries.push_back({.host = h, .insecure = true});
-  auto store = digestd::store::Store::Open({.root = store_dir});
+  auto store = digestd::store::Store::Open({.root = store_dir, .quota_bytes = config.quota_bytes});
   if (!store) {
     std::cerr << "pull_once: " << store.error().ToString() << "\n";
     return 2;

@@ -359,6 +359,17 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
     }
   }
   if (auto r = store_.SetRef(ref_text, top_digest); !r) co_return cleanup(r.error());
+  // Keep the cache under its quota; the pull lease still pins this image, so it is never the one
+  // evicted to make room for itself.
+  store::Store* store = &store_;
+  const BlockingFn enforce = [store]() -> Result<void> {
+    auto q = store->EnforceQuota();
+    if (!q) return q.error();
+    return {};
+  };
+  if (auto err = co_await OffThread(registry_.blocking(), enforce)) {
+    Logger("pull")->warn("quota enforcement failed: {}", err->ToString());
+  }
   (void)store_.RemoveLease(lease_id);
 
   PullResult result{.reference = ref,

@@ -242,6 +242,30 @@ TEST_F(PullFaultTest, TagMovedAfterResolveDoesNotMixImages) {
   EXPECT_EQ(r->manifest.ToString(), digest_);
 }
 
+TEST_F(PullFaultTest, TagsResolveAtTheOriginUnlessAMirrorMayResolveThem) {
+  digest_ = PushBusybox("test/tags:v1");
+  Sign("test/tags", digest_);
+  for (bool resolve_tags : {false, true}) {
+    SCOPED_TRACE(resolve_tags ? "mirror resolves tags" : "origin resolves tags");
+    FaultProxy mirror(registry_->port(), [](const ProxyRequest&) { return Fault{}; });
+    config_.registries[0].mirrors = {
+        {.host = mirror.host(), .insecure = true, .resolve_tags = resolve_tags}};
+    auto store = store::Store::Open({.root = dir_.path() / (resolve_tags ? "s2" : "s1")});
+    ASSERT_TRUE(store.has_value());
+    store_ = std::move(*store);
+    auto r = Pull("test/tags:v1");
+    ASSERT_TRUE(r.has_value()) << r.error().ToString();
+    bool tag_at_mirror = false, blob_at_mirror = false;
+    for (const auto& req : mirror.requests()) {
+      tag_at_mirror = tag_at_mirror || req.target.ends_with("/manifests/v1") ||
+                      req.target.ends_with(".sig");
+      blob_at_mirror = blob_at_mirror || req.target.find("/blobs/") != std::string::npos;
+    }
+    EXPECT_TRUE(blob_at_mirror);  // content by digest comes from the mirror
+    EXPECT_EQ(tag_at_mirror, resolve_tags);
+  }
+}
+
 TEST_F(PullFaultTest, MirrorServingWrongBytesIsSkippedAndCounted) {
   // A mirror that flips a byte in every blob; the origin is honest.
   FaultProxy bad_mirror(registry_->port(), [](const ProxyRequest& r) {

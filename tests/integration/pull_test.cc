@@ -3,6 +3,8 @@
 
 #include "integration/pull_fixture.h"
 
+#include <ctime>
+
 namespace digestd::daemon {
 namespace {
 
@@ -315,6 +317,32 @@ TEST_F(PullTest, ConcurrentPullsOfOneImageShareTheDownload) {
   ASSERT_TRUE(layer.has_value());
   EXPECT_LT(client.stats().bytes, 2 * layer->size);
   EXPECT_EQ(StagingEntries(), 0u);
+}
+
+TEST_F(PullTest, QuotaEvictsTheLeastRecentlyUsedImageAfterAPull) {
+  const std::string a = PushBusybox("test/quota-a:v1");
+  Sign("test/quota-a", a);
+  ASSERT_TRUE(Pull("test/quota-a:v1").has_value());
+  const auto one_image = store_->GetUsage().bytes;
+  // Room for one image and a half: the second pull must evict the first, never itself.
+  store_.reset();
+  auto reopened = store::Store::Open(
+      {.root = config_.store_root, .quota_bytes = one_image * 3 / 2, .clock = [] {
+         return static_cast<std::int64_t>(std::time(nullptr)) + 10;  // later than the first pull
+       }});
+  ASSERT_TRUE(reopened.has_value()) << reopened.error().ToString();
+  store_ = std::move(*reopened);
+  // B shares A's busybox layer and adds 2 MB of its own: A (oldest, unleased) must go.
+  EXPECT_EQ(builder_.AddLayer("t1", "head -c 2000000 /dev/urandom > b.bin"), "");
+  EXPECT_EQ(builder_.Push("t1", registry_->host() + "/test/quota-b:v1"), "");
+  const std::string b = DigestOf("test/quota-b:v1");
+  Sign("test/quota-b", b);
+  auto r = Pull("test/quota-b:v1");
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_FALSE(store_->GetRef(registry_->host() + "/test/quota-a:v1").has_value());
+  EXPECT_TRUE(store_->GetRef(registry_->host() + "/test/quota-b:v1").has_value());
+  EXPECT_TRUE(store_->Contains(r->layers.back()));
+  EXPECT_NE(AuditText().find("store.quota.evicted"), std::string::npos);
 }
 
 TEST_F(PullTest, ZstdLayer) {
