@@ -253,9 +253,11 @@ asio::awaitable<Result<HttpResponse>> RoundTrip(Stream& stream, beast::tcp_strea
     const std::size_t n = buf.size() - parser.get().body().size;
     if (n > 0) {
       if (streaming) {
-        if (auto r = (*sink)(std::as_bytes(std::span(buf.data(), n))); !r) {
+        const std::span<const std::byte> chunk = std::as_bytes(std::span(buf.data(), n));
+        auto written = co_await (*sink)(chunk);
+        if (!written) {
           *keep_alive = false;
-          co_return r.error();
+          co_return written.error();
         }
         resp.body_bytes += n;
       } else {

@@ -61,8 +61,9 @@ struct HttpOptions {
   std::size_t stream_chunk = 256u << 10;  // body bytes per sink call at most
 };
 
-// Receives streamed body bytes; an error aborts the transfer (the connection is dropped).
-using BodySink = std::function<Result<void>(std::span<const std::byte>)>;
+// Receives streamed body bytes (asynchronously: the body is not read further until it completes);
+// an error aborts the transfer (the connection is dropped). The span is valid until completion.
+using BodySink = std::function<asio::awaitable<Result<void>>(std::span<const std::byte>)>;
 // Sees a 2xx response's status and headers before its body streams; an error aborts.
 using HeadFn = std::function<Result<void>(const HttpResponse&)>;
 

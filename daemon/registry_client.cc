@@ -1,9 +1,13 @@
 #include "daemon/registry_client.h"
 
 #include <algorithm>
+#include <boost/asio/random_access_file.hpp>
+#include <boost/asio/read_at.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/write_at.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fstream>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -530,18 +534,35 @@ asio::awaitable<Result<void>> RegistryClient::FetchBlob(store::Store& store, con
     }
     std::uint64_t received = 0;  // bytes written to the store for this blob
     std::uint64_t skip = 0;      // bytes of a restarted body that we already have
-    BodySink sink = [&](std::span<const std::byte> data) -> Result<void> {
+    // The staging file is written through io_uring (IORING_OP_WRITE via Asio's file support);
+    // the store hashes and decodes what lands there.
+    auto first_slot = writer->BeginWrite(0);
+    if (!first_slot) co_return first_slot.error();
+    const int staging_dup = ::dup(first_slot->fd);
+    if (staging_dup < 0) co_return SysError(Module::kDaemon, "dup staging fd");
+    asio::random_access_file file(io_, staging_dup);
+    BodySink sink = [&](std::span<const std::byte> data) -> asio::awaitable<Result<void>> {
       if (skip > 0) {
         const auto n = std::min<std::uint64_t>(skip, data.size());
         data = data.subspan(static_cast<std::size_t>(n));
         skip -= n;
       }
-      if (data.empty()) return {};
-      DIGESTD_RETURN_IF_ERROR(writer->Write(data));
+      if (data.empty()) co_return Result<void>();
+      auto slot = writer->BeginWrite(data.size());
+      if (!slot) co_return slot.error();
+      boost::system::error_code ec;
+      co_await asio::async_write_at(file, slot->offset, asio::buffer(data.data(), data.size()),
+                                    asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        co_return MakeError(Module::kDaemon, Errc::kIo,
+                            "writing " + digest.ToString() + " to staging: " + ec.message());
+      }
+      auto done = writer->CompleteWrite(data);
+      if (!done) co_return done.error();
       received += data.size();
       stats_.bytes += data.size();
       if (progress) progress(digest, received);
-      return {};
+      co_return Result<void>();
     };
     std::uint64_t range_from = 0;
     HeadFn on_head = [&](const HttpResponse& head) -> Result<void> {

@@ -250,24 +250,37 @@ BlobWriter::~BlobWriter() { Abort(); }
 const Digest& BlobWriter::expected_digest() const { return s_->expected; }
 std::uint64_t BlobWriter::bytes_written() const { return s_->written; }
 
-Result<void> BlobWriter::Write(std::span<const std::byte> data) {
+Result<BlobWriter::WriteSlot> BlobWriter::BeginWrite(std::size_t n) {
   if (s_->finished) return StoreError(Errc::kAborted, "writer already finished");
   if (s_->poisoned) return *s_->poisoned;
-  if (data.size() > s_->expected_size - s_->written) {
+  if (n > s_->expected_size - s_->written) {
     s_->poisoned = StoreError(Errc::kTooLarge, "blob " + s_->expected.ToString() +
                                                    " exceeds its expected size of " +
                                                    std::to_string(s_->expected_size) + " bytes");
     s_->store->counters.size_mismatches.fetch_add(1, std::memory_order_relaxed);
     return *s_->poisoned;
   }
+  return WriteSlot{s_->fd.Get(), s_->written};
+}
+
+Result<void> BlobWriter::Write(std::span<const std::byte> data) {
+  DIGESTD_ASSIGN_OR_RETURN(WriteSlot slot, BeginWrite(data.size()));
+  if (auto r = PWriteAll(slot.fd, data, slot.offset); !r) {
+    s_->poisoned = std::move(r).error().Wrap("staging " + s_->expected.ToString());
+    return *s_->poisoned;
+  }
+  return CompleteWrite(data);
+}
+
+Result<void> BlobWriter::CompleteWrite(std::span<const std::byte> data) {
+  if (s_->finished) return StoreError(Errc::kAborted, "writer already finished");
+  if (s_->poisoned) return *s_->poisoned;
+  if (data.size() > s_->expected_size - s_->written) {
+    return StoreError(Errc::kInvalidArgument, "CompleteWrite without a matching BeginWrite");
+  }
   if (!s_->file_hasher) {
     s_->hasher.Update(data);
     if (s_->decoder) (void)s_->decoder->Feed(data);  // errors surface in Commit()
-  }
-  auto r = WriteAll(s_->fd.Get(), data);
-  if (!r) {
-    s_->poisoned = std::move(r).error().Wrap("staging " + s_->expected.ToString());
-    return *s_->poisoned;
   }
   s_->written += data.size();
   if (s_->file_hasher) s_->file_hasher->Publish(s_->written);

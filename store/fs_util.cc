@@ -124,4 +124,17 @@ Result<void> WriteAll(int fd, std::span<const std::byte> data) {
   return {};
 }
 
+Result<void> PWriteAll(int fd, std::span<const std::byte> data, std::uint64_t offset) {
+  while (!data.empty()) {
+    const ssize_t n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Sys("pwrite");
+    }
+    data = data.subspan(static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
+  }
+  return {};
+}
+
 }  // namespace digestd::store

@@ -39,5 +39,7 @@ Result<void> ForEachEntry(int dirfd, const std::function<Result<void>(std::strin
                                                                       unsigned char type)>& fn);
 
 Result<void> WriteAll(int fd, std::span<const std::byte> data);
+// Writes all of `data` at `offset` (pwrite: the file position is untouched).
+Result<void> PWriteAll(int fd, std::span<const std::byte> data, std::uint64_t offset);
 
 }  // namespace digestd::store

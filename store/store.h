@@ -85,6 +85,18 @@ class BlobWriter {
   // Discards the staging file. Idempotent.
   void Abort();
 
+  // For callers that write the staging file themselves (the daemon writes with io_uring):
+  // BeginWrite(n) checks the size bound exactly as Write() does and says where the next n bytes
+  // go; after writing exactly `data` there (pwrite semantics: the file position is not used),
+  // CompleteWrite(data) accounts for them (hashing, diff_id decoding, writeback). Write() is
+  // BeginWrite + pwrite + CompleteWrite.
+  struct WriteSlot {
+    int fd;                // borrowed; valid until Commit() or Abort()
+    std::uint64_t offset;  // where the next byte goes
+  };
+  Result<WriteSlot> BeginWrite(std::size_t n);
+  Result<void> CompleteWrite(std::span<const std::byte> data);
+
   const Digest& expected_digest() const;
   std::uint64_t bytes_written() const;
 
