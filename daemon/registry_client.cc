@@ -367,14 +367,14 @@ asio::awaitable<Result<FetchedManifest>> RegistryClient::GetManifest(const Refer
       if (!ep.is_mirror) co_return last;
       continue;
     }
+    const auto alg = by_digest ? expect->algorithm() : verify::DigestAlgorithm::kSha256;
+    const Digest computed = verify::Hasher::Of(alg, r->body);
     FetchedManifest m{.bytes = std::move(r->body),
                       .media_type = r->Header("content-type").value_or(""),
-                      .digest = verify::Hasher::Of(verify::DigestAlgorithm::kSha256, ""),
+                      .digest = computed,
                       .source = ep.base.Authority()};
     // Strip parameters ("; charset=utf-8") from the media type.
     if (auto semi = m.media_type.find(';'); semi != std::string::npos) m.media_type.resize(semi);
-    m.digest = verify::Hasher::Of(by_digest ? expect->algorithm() : verify::DigestAlgorithm::kSha256,
-                                  m.bytes);
     if (by_digest && m.digest != *expect) {
       fail(RegError(Errc::kDigestMismatch, ep.base.Authority() + " served manifest bytes hashing to " +
                                                m.digest.ToString() + " for " + expect->ToString()));
