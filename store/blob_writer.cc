@@ -142,8 +142,7 @@ struct BlobWriter::State {
   std::optional<Error> poisoned;
   bool finished = false;
   std::unique_ptr<LayerDecoder> decoder;     // when a diff_id is to be verified
-  std::unique_ptr<FileFollower> file_hasher;   // for large blobs; declared after what they use
-  std::unique_ptr<FileFollower> file_decoder;
+  std::unique_ptr<FileFollower> file_hasher;  // for large blobs; declared after what it uses
 };
 
 namespace {
@@ -208,7 +207,7 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
   auto state = std::unique_ptr<BlobWriter::State>(
       new BlobWriter::State{impl_.get(), expected, expected_size, std::move(options),
                             std::move(*hasher), UniqueFd(), std::string(), 0, 0, 0, std::nullopt,
-                            false, nullptr, nullptr, nullptr});
+                            false, nullptr, nullptr});
   auto staging = CreateStagingFile(*impl_);
   if (!staging) {
     impl_->FinishInFlight(expected);
@@ -227,18 +226,18 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
     state->decoder = std::move(*decoder);
   }
   if (expected_size >= kParallelHashThreshold) {
+    // One follower hashes each window and, for layers, decodes it while it is hot in the cache
+    // (one pass over the mapping instead of two threads each mapping the file). A decoder error
+    // is kept by the decoder and reported by Commit().
     verify::Hasher* h = &state->hasher;
+    LayerDecoder* d = state->decoder.get();
     state->file_hasher = std::make_unique<FileFollower>(
-        [h](std::span<const std::byte> s) {
+        [h, d](std::span<const std::byte> s) {
           h->Update(s);
+          if (d != nullptr) (void)d->Feed(s);
           return true;
         },
         state->fd.Get());
-    if (state->decoder) {
-      LayerDecoder* d = state->decoder.get();
-      state->file_decoder = std::make_unique<FileFollower>(
-          [d](std::span<const std::byte> s) { return d->Feed(s); }, state->fd.Get());
-    }
   }
   return BlobWriterPtr(new BlobWriter(std::move(state)));
 }
@@ -284,7 +283,6 @@ Result<void> BlobWriter::CompleteWrite(std::span<const std::byte> data) {
   }
   s_->written += data.size();
   if (s_->file_hasher) s_->file_hasher->Publish(s_->written);
-  if (s_->file_decoder) s_->file_decoder->Publish(s_->written);
   // Start writeback as we go so the final fdatasync has little left to do.
   const std::uint64_t window = s_->store->opts.writeback_interval;
   if (window > 0 && s_->written - s_->kicked >= window) {
@@ -310,8 +308,7 @@ Result<void> BlobWriter::CompleteWrite(std::span<const std::byte> data) {
 void BlobWriter::Abort() {
   if (!s_ || s_->finished) return;
   s_->finished = true;
-  s_->file_hasher.reset();  // joins the followers before their fd goes away
-  s_->file_decoder.reset();
+  s_->file_hasher.reset();  // joins the follower before its fd goes away
   s_->fd.Reset();
   if (!s_->staging_name.empty()) {
     (void)::unlinkat(s_->store->staging_fd.Get(), s_->staging_name.c_str(), 0);
@@ -339,7 +336,6 @@ Result<void> BlobWriter::Commit() {
   if (s_->file_hasher && !s_->file_hasher->Finish()) {
     return fail(StoreError(Errc::kIo, "cannot read back staging file of " + expected.ToString()));
   }
-  if (s_->file_decoder) (void)s_->file_decoder->Finish();  // decoder errors surface below
   const Digest actual = s_->hasher.Finish();
   if (actual != expected) {
     impl.counters.digest_mismatches.fetch_add(1, std::memory_order_relaxed);
@@ -439,7 +435,6 @@ Result<void> BlobWriter::Commit() {
   impl.counters.commits.fetch_add(1, std::memory_order_relaxed);
   s_->finished = true;
   s_->file_hasher.reset();
-  s_->file_decoder.reset();
   s_->fd.Reset();
   impl.FinishInFlight(expected);
   return {};
