@@ -29,30 +29,17 @@ cd "$(dirname "$0")/.."
 case $BUILD in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 PULL_ONCE=$BUILD/bench/pull_once
 DIGESTCTL=$BUILD/tools/digestctl
+. scripts/lib/registry.sh
 WORK=$(mktemp -d "$BASE/pull_bench.XXXXXX")
-REG_PID=""
 cleanup() {
-  if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
+  stop_registry
   rm -rf "$WORK"
 }
 [ -n "${PULL_BENCH_KEEP:-}" ] || trap cleanup EXIT
 cd "$WORK"
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-HOST=127.0.0.1:$PORT
-cat > registry.yml <<YML
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-http:
-  addr: $HOST
-YML
-docker-registry serve registry.yml > registry.log 2>&1 &
-REG_PID=$!
-for _ in $(seq 200); do curl -sf "http://$HOST/v2/" >/dev/null && break; sleep 0.05; done
+start_registry "$WORK"
+HOST=$REGISTRY_HOST
 
 # An OCI layout with the given gzip layer files, in order.
 make_layout() {

@@ -1,11 +1,11 @@
 #include "daemon/config.h"
 
-#include <fstream>
 #include <set>
 #include <sstream>
 
 #include <toml++/toml.h>
 
+#include "common/file.h"
 #include "verify/reference.h"
 
 namespace digestd::daemon {
@@ -217,14 +217,9 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
 }
 
 Result<Config> LoadConfig(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return MakeError(Module::kDaemon, Errc::kNotFound,
-                     "cannot read config file " + Quote(path.string()));
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParseConfig(ss.str(), path.string());
+  auto text = ReadFileCapped(path, 1u << 20);
+  if (!text) return std::move(text).error().Wrap("config file");
+  return ParseConfig(*text, path.string());
 }
 
 }  // namespace digestd::daemon

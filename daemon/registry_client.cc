@@ -6,11 +6,10 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/write_at.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <fstream>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "common/file.h"
 #include "common/log.h"
 #include "verify/base64.h"
 #include "verify/hasher.h"
@@ -172,11 +171,12 @@ std::optional<std::string> RegistryClient::BasicCredentials(const std::string& r
   const RegistryConfig* rc = config_.FindRegistry(registry);
   const std::string file = rc && !rc->auth_file.empty() ? rc->auth_file : config_.auth_file;
   if (file.empty()) return std::nullopt;
-  std::ifstream in(file);
-  if (!in) return std::nullopt;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto j = nlohmann::json::parse(ss.str(), nullptr, false);
+  auto text = ReadFileCapped(file, 1u << 20);
+  if (!text) {
+    log_->warn("auth file unreadable: {}", text.error().ToString());
+    return std::nullopt;
+  }
+  auto j = nlohmann::json::parse(*text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return std::nullopt;
   auto auths = j.find("auths");
   if (auths == j.end() || !auths->is_object()) return std::nullopt;

@@ -17,10 +17,10 @@ cmake --preset default >/dev/null
 cmake --build --preset default -j2
 
 BUILD=$PWD/build/default
+. scripts/lib/registry.sh
 WORK=$(mktemp -d /var/tmp/digestd-demo.XXXXXX)
-REG_PID=""
 cleanup() {
-  if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
+  stop_registry
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -37,21 +37,8 @@ echo "writer killed after $(grep -c '^C ' "$WORK/committed") commits"
 
 say "3. a local registry with a signed busybox image"
 cd "$WORK"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-HOST=127.0.0.1:$PORT
-cat > registry.yml <<YML
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-http:
-  addr: $HOST
-YML
-docker-registry serve registry.yml > registry.log 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -sf "http://$HOST/v2/" >/dev/null && break; sleep 0.05; done
+start_registry "$WORK"
+HOST=$REGISTRY_HOST
 umoci init --layout img >/dev/null
 for tag in signed unsigned; do
   umoci new --image img:$tag >/dev/null

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/file.h"
 #include "verify/policy.h"
 
 namespace digestd::verify {
@@ -27,8 +28,7 @@ struct LoadedEvidence {
   std::vector<std::string> notes;  // what was skipped and why
 };
 
-// Reads a whole file, refusing anything over max_bytes.
-Result<std::string> ReadFileCapped(const std::filesystem::path& path, std::size_t max_bytes);
+using digestd::ReadFileCapped;
 
 Result<LoadedEvidence> LoadEvidenceDir(const std::filesystem::path& dir);
 

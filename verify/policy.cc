@@ -3,10 +3,9 @@
 #include <fnmatch.h>
 
 #include <algorithm>
-#include <fstream>
 #include <set>
-#include <sstream>
 
+#include "common/file.h"
 #include "verify/base64.h"
 #include "verify/json_strict.h"
 #include "verify/oci.h"
@@ -65,11 +64,12 @@ struct Loader {
   Result<PolicyKey> KeyFromFile(const std::string& path_text, const std::string& where) const {
     std::filesystem::path path(path_text);
     if (path.is_relative()) path = base_dir / path;
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return Bad(where, "cannot read key file " + Quote(path.string()));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    auto key = PublicKey::FromPem(ss.str());
+    auto text = ReadFileCapped(path, 64u << 10);
+    if (!text) {
+      return Bad(where, "cannot read key file " + Quote(path.string()) + " (" +
+                            text.error().context() + ")");
+    }
+    auto key = PublicKey::FromPem(*text);
     if (!key) return Bad(where, "key file " + Quote(path.string()) + ": " + key.error().context());
     return PolicyKey{path_text, std::move(*key)};
   }
@@ -479,14 +479,9 @@ Result<Policy> Policy::Parse(std::string_view text, std::string_view source,
 }
 
 Result<Policy> Policy::LoadFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return MakeError(Module::kVerify, Errc::kNotFound,
-                     "cannot read policy file " + Quote(path.string()));
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return Parse(ss.str(), path.string(), path.parent_path());
+  auto text = ReadFileCapped(path, 4u << 20);
+  if (!text) return std::move(text).error().Wrap("policy file");
+  return Parse(*text, path.string(), path.parent_path());
 }
 
 std::pair<std::string, const std::vector<Requirement>*> Policy::ScopeFor(

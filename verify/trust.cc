@@ -1,9 +1,8 @@
 #include "verify/trust.h"
 
 #include <ctime>
-#include <fstream>
-#include <sstream>
 
+#include "common/file.h"
 #include "verify/json_strict.h"
 #include "verify/scope.h"
 
@@ -116,11 +115,13 @@ Result<TrustRoot> TrustRoot::Parse(std::string_view text, std::string_view sourc
       if (!p) return Bad(source, where + ".pemPath", p.error().context());
       std::filesystem::path path(*p);
       if (path.is_relative()) path = base_dir / path;
-      std::ifstream in(path, std::ios::binary);
-      if (!in) return Bad(source, where + ".pemPath", "cannot read key file " + Quote(path.string()));
-      std::stringstream ss;
-      ss << in.rdbuf();
-      pem = ss.str();
+      auto file = ReadFileCapped(path, 64u << 10);
+      if (!file) {
+        return Bad(source, where + ".pemPath",
+                   "cannot read key file " + Quote(path.string()) + " (" + file.error().context() +
+                       ")");
+      }
+      pem = std::move(*file);
     }
     auto pk = PublicKey::FromPem(pem);
     if (!pk) return Bad(source, where, "key " + Quote(key.id) + ": " + pk.error().context());
@@ -171,14 +172,9 @@ Result<TrustRoot> TrustRoot::Parse(std::string_view text, std::string_view sourc
 }
 
 Result<TrustRoot> TrustRoot::LoadFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return MakeError(Module::kVerify, Errc::kNotFound,
-                     "cannot read trust file " + Quote(path.string()));
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return Parse(ss.str(), path.string(), path.parent_path());
+  auto text = ReadFileCapped(path, 4u << 20);
+  if (!text) return std::move(text).error().Wrap("trust file");
+  return Parse(*text, path.string(), path.parent_path());
 }
 
 const TrustedKey* TrustRoot::FindById(std::string_view id) const {

@@ -3,28 +3,15 @@
 # and no epoll/poll/select at all. Usage: io_uring_trace_test.sh PULL_ONCE
 set -euo pipefail
 PULL_ONCE=$1
+. "$(dirname "$0")/../../scripts/lib/registry.sh"
 WORK=$(mktemp -d)
-REG_PID=""
 cleanup() {
-  if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
+  stop_registry
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-       shuf -i 20000-60000 -n 1)
-cat > "$WORK/config.yml" <<YML
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $WORK/data
-http:
-  addr: 127.0.0.1:$PORT
-YML
-docker-registry serve "$WORK/config.yml" > "$WORK/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.05; done
+start_registry "$WORK"
+PORT=${REGISTRY_HOST##*:}
 cd "$WORK"
 umoci init --layout img >/dev/null
 umoci new --image img:v1 >/dev/null
