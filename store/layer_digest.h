@@ -1,9 +1,10 @@
 #pragma once
 
-// The digest of a layer's uncompressed tar (its diff_id), computed from a committed blob. The
-// compression is taken from the media type (gzip, zstd or none) and confirmed by sniffing; reading
-// uses libarchive's raw read API only (no extraction). Bounded by `max_uncompressed` so a
-// decompression bomb is an error, not a full disk or a hung daemon.
+// The digest of a layer's uncompressed tar (its diff_id), computed from a committed blob with the
+// same LayerDecoder that verifies layers during ingest: compression by media type (gzip, zstd or
+// none), content that does not match it refused, output bounded by `max_uncompressed` so a
+// decompression bomb is an error, not a hung daemon. Used for layers already in the store when an
+// image that shares them is pulled.
 
 #include <cstdint>
 #include <string_view>
