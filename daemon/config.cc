@@ -106,8 +106,8 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
   }
   Config c;
   DIGESTD_RETURN_IF_ERROR(
-      rd.OnlyKeys(root, "", {"store", "policy", "auth", "pull", "timeouts", "registry"}));
-  for (const char* section : {"store", "policy", "auth", "pull", "timeouts"}) {
+      rd.OnlyKeys(root, "", {"store", "policy", "auth", "pull", "timeouts", "unpack", "registry"}));
+  for (const char* section : {"store", "policy", "auth", "pull", "timeouts", "unpack"}) {
     if (root.get(section) && !root.get(section)->is_table()) {
       return rd.Bad(section, "must be a table ([" + std::string(section) + "])");
     }
@@ -160,6 +160,18 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
     if (c.blob_max_bytes == 0) return rd.Bad("pull.blob_max_bytes", "must be positive");
     DIGESTD_RETURN_IF_ERROR(rd.Set(*p, "retries", "pull", c.retries));
     if (c.retries > 20) return rd.Bad("pull.retries", "must be 0..20");
+  }
+  if (const auto* u = SubTable(root, "unpack")) {
+    DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(*u, "unpack", {"max_entries", "max_file_bytes"}));
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*u, "max_entries", "unpack", c.unpack_limits.max_entries));
+    if (c.unpack_limits.max_entries < 1 || c.unpack_limits.max_entries > 100'000'000) {
+      return rd.Bad("unpack.max_entries", "must be 1..100000000");
+    }
+    DIGESTD_RETURN_IF_ERROR(
+        rd.Set(*u, "max_file_bytes", "unpack", c.unpack_limits.max_file_bytes));
+    if (c.unpack_limits.max_file_bytes == 0) {
+      return rd.Bad("unpack.max_file_bytes", "must be positive");
+    }
   }
   if (const auto* t = SubTable(root, "timeouts")) {
     DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(*t, "timeouts", {"connect_ms", "first_byte_ms", "stall_ms"}));

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "store/tree.h"
 #include "verify/oci.h"
 
 namespace digestd::daemon {
@@ -44,6 +45,9 @@ struct Config {
   std::size_t manifest_max_bytes = verify::kDefaultManifestCap;
   std::uint64_t blob_max_bytes = std::uint64_t{64} << 30;
   int retries = 4;
+  // [unpack]: bounds on what one layer may unpack to (entries, bytes of files); past them the
+  // layer is refused as a tar bomb.
+  store::UnpackLimits unpack_limits;
 
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds first_byte_timeout{30'000};

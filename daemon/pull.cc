@@ -317,21 +317,18 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
       const std::optional<Digest> diff_id = want;
       auto had = co_await fetch(layer, diff_id);
       if (!had) co_return had.error();
-      if (!*had) co_return Result<void>();  // verified while it streamed in
-      // Already in the store from another image: check it against this config's diff_id.
+      // Unpack into file objects and a tree (what the mount serves). This also checks a layer
+      // that was already in the store against this config's diff_id: a layer fetched now was
+      // verified while it streamed in, one already present is checked against its tree record
+      // or unpacked and checked here.
       store::Store* store = &store_;
-      const BlockingFn check = [store, layer, want]() -> Result<void> {
-        auto diff = store::UncompressedDigest(*store, layer->digest, layer->media_type);
-        if (!diff) return diff.error();
-        if (*diff != want) {
-          return PullError(Errc::kDigestMismatch, "layer " + layer->digest.ToString() +
-                                                      " uncompresses to " + diff->ToString() +
-                                                      " but the config's diff_id is " +
-                                                      want.ToString());
-        }
+      const store::UnpackLimits unpack_limits = config_.unpack_limits;
+      const BlockingFn unpack = [store, layer, want, unpack_limits]() -> Result<void> {
+        auto info = store->UnpackLayer(layer->digest, want, layer->media_type, unpack_limits);
+        if (!info) return info.error();
         return {};
       };
-      auto bad = co_await OffThread(registry_.blocking(), check);
+      auto bad = co_await OffThread(registry_.blocking(), unpack);
       if (bad) co_return *bad;
       co_return Result<void>();
     });

@@ -8,7 +8,8 @@ namespace digestd::store {
 namespace {
 
 constexpr const char* kCfNames[] = {"default", "meta",    "blobs", "refs",  "edges", "backrefs",
-                                    "trees",   "entries", "leases", "deny", "audit"};
+                                    "trees",   "entries", "leases", "deny", "audit",
+                                    "filerefs"};
 constexpr std::size_t kCfCount = sizeof(kCfNames) / sizeof(kCfNames[0]);
 
 Error DbError(std::string_view what, const rocksdb::Status& s) {

@@ -33,6 +33,7 @@ enum class Cf : std::uint8_t {
   kLeases,
   kDeny,
   kAudit,
+  kFileRefs,  // "<content> <layer>" -> ""        which layer trees use a file object
 };
 
 class Index {

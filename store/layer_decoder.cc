@@ -3,6 +3,8 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -29,7 +31,7 @@ struct LayerDecoder::Impl {
     if (zstd) ZSTD_freeDStream(zstd);
   }
 
-  bool Emit(const std::byte* p, std::size_t n) {
+  bool Count(const std::byte* p, std::size_t n) {
     out_total += n;
     if (out_total > max_out) {
       error = "expands past " + std::to_string(max_out) + " bytes (decompression bomb?)";
@@ -39,48 +41,62 @@ struct LayerDecoder::Impl {
     return true;
   }
 
-  bool FeedGzip(std::span<const std::byte> in) {
-    zs.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(in.data()));
-    zs.avail_in = static_cast<uInt>(in.size());
-    while (zs.avail_in > 0) {
-      if (z_member_done) {
-        // Another gzip member follows (concatenated gzip is valid).
-        inflateReset(&zs);
-        z_member_done = false;
+  // Decodes from `in` into `out` until either is exhausted or a gzip member ends. Sets *consumed
+  // and returns the bytes produced (0 with *consumed == 0 means no progress); nullopt on error.
+  std::optional<std::size_t> Step(std::span<const std::byte> in, std::span<std::byte> dst,
+                                  std::size_t* consumed) {
+    *consumed = 0;
+    if (error) return std::nullopt;
+    std::size_t produced = 0;
+    switch (kind) {
+      case Kind::kPlain: {
+        produced = std::min(in.size(), dst.size());
+        std::memcpy(dst.data(), in.data(), produced);
+        *consumed = produced;
+        break;
       }
-      zs.next_out = reinterpret_cast<Bytef*>(out.data());
-      zs.avail_out = static_cast<uInt>(out.size());
-      const int rc = inflate(&zs, Z_NO_FLUSH);
-      if (!Emit(out.data(), out.size() - zs.avail_out)) return false;
-      if (rc == Z_STREAM_END) {
-        z_member_done = true;
-        continue;
+      case Kind::kGzip: {
+        if (z_member_done) {
+          if (in.empty()) return 0;
+          // Another gzip member follows (concatenated gzip is valid).
+          inflateReset(&zs);
+          z_member_done = false;
+        }
+        zs.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(in.data()));
+        zs.avail_in = static_cast<uInt>(std::min<std::size_t>(in.size(), 1u << 30));
+        zs.next_out = reinterpret_cast<Bytef*>(dst.data());
+        zs.avail_out = static_cast<uInt>(std::min<std::size_t>(dst.size(), 1u << 30));
+        const uInt avail_in = zs.avail_in;
+        const uInt avail_out = zs.avail_out;
+        const int rc = inflate(&zs, Z_NO_FLUSH);
+        *consumed = avail_in - zs.avail_in;
+        produced = avail_out - zs.avail_out;
+        if (rc == Z_STREAM_END) {
+          z_member_done = true;
+        } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+          error = std::string("corrupt gzip stream: ") + (zs.msg ? zs.msg : "inflate failed");
+          return std::nullopt;
+        }
+        break;
       }
-      if (rc != Z_OK && rc != Z_BUF_ERROR) {
-        error = std::string("corrupt gzip stream: ") + (zs.msg ? zs.msg : "inflate failed");
-        return false;
-      }
-      if (rc == Z_BUF_ERROR && zs.avail_in > 0 && zs.avail_out > 0) {
-        error = "corrupt gzip stream: no progress";
-        return false;
+      case Kind::kZstd: {
+        ZSTD_inBuffer ib{in.data(), in.size(), 0};
+        ZSTD_outBuffer ob{dst.data(), dst.size(), 0};
+        const std::size_t rc = ZSTD_decompressStream(zstd, &ob, &ib);
+        if (ZSTD_isError(rc)) {
+          error = std::string("corrupt zstd stream: ") + ZSTD_getErrorName(rc);
+          return std::nullopt;
+        }
+        *consumed = ib.pos;
+        produced = ob.pos;
+        // An empty call after a complete frame would report the next frame's header as
+        // pending; only calls that did something say whether a frame is open.
+        if (ib.pos > 0 || ob.pos > 0) zstd_last = rc;
+        break;
       }
     }
-    return true;
-  }
-
-  bool FeedZstd(std::span<const std::byte> in) {
-    ZSTD_inBuffer ib{in.data(), in.size(), 0};
-    while (ib.pos < ib.size) {
-      ZSTD_outBuffer ob{out.data(), out.size(), 0};
-      const std::size_t rc = ZSTD_decompressStream(zstd, &ob, &ib);
-      if (ZSTD_isError(rc)) {
-        error = std::string("corrupt zstd stream: ") + ZSTD_getErrorName(rc);
-        return false;
-      }
-      if (!Emit(out.data(), ob.pos)) return false;
-      zstd_last = rc;
-    }
-    return true;
+    if (!Count(dst.data(), produced)) return std::nullopt;
+    return produced;
   }
 };
 
@@ -119,13 +135,25 @@ Result<std::unique_ptr<LayerDecoder>> LayerDecoder::Create(Kind kind, std::uint6
 
 bool LayerDecoder::Feed(std::span<const std::byte> in) {
   auto& s = *impl_;
-  if (s.error) return false;
-  switch (s.kind) {
-    case Kind::kPlain: return s.Emit(in.data(), in.size());
-    case Kind::kGzip: return s.FeedGzip(in);
-    case Kind::kZstd: return s.FeedZstd(in);
+  for (;;) {
+    std::size_t consumed = 0;
+    auto produced = s.Step(in, s.out, &consumed);
+    if (!produced) return false;
+    in = in.subspan(consumed);
+    // Done when the input is used up and the decoder had room to spare (nothing left buffered).
+    if (in.empty() && *produced < s.out.size()) return true;
+    if (!in.empty() && consumed == 0 && *produced == 0) {
+      s.error = "corrupt stream: decoder made no progress";
+      return false;
+    }
   }
-  return false;
+}
+
+Result<std::size_t> LayerDecoder::Decode(std::span<const std::byte> in, std::size_t* consumed,
+                                         std::span<std::byte> out) {
+  auto produced = impl_->Step(in, out, consumed);
+  if (!produced) return MakeError(Module::kStore, Errc::kCorrupt, *impl_->error);
+  return *produced;
 }
 
 Result<verify::Digest> LayerDecoder::Finish() {

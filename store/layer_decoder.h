@@ -27,6 +27,12 @@ class LayerDecoder {
 
   // Feeds compressed bytes. False once the stream is corrupt or too large (see error()).
   bool Feed(std::span<const std::byte> in);
+  // Pull mode, for readers of the uncompressed stream: decodes from `in` into `out` until either
+  // is used up or a gzip member ends; sets *consumed and returns the bytes written to `out`
+  // (counted and hashed as Feed does). Call again with empty `in` to drain buffered output; 0
+  // with *consumed == 0 and empty `in` means the decoder holds nothing more.
+  Result<std::size_t> Decode(std::span<const std::byte> in, std::size_t* consumed,
+                             std::span<std::byte> out);
   // The digest of the uncompressed stream; an error if it was corrupt, truncated or too large.
   Result<verify::Digest> Finish();
 

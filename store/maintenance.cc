@@ -32,19 +32,8 @@ std::string Hex2(unsigned i) {
   return std::string{kHex[i >> 4], kHex[i & 0xf]};
 }
 
-// One file found under blobs/: either a well-formed digest name, or something to remove.
-struct FoundFile {
-  int shard_fd;
-  std::string name;
-  std::optional<Digest> digest;  // nullopt: bad name or not a regular file
-  std::string problem;           // why digest is nullopt
-  std::uint64_t size = 0;
-  mode_t mode = 0;
-};
+}  // namespace
 
-// Walks blobs/<alg>/<shard>/<name>, creating missing algorithm and shard directories, and calls
-// fn for every file. Entries that are not shard directories are reported with a null shard name
-// through fn too (shard_fd = the algorithm directory).
 Result<void> WalkBlobFiles(int blobs_fd, const std::function<Result<void>(const FoundFile&)>& fn) {
   for (auto alg : kAlgorithms) {
     DIGESTD_ASSIGN_OR_RETURN(UniqueFd alg_fd, EnsureDir(blobs_fd, verify::ToString(alg), 0700));
@@ -83,6 +72,8 @@ Result<void> WalkBlobFiles(int blobs_fd, const std::function<Result<void>(const 
   }
   return {};
 }
+
+namespace {
 
 }  // namespace
 
@@ -169,6 +160,24 @@ Result<void> Store::Impl::Recover() {
     }
     DIGESTD_RETURN_IF_ERROR(index->Write(batch));
   }
+  // Pass 3: trees of layers that are gone, then file objects no tree references (an unpack cut
+  // short by a crash: they were never synced, so their bytes are not trusted either).
+  std::vector<Digest> orphan_trees;
+  DIGESTD_RETURN_IF_ERROR(index->Scan(Cf::kTrees, "", [&](std::string_view k, std::string_view) {
+    auto d = Digest::Parse(k);
+    if (!d || !on_disk.count(*d)) {
+      if (d) orphan_trees.push_back(*d);
+      else log->warn("recovery: tree record with a bad key {}", Quote(k));
+    }
+    return true;
+  }));
+  if (!orphan_trees.empty()) {
+    Index::Batch batch;
+    std::vector<Digest> contents;
+    for (const auto& d : orphan_trees) DIGESTD_RETURN_IF_ERROR(AddTreeDeletes(batch, d, contents));
+    DIGESTD_RETURN_IF_ERROR(index->Write(batch));
+  }
+  DIGESTD_ASSIGN_OR_RETURN(rr.files_removed, SweepFiles(nullptr));
   std::lock_guard lock(mu);
   usage = found;
   return {};

@@ -154,6 +154,8 @@ Result<std::vector<Digest>> Store::Impl::Edges(Cf cf, const Digest& d) const {
 }
 
 Result<void> Store::Impl::AddBlobDeletes(Index::Batch& batch, const Digest& d) const {
+  std::vector<Digest> contents;  // swept by the next GC or recovery
+  DIGESTD_RETURN_IF_ERROR(AddTreeDeletes(batch, d, contents));
   batch.Delete(Cf::kBlobs, d.ToString());
   DIGESTD_ASSIGN_OR_RETURN(auto children, Edges(Cf::kEdges, d));
   for (const auto& c : children) {
@@ -173,11 +175,17 @@ Result<void> Store::Impl::RemoveBlobUnlocked(const Digest& d, std::uint64_t size
     return SysError(Module::kStore, "unlink blob " + d.ToString());
   }
   Index::Batch batch;
+  std::vector<Digest> contents;
+  DIGESTD_RETURN_IF_ERROR(AddTreeDeletes(batch, d, contents));
   DIGESTD_RETURN_IF_ERROR(AddBlobDeletes(batch, d));
   DIGESTD_RETURN_IF_ERROR(index->Write(batch));
-  std::lock_guard lock(mu);
-  usage.blobs -= usage.blobs > 0 ? 1 : 0;
-  usage.bytes -= std::min(usage.bytes, size);
+  {
+    std::lock_guard lock(mu);
+    usage.blobs -= usage.blobs > 0 ? 1 : 0;
+    usage.bytes -= std::min(usage.bytes, size);
+  }
+  // The layer's file objects that no other tree uses go with it.
+  if (!contents.empty()) DIGESTD_RETURN_IF_ERROR(SweepFiles(&contents));
   return {};
 }
 

@@ -24,6 +24,7 @@
 
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "store/tree.h"
 #include "store/types.h"
 #include "verify/digest.h"
 
@@ -144,6 +145,25 @@ class Store {
   // Manifests that reference `digest`, and what `digest` references.
   Result<std::vector<Digest>> Parents(const Digest& digest) const;
   Result<std::vector<Digest>> Children(const Digest& digest) const;
+
+  // ---- layer trees (files/ and the trees/entries/filerefs index; see docs/architecture.md)
+  // Unpacks committed layer `layer` (gzip, zstd or plain tar per `media_type`, or the media type
+  // recorded at ingest when empty) into content-addressed file objects and a tree record. The
+  // uncompressed stream must hash to `diff_id` (kDigestMismatch otherwise); hostile entries and
+  // anything past `limits` are kCorrupt naming the entry (see layer_unpack.h). On any failure no
+  // tree is recorded and file objects only this layer would have used are removed. Idempotent:
+  // a layer already unpacked returns its info once `diff_id` is checked against the record.
+  // kPermission if the layer is denied; kNotFound if it is not committed.
+  Result<TreeInfo> UnpackLayer(const Digest& layer, const Digest& diff_id,
+                               std::string_view media_type = {}, const UnpackLimits& limits = {});
+  // nullopt when the layer has no tree.
+  Result<std::optional<TreeInfo>> GetTreeInfo(const Digest& layer) const;
+  // The whole tree, validated (paths, parents, types, link groups); kCorrupt on any bad record.
+  Result<LayerTree> LoadTree(const Digest& layer) const;
+  // Read-only fd to a file object's content. kNotFound if absent.
+  Result<UniqueFd> OpenFile(const Digest& content) const;
+  // Number and bytes of file objects (for metrics and statfs); walks files/.
+  Result<Usage> FileUsage() const;
 
   // ---- refs (canonical reference -> manifest digest)
   Result<void> SetRef(std::string_view reference, const Digest& manifest);

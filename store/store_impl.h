@@ -5,12 +5,19 @@
 // Lock order: maint_mu (shared for commits and ref/lease writes, exclusive for GC, quota and fsck)
 // before mu (in-flight set, usage, deny set, audit sequence). Neither is held across a callback.
 
+#include <sys/types.h>
+
 #include <atomic>
+#include <functional>
+#include <optional>
+#include <string>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include <spdlog/logger.h>
 
@@ -28,6 +35,21 @@ struct AtomicCounters {
   std::atomic<std::uint64_t> commits{0};
   std::atomic<std::uint64_t> aborts{0};
 };
+
+// One file found under blobs/ or files/: either a well-formed digest name, or something to remove.
+struct FoundFile {
+  int shard_fd;
+  std::string name;
+  std::optional<Digest> digest;  // nullopt: bad name or not a regular file
+  std::string problem;           // why digest is nullopt
+  std::uint64_t size = 0;
+  mode_t mode = 0;
+};
+
+// Walks <dir>/<alg>/<shard>/<name> (blobs/ or files/), creating missing algorithm and shard
+// directories, and calls fn for every file. Entries that are not shard directories are reported
+// through fn too (shard_fd = the algorithm directory, digest = nullopt).
+Result<void> WalkBlobFiles(int dir_fd, const std::function<Result<void>(const FoundFile&)>& fn);
 
 struct Store::Impl {
   StoreOptions opts;
@@ -50,6 +72,12 @@ struct Store::Impl {
   std::unordered_set<Digest> denied;
   std::uint64_t next_audit_seq = 1;
 
+  // File objects in use by unpacks in flight (content digest -> count), so that a failed unpack
+  // never removes a file object another unpack is about to reference. Guarded by files_mu, which
+  // is also held while removing file objects; taken after maint_mu, never together with mu.
+  std::mutex files_mu;
+  std::unordered_map<Digest, int> file_pins;
+
   std::int64_t Now() const;
   // "sha256/ab/<hex>" relative to blobs_fd; built only from a parsed Digest.
   static std::string RelPath(const Digest& d);
@@ -67,6 +95,15 @@ struct Store::Impl {
   // Appends an audit event written by the store itself:
   // {"type":..,"time":..,"actor":"store","digest":..,"reason":..}. Failures are logged, not fatal.
   void AuditInternal(std::string_view type, std::string_view digest, std::string_view reason);
+
+  // Adds deletes of `layer`'s tree (info, entries, filerefs) to `batch`; the contents it used are
+  // appended to `contents` so the caller can sweep them after the batch is written.
+  Result<void> AddTreeDeletes(Index::Batch& batch, const Digest& layer,
+                              std::vector<Digest>& contents) const;
+  // Removes the file objects among `contents` that no tree references and no unpack pins.
+  // With `contents` null, walks all of files/ (recovery and GC). Returns how many were removed.
+  Result<std::uint64_t> SweepFiles(const std::vector<Digest>* contents);
+  bool FileReferenced(const Digest& content) const;
 
   Result<void> Recover();
   Result<GcReport> GcLocked(bool dry_run);

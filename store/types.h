@@ -85,6 +85,7 @@ struct RecoveryReport {
   std::uint64_t orphans_removed = 0;   // files without record that did not match, or bad names
   std::uint64_t records_dropped = 0;   // records whose file was missing or unreadable
   std::uint64_t bad_records = 0;       // records that failed to parse
+  std::uint64_t files_removed = 0;     // file objects no layer tree referenced
 };
 
 struct Usage {

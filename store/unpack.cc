@@ -1,0 +1,342 @@
+// Store: layer unpacking into file objects and tree records, and reading trees back.
+//
+// Commit protocol for a tree: every file object is written to an anonymous staging file while it
+// is hashed, published as files/sha256/ab/<hex> (0444) unless that object exists already, and
+// pinned; after the whole layer read without error and its diff_id matched, one syncfs() makes
+// all file objects durable, then one synced RocksDB batch records the tree info, every entry and
+// the filerefs. A crash before the batch leaves file objects no tree references: recovery removes
+// them. A failure removes the objects this unpack created unless another tree references them or
+// another unpack has them pinned.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <unordered_set>
+
+#include "store/fs_util.h"
+#include "store/layer_unpack.h"
+#include "store/records.h"
+#include "store/store_impl.h"
+#include "store/tree_codec.h"
+
+namespace digestd::store {
+namespace {
+
+Error StoreError(Errc code, std::string context) {
+  return MakeError(Module::kStore, code, std::move(context));
+}
+
+// Writes file objects. Small files are buffered and written only when the object is new.
+class FileObjectSink final : public ContentSink {
+ public:
+  static constexpr std::size_t kBufferMax = 1u << 20;
+
+  FileObjectSink(Store::Impl& impl, verify::Hasher hasher) : impl_(impl), hasher_(std::move(hasher)) {}
+  ~FileObjectSink() override { Unpin(); }
+
+  Result<void> Begin(std::uint64_t size) override {
+    size_ = size;
+    buffer_.clear();
+    tmp_.Reset();
+    at_ = 0;
+    if (size > kBufferMax) {
+      DIGESTD_ASSIGN_OR_RETURN(tmp_, NewTemp());
+    } else {
+      buffer_.reserve(static_cast<std::size_t>(size));
+    }
+    return {};
+  }
+
+  Result<void> Append(std::span<const std::byte> data) override {
+    hasher_.Update(data);
+    if (tmp_) {
+      DIGESTD_RETURN_IF_ERROR(PWriteAll(tmp_.Get(), data, at_));
+    } else {
+      buffer_.insert(buffer_.end(), data.begin(), data.end());
+    }
+    at_ += data.size();
+    return {};
+  }
+
+  Result<verify::Digest> End() override {
+    verify::Digest d = hasher_.Finish();
+    {
+      std::lock_guard lock(impl_.files_mu);
+      if (pinned_.insert(d).second) ++impl_.file_pins[d];
+    }
+    auto shard = OpenBeneath(impl_.files_fd.Get(), Store::Impl::ShardPath(d),
+                             O_RDONLY | O_DIRECTORY);
+    if (!shard) return shard.error();
+    const std::string hex(d.hex());
+    struct stat st {};
+    if (::fstatat(shard->Get(), hex.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == size_) {
+        tmp_.Reset();
+        return d;  // stored once, however many layers hold it
+      }
+      // Not what its name says (damaged cache): replace it.
+      impl_.log->warn("replacing damaged file object {}", d.ToString());
+      (void)::unlinkat(shard->Get(), hex.c_str(), 0);
+    }
+    if (!tmp_) {
+      DIGESTD_ASSIGN_OR_RETURN(tmp_, NewTemp());
+      DIGESTD_RETURN_IF_ERROR(PWriteAll(tmp_.Get(), buffer_, 0));
+    }
+    if (::fchmod(tmp_.Get(), 0444) != 0) return SysError(Module::kStore, "chmod file object");
+    const std::string proc = "/proc/self/fd/" + std::to_string(tmp_.Get());
+    if (::linkat(AT_FDCWD, proc.c_str(), shard->Get(), hex.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+      const int err = errno;
+      if (err != EEXIST) return SysError(Module::kStore, "link file object " + d.ToString(), err);
+      // Another unpack published the same content just now.
+    } else {
+      created_.push_back(d);
+    }
+    tmp_.Reset();
+    return d;
+  }
+
+  const std::vector<verify::Digest>& created() const { return created_; }
+  const std::unordered_set<verify::Digest>& used() const { return pinned_; }
+
+  void Unpin() {
+    std::lock_guard lock(impl_.files_mu);
+    for (const auto& d : pinned_) {
+      auto it = impl_.file_pins.find(d);
+      DIGESTD_CHECK(it != impl_.file_pins.end() && it->second > 0);
+      if (--it->second == 0) impl_.file_pins.erase(it);
+    }
+    pinned_.clear();
+  }
+
+ private:
+  Result<UniqueFd> NewTemp() {
+    return OpenBeneath(impl_.staging_fd.Get(), ".", O_TMPFILE | O_RDWR, 0600);
+  }
+
+  Store::Impl& impl_;
+  verify::Hasher hasher_;
+  std::uint64_t size_ = 0;
+  std::uint64_t at_ = 0;
+  std::vector<std::byte> buffer_;
+  UniqueFd tmp_;
+  std::unordered_set<verify::Digest> pinned_;
+  std::vector<verify::Digest> created_;
+};
+
+}  // namespace
+
+bool Store::Impl::FileReferenced(const Digest& content) const {
+  bool found = false;
+  auto r = index->ScanPrefix(Cf::kFileRefs, content.ToString() + " ",
+                             [&](std::string_view, std::string_view) {
+                               found = true;
+                               return false;
+                             });
+  // Unknown counts as referenced: never delete on an index error.
+  return found || !r;
+}
+
+Result<std::uint64_t> Store::Impl::SweepFiles(const std::vector<Digest>* contents) {
+  std::uint64_t removed = 0;
+  auto consider = [&](const Digest& d) -> Result<void> {
+    std::lock_guard lock(files_mu);
+    if (file_pins.count(d) || FileReferenced(d)) return {};
+    auto shard = OpenBeneath(files_fd.Get(), ShardPath(d), O_RDONLY | O_DIRECTORY);
+    if (!shard) return shard.error();
+    const std::string hex(d.hex());
+    if (::unlinkat(shard->Get(), hex.c_str(), 0) == 0) {
+      ++removed;
+    } else if (errno != ENOENT) {
+      return SysError(Module::kStore, "unlink file object " + d.ToString());
+    }
+    return {};
+  };
+  if (contents) {
+    for (const auto& d : *contents) DIGESTD_RETURN_IF_ERROR(consider(d));
+    return removed;
+  }
+  std::vector<Digest> candidates;
+  DIGESTD_RETURN_IF_ERROR(WalkBlobFiles(files_fd.Get(), [&](const FoundFile& f) -> Result<void> {
+    if (!f.digest) {
+      log->warn("removing {} from files/: {}", Quote(f.name), f.problem);
+      ++removed;
+      return RemoveEntry(f.shard_fd, f.name);
+    }
+    candidates.push_back(*f.digest);
+    return {};
+  }));
+  for (const auto& d : candidates) DIGESTD_RETURN_IF_ERROR(consider(d));
+  return removed;
+}
+
+Result<void> Store::Impl::AddTreeDeletes(Index::Batch& batch, const Digest& layer,
+                                         std::vector<Digest>& contents) const {
+  DIGESTD_ASSIGN_OR_RETURN(auto info, index->Get(Cf::kTrees, layer.ToString()));
+  std::optional<Error> err;
+  std::unordered_set<Digest> seen;
+  const std::string prefix = EntryKeyPrefix(layer);
+  DIGESTD_RETURN_IF_ERROR(
+      index->ScanPrefix(Cf::kEntries, prefix, [&](std::string_view k, std::string_view v) {
+        batch.Delete(Cf::kEntries, k);
+        // A corrupt entry is still deleted; its content (if any) is left to the files sweep.
+        if (auto e = DecodeEntry(k.substr(prefix.size()), v); e && e->content) {
+          if (seen.insert(*e->content).second) contents.push_back(*e->content);
+        }
+        return true;
+      }));
+  if (!info && seen.empty() && batch.Count() == 0) return {};
+  batch.Delete(Cf::kTrees, layer.ToString());
+  for (const auto& c : contents) batch.Delete(Cf::kFileRefs, EdgeKey(c, layer));
+  return {};
+}
+
+Result<TreeInfo> Store::UnpackLayer(const Digest& layer, const Digest& diff_id,
+                                    std::string_view media_type, const UnpackLimits& limits) {
+  auto& impl = *impl_;
+  if (IsDenied(layer)) {
+    return StoreError(Errc::kPermission, "layer " + layer.ToString() + " is denied");
+  }
+  DIGESTD_ASSIGN_OR_RETURN(auto existing, GetTreeInfo(layer));
+  if (existing) {
+    if (existing->diff_id != diff_id) {
+      return StoreError(Errc::kDigestMismatch,
+                        "layer " + layer.ToString() + " uncompresses to " +
+                            existing->diff_id.ToString() + " but its diff_id is " +
+                            diff_id.ToString());
+    }
+    return *existing;
+  }
+  DIGESTD_ASSIGN_OR_RETURN(auto record, impl.GetBlobRecord(layer));
+  if (!record) return StoreError(Errc::kNotFound, "layer " + layer.ToString() + " not in the store");
+  const std::string type(media_type.empty() ? std::string_view(record->media_type) : media_type);
+  DIGESTD_ASSIGN_OR_RETURN(auto kind, LayerDecoder::KindFor(type));
+  DIGESTD_ASSIGN_OR_RETURN(UniqueFd blob, OpenBlob(layer));
+
+  // GC and fsck wait for unpacks; unpacks of different layers run in parallel.
+  std::shared_lock maint(impl.maint_mu);
+  DIGESTD_ASSIGN_OR_RETURN(auto hasher, verify::Hasher::Create(verify::DigestAlgorithm::kSha256));
+  FileObjectSink sink(impl, std::move(hasher));
+  auto fail = [&](Error e) -> Error {
+    sink.Unpin();
+    if (auto swept = impl.SweepFiles(&sink.created()); !swept) {
+      impl.log->warn("cleanup after failed unpack of {}: {}", layer.ToString(),
+                     swept.error().ToString());
+    }
+    impl.log->warn("unpack of {} refused: {}", layer.ToString(), e.ToString());
+    impl.AuditInternal("store.unpack.refused", layer.ToString(), e.context());
+    return std::move(e).Wrap("unpack layer " + layer.ToString());
+  };
+
+  auto tree = ReadLayerTree(blob.Get(), kind, limits, sink);
+  if (!tree) return fail(tree.error());
+  const Digest actual = tree->diff_id;
+  if (actual != diff_id) {
+    impl.counters.digest_mismatches.fetch_add(1, std::memory_order_relaxed);
+    return fail(StoreError(Errc::kDigestMismatch, "layer " + layer.ToString() +
+                                                      " uncompresses to " + actual.ToString() +
+                                                      " but its diff_id is " + diff_id.ToString()));
+  }
+  tree->layer = layer;
+  tree->diff_id = diff_id;
+  // One sync for every file object of the layer, before the records that make them reachable.
+  if (::syncfs(impl.files_fd.Get()) != 0) return fail(SysError(Module::kStore, "syncfs files"));
+
+  TreeInfo info{.layer = layer,
+                .diff_id = diff_id,
+                .entries = tree->entries.size(),
+                .file_bytes = tree->file_bytes,
+                .created = impl.Now()};
+  Index::Batch batch;
+  batch.Put(Cf::kTrees, layer.ToString(), EncodeTreeInfo(info));
+  const std::string prefix = EntryKeyPrefix(layer);
+  for (const auto& e : tree->entries) batch.Put(Cf::kEntries, prefix + e.path, EncodeEntry(e));
+  for (const auto& c : sink.used()) batch.Put(Cf::kFileRefs, EdgeKey(c, layer), "");
+  if (auto r = impl.index->Write(batch); !r) return fail(r.error());
+  sink.Unpin();
+  impl.log->debug("unpacked layer={} entries={} file_bytes={} new_files={}", layer.ToString(),
+                  info.entries, info.file_bytes, sink.created().size());
+  return info;
+}
+
+Result<std::optional<TreeInfo>> Store::GetTreeInfo(const Digest& layer) const {
+  DIGESTD_ASSIGN_OR_RETURN(auto value, impl_->index->Get(Cf::kTrees, layer.ToString()));
+  if (!value) return std::optional<TreeInfo>();
+  auto info = DecodeTreeInfo(layer.ToString(), *value);
+  if (!info) {
+    impl_->counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+    return info.error();
+  }
+  return std::optional<TreeInfo>(std::move(*info));
+}
+
+Result<LayerTree> Store::LoadTree(const Digest& layer) const {
+  auto& impl = *impl_;
+  DIGESTD_ASSIGN_OR_RETURN(auto info, GetTreeInfo(layer));
+  if (!info) return StoreError(Errc::kNotFound, "layer " + layer.ToString() + " has no tree");
+  LayerTree tree{.layer = layer, .diff_id = info->diff_id};
+  std::unordered_set<std::string> dirs;
+  std::unordered_map<std::uint32_t, Digest> groups;
+  std::optional<Error> err;
+  auto corrupt = [&](std::string_view path, std::string why) {
+    impl.counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+    err = StoreError(Errc::kCorrupt, "corrupt tree of " + layer.ToString() + " at " +
+                                         Quote(path) + ": " + std::move(why));
+    return false;
+  };
+  const std::string prefix = EntryKeyPrefix(layer);
+  DIGESTD_RETURN_IF_ERROR(
+      impl.index->ScanPrefix(Cf::kEntries, prefix, [&](std::string_view k, std::string_view v) {
+        const std::string_view path = k.substr(prefix.size());
+        auto e = DecodeEntry(path, v);
+        if (!e) return corrupt(path, e.error().context());
+        if (tree.entries.size() >= info->entries) return corrupt(path, "more entries than recorded");
+        if (path.empty() != tree.entries.empty()) return corrupt(path, "root is not first");
+        if (!path.empty()) {
+          const auto slash = path.rfind('/');
+          const std::string parent(slash == std::string_view::npos ? std::string_view()
+                                                                   : path.substr(0, slash));
+          if (!dirs.count(parent)) return corrupt(path, "parent is not a directory of the tree");
+        }
+        if (e->type == EntryType::kDirectory) dirs.emplace(path);
+        if (e->link_group != 0) {
+          auto [it, fresh] = groups.emplace(e->link_group, *e->content);
+          if (!fresh && it->second != *e->content) return corrupt(path, "hard links disagree");
+        }
+        if (e->type == EntryType::kRegular) tree.file_bytes += e->size;
+        tree.entries.push_back(std::move(*e));
+        return true;
+      }));
+  if (err) return *err;
+  if (tree.entries.size() != info->entries) {
+    impl.counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+    return StoreError(Errc::kCorrupt, "tree of " + layer.ToString() + " has " +
+                                          std::to_string(tree.entries.size()) + " entries, " +
+                                          std::to_string(info->entries) + " recorded");
+  }
+  tree.file_bytes = info->file_bytes;
+  return tree;
+}
+
+Result<UniqueFd> Store::OpenFile(const Digest& content) const {
+  auto fd = OpenBeneath(impl_->files_fd.Get(), Impl::RelPath(content), O_RDONLY | O_NOFOLLOW);
+  if (!fd && fd.error().sys_errno() == ENOENT) {
+    return StoreError(Errc::kNotFound, "file object " + content.ToString() + " not in the store");
+  }
+  return fd;
+}
+
+Result<Usage> Store::FileUsage() const {
+  Usage u;
+  DIGESTD_RETURN_IF_ERROR(
+      WalkBlobFiles(impl_->files_fd.Get(), [&](const FoundFile& f) -> Result<void> {
+        if (f.digest) {
+          u.blobs += 1;
+          u.bytes += f.size;
+        }
+        return {};
+      }));
+  return u;
+}
+
+}  // namespace digestd::store
