@@ -158,6 +158,8 @@ class Store {
                                std::string_view media_type = {}, const UnpackLimits& limits = {});
   // nullopt when the layer has no tree.
   Result<std::optional<TreeInfo>> GetTreeInfo(const Digest& layer) const;
+  // Every recorded tree, in layer digest order.
+  Result<std::vector<TreeInfo>> ListTrees() const;
   // The whole tree, validated (paths, parents, types, link groups); kCorrupt on any bad record.
   Result<LayerTree> LoadTree(const Digest& layer) const;
   // Read-only fd to a file object's content. kNotFound if absent.

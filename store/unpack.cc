@@ -270,6 +270,24 @@ Result<std::optional<TreeInfo>> Store::GetTreeInfo(const Digest& layer) const {
   return std::optional<TreeInfo>(std::move(*info));
 }
 
+Result<std::vector<TreeInfo>> Store::ListTrees() const {
+  std::vector<TreeInfo> out;
+  std::optional<Error> err;
+  DIGESTD_RETURN_IF_ERROR(
+      impl_->index->Scan(Cf::kTrees, "", [&](std::string_view k, std::string_view v) {
+        auto info = DecodeTreeInfo(k, v);
+        if (!info) {
+          impl_->counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+          err = info.error();
+          return false;
+        }
+        out.push_back(std::move(*info));
+        return true;
+      }));
+  if (err) return *err;
+  return out;
+}
+
 Result<LayerTree> Store::LoadTree(const Digest& layer) const {
   auto& impl = *impl_;
   DIGESTD_ASSIGN_OR_RETURN(auto info, GetTreeInfo(layer));

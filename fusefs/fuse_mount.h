@@ -1,0 +1,79 @@
+#pragma once
+
+// The libfuse3 low-level session serving a Namespace read-only at a mount point. Only this
+// module includes FUSE headers; this header does not.
+//
+// Mount options: ro,nosuid,nodev,allow_other,default_permissions (fsname/subtype "digestd").
+// Content never changes, so entry/attribute timeouts are long for trees (tree_timeout) and short
+// for the top directories that list the store (dynamic_timeout, so a new pull appears and a
+// denied digest disappears quickly); keep_cache is set and, where the kernel offers it, open and
+// opendir are skipped (FUSE_CAP_NO_OPEN_SUPPORT / NO_OPENDIR_SUPPORT) so reads go by inode to a
+// cached backing fd.
+//
+// Thread safety: Mount/Unmount from one thread; callbacks run on the session's worker threads.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/error.h"
+#include "fusefs/namespace.h"
+#include "store/store.h"
+
+namespace digestd::fusefs {
+
+struct MountOptions {
+  std::string mountpoint;  // absolute; created if missing
+  unsigned max_threads = 8;
+  // The mount's read-ahead (its bdi's read_ahead_kb); 0 keeps the kernel default (128 KiB).
+  unsigned read_ahead_kb = 1024;
+  double tree_timeout_s = 4 * 3600.0;
+  double dynamic_timeout_s = 1.0;
+  bool no_open = true;  // use FUSE_CAP_NO_OPEN_SUPPORT when the kernel has it
+  bool debug = false;   // libfuse's own request log on stderr
+};
+
+// Counters for metrics; read with relaxed ordering.
+struct FuseStats {
+  std::atomic<std::uint64_t> lookups{0};
+  std::atomic<std::uint64_t> getattrs{0};
+  std::atomic<std::uint64_t> readdirs{0};
+  std::atomic<std::uint64_t> opens{0};
+  std::atomic<std::uint64_t> reads{0};
+  std::atomic<std::uint64_t> read_bytes{0};
+  std::atomic<std::uint64_t> errors{0};  // replies with an errno other than ENOENT/ENODATA
+};
+
+class FuseMount;
+using FuseMountPtr = std::unique_ptr<FuseMount>;
+
+class FuseMount {
+ public:
+  // Clears a stale mount at the mount point (a crashed daemon's), mounts, starts the worker
+  // threads and applies read_ahead_kb. kBusy if a live filesystem is mounted there already.
+  static Result<FuseMountPtr> Mount(store::Store& store, const MountOptions& options);
+  // Unmounts if still mounted.
+  ~FuseMount();
+  FuseMount(const FuseMount&) = delete;
+  FuseMount& operator=(const FuseMount&) = delete;
+
+  // Stops the session and unmounts; waits for the worker threads. Idempotent.
+  Result<void> Unmount();
+
+  Namespace& ns();
+  const FuseStats& stats() const;
+  const MountOptions& options() const;
+
+  struct Impl;
+
+ private:
+  explicit FuseMount(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// If `mountpoint` is a dead FUSE mount (ENOTCONN), detaches it and returns true.
+Result<bool> ClearStaleMount(const std::string& mountpoint);
+
+}  // namespace digestd::fusefs

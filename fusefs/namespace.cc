@@ -1,0 +1,625 @@
+#include "fusefs/namespace.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+
+#include "common/log.h"
+#include "verify/oci.h"
+
+namespace digestd::fusefs {
+namespace {
+
+using store::EntryType;
+using store::TreeEntry;
+using verify::Digest;
+
+Error Fail(int err, std::string context) {
+  Errc code = Errc::kIo;
+  if (err == ENOENT) code = Errc::kNotFound;
+  if (err == EINVAL || err == ENOTDIR || err == EISDIR || err == ENODATA) {
+    code = Errc::kInvalidArgument;
+  }
+  return MakeError(Module::kFuse, code, std::move(context), err);
+}
+
+// Fixed inodes of the top of the namespace.
+enum : Ino {
+  kBlobsIno = 2,
+  kBlobsAlgIno = 3,
+  kLayersIno = 4,
+  kLayersAlgIno = 5,
+  kImagesIno = 6,
+  kImagesAlgIno = 7,
+};
+
+struct FixedDir {
+  Ino ino;
+  Ino parent;
+  const char* name;
+};
+constexpr FixedDir kFixed[] = {
+    {kRootIno, kRootIno, ""},           {kBlobsIno, kRootIno, "blobs"},
+    {kBlobsAlgIno, kBlobsIno, "sha256"}, {kLayersIno, kRootIno, "layers"},
+    {kLayersAlgIno, kLayersIno, "sha256"}, {kImagesIno, kRootIno, "images"},
+    {kImagesAlgIno, kImagesIno, "sha256"},
+};
+
+const FixedDir* FindFixed(Ino ino) {
+  for (const auto& f : kFixed) {
+    if (f.ino == ino) return &f;
+  }
+  return nullptr;
+}
+
+enum SyntheticKind : int { kBlobFile = 1, kImageDir = 2, kLowerdirFile = 3 };
+
+Attr DirAttr(Ino ino, std::uint32_t nlink) {
+  return Attr{.ino = ino, .mode = S_IFDIR | 0555, .nlink = nlink, .size = 4096};
+}
+
+bool IsImageManifestType(std::string_view media_type) {
+  auto kind = verify::ManifestKindOf(media_type);
+  return kind && !verify::IsIndexKind(*kind);
+}
+
+}  // namespace
+
+// One node of a served tree. Directories list children sorted by name; hard links of one inode
+// are one node that several names point at.
+struct Node {
+  const TreeEntry* entry = nullptr;
+  std::uint32_t parent = 0;
+  std::uint32_t nlink = 1;
+  std::vector<std::pair<std::string, std::uint32_t>> children;
+};
+
+struct Namespace::TreeView {
+  Ino base = 0;         // inode of nodes[0], the tree's root
+  Ino parent_ino = 0;   // the directory holding the root (for "..")
+  bool merged = false;  // an image rootfs: whiteouts applied and hidden, no overlay xattrs
+  std::vector<std::shared_ptr<const store::LayerTree>> sources;
+  std::vector<Node> nodes;
+  std::vector<Digest> guards;  // denying any of these hides the whole view
+};
+
+struct Namespace::Synthetic {
+  int kind = 0;
+  Digest digest;
+  Ino parent = 0;
+};
+
+struct Namespace::Found {
+  const FixedDir* fixed = nullptr;
+  const Synthetic* synthetic = nullptr;
+  std::shared_ptr<TreeView> view;
+  std::uint32_t node = 0;
+};
+
+namespace {
+
+using TreeView = Namespace::TreeView;
+
+Attr NodeAttr(const TreeView& v, std::uint32_t index) {
+  const Node& n = v.nodes[index];
+  const TreeEntry& e = *n.entry;
+  Attr a{.ino = v.base + index,
+         .nlink = n.nlink,
+         .uid = e.uid,
+         .gid = e.gid,
+         .size = e.size,
+         .mtime = e.mtime,
+         .rdev_major = e.rdev_major,
+         .rdev_minor = e.rdev_minor};
+  switch (e.type) {
+    case EntryType::kRegular: a.mode = S_IFREG | e.mode; break;
+    case EntryType::kDirectory: a.mode = S_IFDIR | e.mode; a.size = 4096; break;
+    case EntryType::kSymlink: a.mode = S_IFLNK | 0777; break;
+    case EntryType::kCharDevice: a.mode = S_IFCHR | e.mode; break;
+    case EntryType::kBlockDevice: a.mode = S_IFBLK | e.mode; break;
+    case EntryType::kFifo: a.mode = S_IFIFO | e.mode; break;
+    case EntryType::kWhiteout:  // overlayfs: a character device with device number 0:0
+      a.mode = S_IFCHR;
+      a.rdev_major = a.rdev_minor = 0;
+      break;
+  }
+  return a;
+}
+
+// Builds nodes from entries sorted by path (parents first). Link groups are keyed by
+// (source, group) so merged views keep each layer's hard links apart.
+struct TreeBuilder {
+  struct Item {
+    const TreeEntry* entry;
+    std::uint64_t link_key;  // 0: not linked
+  };
+
+  static void Build(TreeView& v, const std::vector<std::pair<std::string_view, Item>>& items) {
+    std::unordered_map<std::string_view, std::uint32_t> dir_index;
+    std::unordered_map<std::uint64_t, std::uint32_t> link_nodes;
+    v.nodes.reserve(items.size());
+    for (const auto& [path, item] : items) {
+      if (path.empty()) {
+        v.nodes.push_back(Node{.entry = item.entry, .parent = 0, .nlink = 2});
+        dir_index.emplace(path, 0);
+        continue;
+      }
+      const auto slash = path.rfind('/');
+      const std::string_view parent_path =
+          slash == std::string_view::npos ? std::string_view() : path.substr(0, slash);
+      const std::string_view name = slash == std::string_view::npos ? path : path.substr(slash + 1);
+      auto p = dir_index.find(parent_path);
+      if (p == dir_index.end()) continue;  // unreachable for validated trees
+      std::uint32_t index;
+      if (item.link_key != 0) {
+        auto [it, fresh] =
+            link_nodes.emplace(item.link_key, static_cast<std::uint32_t>(v.nodes.size()));
+        if (fresh) {
+          v.nodes.push_back(Node{.entry = item.entry, .parent = p->second, .nlink = 0});
+        }
+        index = it->second;
+        ++v.nodes[index].nlink;
+      } else {
+        index = static_cast<std::uint32_t>(v.nodes.size());
+        v.nodes.push_back(Node{.entry = item.entry, .parent = p->second, .nlink = 1});
+        if (item.entry->type == EntryType::kDirectory) {
+          v.nodes[index].nlink = 2;
+          dir_index.emplace(path, index);
+        }
+      }
+      v.nodes[p->second].children.emplace_back(std::string(name), index);
+      if (item.entry->type == EntryType::kDirectory) ++v.nodes[p->second].nlink;
+    }
+    for (auto& n : v.nodes) std::sort(n.children.begin(), n.children.end());
+  }
+};
+
+}  // namespace
+
+Namespace::Namespace(store::Store& store, NamespaceOptions options)
+    : store_(store), options_(std::move(options)) {}
+Namespace::~Namespace() = default;
+
+bool Namespace::Denied(const TreeView& view) const {
+  for (const auto& d : view.guards) {
+    if (store_.IsDenied(d)) return true;
+  }
+  return false;
+}
+
+Ino Namespace::SyntheticIno(int kind, const Digest& digest) {
+  const std::string key = std::to_string(kind) + digest.ToString();
+  std::lock_guard lock(mu_);
+  auto it = synthetic_by_key_.find(key);
+  if (it != synthetic_by_key_.end()) return it->second;
+  const Ino ino = next_ino_++;
+  Ino parent = kBlobsAlgIno;
+  if (kind == kImageDir) parent = kImagesAlgIno;
+  if (kind == kLowerdirFile) parent = synthetic_by_key_[std::to_string(kImageDir) + digest.ToString()];
+  synthetic_.emplace(ino, std::make_unique<Synthetic>(Synthetic{kind, digest, parent}));
+  synthetic_by_key_.emplace(key, ino);
+  return ino;
+}
+
+Result<Namespace::Found> Namespace::Resolve(Ino ino) {
+  Found f;
+  if ((f.fixed = FindFixed(ino))) return f;
+  std::lock_guard lock(mu_);
+  if (auto s = synthetic_.find(ino); s != synthetic_.end()) {
+    f.synthetic = s->second.get();
+    return f;
+  }
+  auto it = views_.upper_bound(ino);
+  if (it != views_.begin()) {
+    --it;
+    if (ino - it->first < it->second->nodes.size()) {
+      f.view = it->second;
+      f.node = static_cast<std::uint32_t>(ino - it->first);
+      return f;
+    }
+  }
+  return Fail(ENOENT, "unknown inode " + std::to_string(ino));
+}
+
+Result<std::shared_ptr<TreeView>> Namespace::LayerView(const Digest& layer) {
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = layer_views_.find(layer.ToString()); it != layer_views_.end()) return it->second;
+  }
+  auto tree = store_.LoadTree(layer);
+  if (!tree) {
+    if (tree.error().code() == Errc::kNotFound) return Fail(ENOENT, tree.error().ToString());
+    return Fail(EIO, tree.error().ToString());
+  }
+  auto view = std::make_shared<TreeView>();
+  view->parent_ino = kLayersAlgIno;
+  view->guards = {layer};
+  auto source = std::make_shared<const store::LayerTree>(std::move(*tree));
+  view->sources.push_back(source);
+  std::vector<std::pair<std::string_view, TreeBuilder::Item>> items;
+  items.reserve(source->entries.size());
+  for (const auto& e : source->entries) items.push_back({e.path, {&e, e.link_group}});
+  TreeBuilder::Build(*view, items);
+
+  std::lock_guard lock(mu_);
+  if (auto it = layer_views_.find(layer.ToString()); it != layer_views_.end()) return it->second;
+  view->base = next_ino_;
+  next_ino_ += view->nodes.size();
+  views_.emplace(view->base, view);
+  layer_views_.emplace(layer.ToString(), view);
+  return view;
+}
+
+Result<std::vector<Digest>> Namespace::ImageLayers(const Digest& manifest) {
+  auto info = store_.Stat(manifest);
+  if (!info || !IsImageManifestType(info->media_type)) {
+    return Fail(ENOENT, "no image manifest " + manifest.ToString());
+  }
+  auto fd = store_.OpenBlob(manifest);
+  if (!fd) return Fail(ENOENT, fd.error().ToString());
+  std::string bytes(static_cast<std::size_t>(std::min<std::uint64_t>(info->size, 64u << 20)), '\0');
+  if (::pread(fd->Get(), bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
+    return Fail(EIO, "read manifest " + manifest.ToString());
+  }
+  auto m = verify::ParseImageManifest(bytes, info->media_type);
+  if (!m) return Fail(EIO, m.error().ToString());
+  std::vector<Digest> layers;
+  for (const auto& l : m->layers) layers.push_back(l.digest);
+  return layers;
+}
+
+Result<std::shared_ptr<TreeView>> Namespace::ImageView(const Digest& manifest) {
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = image_views_.find(manifest.ToString()); it != image_views_.end()) return it->second;
+  }
+  DIGESTD_ASSIGN_OR_RETURN(auto layers, ImageLayers(manifest));
+  auto view = std::make_shared<TreeView>();
+  view->merged = true;
+  view->parent_ino = SyntheticIno(kImageDir, manifest);
+  view->guards.push_back(manifest);
+  for (const auto& l : layers) {
+    DIGESTD_ASSIGN_OR_RETURN(auto lv, LayerView(l));
+    view->sources.push_back(lv->sources.front());
+    view->guards.push_back(l);
+  }
+  // Apply the layers bottom to top (OCI image spec, "Applying Changesets").
+  struct Merged {
+    const TreeEntry* entry;
+    std::uint64_t link_key;
+  };
+  std::map<std::string, Merged> merged;
+  auto erase_below = [&](const std::string& path) {
+    if (path.empty()) {
+      auto root = merged.find("");
+      for (auto it = merged.begin(); it != merged.end();) {
+        it = it == root ? std::next(it) : merged.erase(it);
+      }
+      return;
+    }
+    merged.erase(merged.lower_bound(path + "/"), merged.lower_bound(path + "0"));
+  };
+  for (std::size_t li = 0; li < view->sources.size(); ++li) {
+    for (const auto& e : view->sources[li]->entries) {
+      const std::uint64_t link_key =
+          e.link_group ? ((static_cast<std::uint64_t>(li) + 1) << 32 | e.link_group) : 0;
+      auto it = merged.find(e.path);
+      if (e.type == EntryType::kWhiteout) {
+        if (it != merged.end()) {
+          merged.erase(it);
+          erase_below(e.path);
+        }
+        continue;
+      }
+      if (e.type == EntryType::kDirectory && it != merged.end() &&
+          it->second.entry->type == EntryType::kDirectory) {
+        if (e.opaque) erase_below(e.path);  // this layer's own children come after
+        if (!e.implicit) it->second = {&e, 0};
+        continue;
+      }
+      if (it != merged.end()) {
+        merged.erase(it);
+        erase_below(e.path);
+      }
+      merged.emplace(e.path, Merged{&e, link_key});
+    }
+  }
+  std::vector<std::pair<std::string_view, TreeBuilder::Item>> items;
+  items.reserve(merged.size());
+  for (const auto& [path, m] : merged) items.push_back({path, {m.entry, m.link_key}});
+  TreeBuilder::Build(*view, items);
+  // Names point into `merged`'s keys only while building; children own their names.
+
+  std::lock_guard lock(mu_);
+  if (auto it = image_views_.find(manifest.ToString()); it != image_views_.end()) return it->second;
+  view->base = next_ino_;
+  next_ino_ += view->nodes.size();
+  views_.emplace(view->base, view);
+  image_views_.emplace(manifest.ToString(), view);
+  return view;
+}
+
+Result<std::string> Namespace::LowerdirText(const Digest& manifest) {
+  DIGESTD_ASSIGN_OR_RETURN(auto layers, ImageLayers(manifest));
+  std::string text;
+  for (auto it = layers.rbegin(); it != layers.rend(); ++it) {
+    if (!text.empty()) text.push_back(':');
+    text += options_.mountpoint + "/layers/sha256/" + std::string(it->hex());
+  }
+  return text;
+}
+
+Result<Attr> Namespace::SyntheticAttr(Ino ino, const Synthetic& s) {
+  if (store_.IsDenied(s.digest)) return Fail(ENOENT, s.digest.ToString() + " is denied");
+  switch (s.kind) {
+    case kBlobFile: {
+      auto info = store_.Stat(s.digest);
+      if (!info) return Fail(ENOENT, info.error().ToString());
+      return Attr{.ino = ino, .mode = S_IFREG | 0444, .size = info->size, .mtime = info->created};
+    }
+    case kImageDir: {
+      auto info = store_.Stat(s.digest);
+      if (!info) return Fail(ENOENT, info.error().ToString());
+      Attr a = DirAttr(ino, 3);
+      a.mtime = info->created;
+      return a;
+    }
+    case kLowerdirFile: {
+      DIGESTD_ASSIGN_OR_RETURN(auto text, LowerdirText(s.digest));
+      return Attr{.ino = ino, .mode = S_IFREG | 0444, .size = text.size()};
+    }
+  }
+  return Fail(EIO, "bad synthetic inode");
+}
+
+Result<Attr> Namespace::GetAttr(Ino ino) {
+  DIGESTD_ASSIGN_OR_RETURN(auto f, Resolve(ino));
+  if (f.fixed) {
+    std::uint32_t subdirs = 0;
+    for (const auto& d : kFixed) subdirs += (d.parent == ino && d.ino != ino) ? 1 : 0;
+    return DirAttr(ino, 2 + subdirs);
+  }
+  if (f.synthetic) return SyntheticAttr(ino, *f.synthetic);
+  if (Denied(*f.view)) return Fail(ENOENT, "denied");
+  return NodeAttr(*f.view, f.node);
+}
+
+Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
+  DIGESTD_ASSIGN_OR_RETURN(auto f, Resolve(parent));
+  if (name == "." || name == "..") return Fail(EINVAL, "lookup of . or ..");
+  if (f.fixed) {
+    for (const auto& d : kFixed) {
+      if (d.parent == parent && d.ino != parent && name == d.name) return GetAttr(d.ino);
+    }
+    if (parent == kRootIno || parent == kBlobsIno || parent == kLayersIno || parent == kImagesIno) {
+      return Fail(ENOENT, "no " + Quote(name));
+    }
+    auto digest = Digest::FromParts(verify::DigestAlgorithm::kSha256, name);
+    if (!digest) return Fail(ENOENT, "not a digest: " + Quote(name));
+    if (store_.IsDenied(*digest)) return Fail(ENOENT, digest->ToString() + " is denied");
+    if (parent == kBlobsAlgIno) {
+      if (!store_.Contains(*digest)) return Fail(ENOENT, digest->ToString() + " not in the store");
+      return GetAttr(SyntheticIno(kBlobFile, *digest));
+    }
+    if (parent == kLayersAlgIno) {
+      DIGESTD_ASSIGN_OR_RETURN(auto view, LayerView(*digest));
+      return NodeAttr(*view, 0);
+    }
+    // images/sha256/<hex>: an image manifest whose layers all have trees.
+    DIGESTD_ASSIGN_OR_RETURN(auto layers, ImageLayers(*digest));
+    for (const auto& l : layers) {
+      if (store_.IsDenied(l)) return Fail(ENOENT, "image uses denied layer " + l.ToString());
+      auto info = store_.GetTreeInfo(l);
+      if (!info || !*info) return Fail(ENOENT, "layer " + l.ToString() + " is not unpacked");
+    }
+    return GetAttr(SyntheticIno(kImageDir, *digest));
+  }
+  if (f.synthetic) {
+    if (f.synthetic->kind != kImageDir) return Fail(ENOTDIR, "not a directory");
+    if (store_.IsDenied(f.synthetic->digest)) return Fail(ENOENT, "denied");
+    if (name == "rootfs") {
+      DIGESTD_ASSIGN_OR_RETURN(auto view, ImageView(f.synthetic->digest));
+      if (Denied(*view)) return Fail(ENOENT, "denied");
+      return NodeAttr(*view, 0);
+    }
+    if (name == "lowerdir") return GetAttr(SyntheticIno(kLowerdirFile, f.synthetic->digest));
+    return Fail(ENOENT, "no " + Quote(name));
+  }
+  const TreeView& v = *f.view;
+  if (Denied(v)) return Fail(ENOENT, "denied");
+  const Node& n = v.nodes[f.node];
+  if (n.entry->type != EntryType::kDirectory) return Fail(ENOTDIR, "not a directory");
+  auto it = std::lower_bound(n.children.begin(), n.children.end(), name,
+                             [](const auto& c, std::string_view k) { return c.first < k; });
+  if (it == n.children.end() || it->first != name) return Fail(ENOENT, "no " + Quote(name));
+  return NodeAttr(v, it->second);
+}
+
+Result<std::vector<DirEntry>> Namespace::ReadDir(Ino ino) {
+  DIGESTD_ASSIGN_OR_RETURN(auto f, Resolve(ino));
+  std::vector<DirEntry> out;
+  auto add = [&](std::string name, Result<Attr> a) {
+    if (a) out.push_back({std::move(name), *a});
+  };
+  if (f.fixed) {
+    add(".", GetAttr(ino));
+    add("..", GetAttr(f.fixed->parent));
+    for (const auto& d : kFixed) {
+      if (d.parent == ino && d.ino != ino) add(d.name, GetAttr(d.ino));
+    }
+    if (ino == kBlobsAlgIno) {
+      std::optional<Digest> after;
+      for (;;) {
+        auto page = store_.ListBlobs(after, 1000);
+        if (!page) return Fail(EIO, page.error().ToString());
+        for (const auto& b : page->items) {
+          if (b.digest.algorithm() != verify::DigestAlgorithm::kSha256 ||
+              store_.IsDenied(b.digest)) {
+            continue;
+          }
+          add(std::string(b.digest.hex()), GetAttr(SyntheticIno(kBlobFile, b.digest)));
+        }
+        if (!page->next) break;
+        after = page->next;
+      }
+    } else if (ino == kLayersAlgIno) {
+      auto trees = store_.ListTrees();
+      if (!trees) return Fail(EIO, trees.error().ToString());
+      for (const auto& t : *trees) {
+        if (store_.IsDenied(t.layer)) continue;
+        add(std::string(t.layer.hex()), Lookup(kLayersAlgIno, t.layer.hex()));
+      }
+    } else if (ino == kImagesAlgIno) {
+      std::optional<Digest> after;
+      for (;;) {
+        auto page = store_.ListBlobs(after, 1000);
+        if (!page) return Fail(EIO, page.error().ToString());
+        for (const auto& b : page->items) {
+          if (!IsImageManifestType(b.media_type) || store_.IsDenied(b.digest)) continue;
+          auto a = Lookup(kImagesAlgIno, b.digest.hex());
+          if (a) out.push_back({std::string(b.digest.hex()), *a});
+        }
+        if (!page->next) break;
+        after = page->next;
+      }
+    }
+    return out;
+  }
+  if (f.synthetic) {
+    if (f.synthetic->kind != kImageDir) return Fail(ENOTDIR, "not a directory");
+    add(".", GetAttr(ino));
+    add("..", GetAttr(kImagesAlgIno));
+    add("lowerdir", Lookup(ino, "lowerdir"));
+    add("rootfs", Lookup(ino, "rootfs"));
+    return out;
+  }
+  const TreeView& v = *f.view;
+  if (Denied(v)) return Fail(ENOENT, "denied");
+  const Node& n = v.nodes[f.node];
+  if (n.entry->type != EntryType::kDirectory) return Fail(ENOTDIR, "not a directory");
+  out.reserve(n.children.size() + 2);
+  out.push_back({".", NodeAttr(v, f.node)});
+  if (f.node == 0) {
+    add("..", GetAttr(v.parent_ino));
+  } else {
+    out.push_back({"..", NodeAttr(v, n.parent)});
+  }
+  for (const auto& [name, index] : n.children) out.push_back({name, NodeAttr(v, index)});
+  return out;
+}
+
+Result<void> Namespace::ReadDirFrom(
+    Ino ino, std::uint64_t offset, const std::function<bool(const DirEntry&, std::uint64_t)>& fn) {
+  DIGESTD_ASSIGN_OR_RETURN(auto f, Resolve(ino));
+  if (!f.view) {
+    DIGESTD_ASSIGN_OR_RETURN(auto all, ReadDir(ino));
+    for (std::uint64_t i = offset; i < all.size(); ++i) {
+      if (!fn(all[i], i + 1)) break;
+    }
+    return {};
+  }
+  const TreeView& v = *f.view;
+  if (Denied(v)) return Fail(ENOENT, "denied");
+  const Node& n = v.nodes[f.node];
+  if (n.entry->type != EntryType::kDirectory) return Fail(ENOTDIR, "not a directory");
+  for (std::uint64_t i = offset; i < n.children.size() + 2; ++i) {
+    DirEntry d;
+    if (i == 0) {
+      d = {".", NodeAttr(v, f.node)};
+    } else if (i == 1) {
+      if (f.node == 0) {
+        auto a = GetAttr(v.parent_ino);
+        if (!a) return a.error();
+        d = {"..", *a};
+      } else {
+        d = {"..", NodeAttr(v, n.parent)};
+      }
+    } else {
+      const auto& [name, index] = n.children[i - 2];
+      d = {name, NodeAttr(v, index)};
+    }
+    if (!fn(d, i + 1)) break;
+  }
+  return {};
+}
+
+bool Namespace::IsDynamic(Ino ino) const {
+  if (FindFixed(ino) != nullptr) return true;
+  std::lock_guard lock(mu_);
+  return synthetic_.count(ino) != 0;
+}
+
+Result<std::string> Namespace::ReadLink(Ino ino) {
+  DIGESTD_ASSIGN_OR_RETURN(auto f, Resolve(ino));
+  if (!f.view) return Fail(EINVAL, "not a symlink");
+  if (Denied(*f.view)) return Fail(ENOENT, "denied");
+  const TreeEntry& e = *f.view->nodes[f.node].entry;
+  if (e.type != EntryType::kSymlink) return Fail(EINVAL, "not a symlink");
+  return e.symlink_target;
+}
+
+Result<Content> Namespace::Open(Ino ino) {
+  DIGESTD_ASSIGN_OR_RETURN(auto f, Resolve(ino));
+  if (f.fixed) return Fail(EISDIR, "is a directory");
+  if (f.synthetic) {
+    if (store_.IsDenied(f.synthetic->digest)) return Fail(ENOENT, "denied");
+    switch (f.synthetic->kind) {
+      case kBlobFile: {
+        auto fd = store_.OpenBlob(f.synthetic->digest);
+        if (!fd) return Fail(ENOENT, fd.error().ToString());
+        return Content{.fd = std::move(*fd)};
+      }
+      case kLowerdirFile: {
+        DIGESTD_ASSIGN_OR_RETURN(auto text, LowerdirText(f.synthetic->digest));
+        return Content{.bytes = std::move(text)};
+      }
+      default: return Fail(EISDIR, "is a directory");
+    }
+  }
+  if (Denied(*f.view)) return Fail(ENOENT, "denied");
+  const TreeEntry& e = *f.view->nodes[f.node].entry;
+  if (e.type == EntryType::kDirectory) return Fail(EISDIR, "is a directory");
+  if (e.type != EntryType::kRegular) return Fail(EINVAL, "not a regular file");
+  auto fd = store_.OpenFile(*e.content);
+  if (!fd) return Fail(EIO, fd.error().ToString());  // a tree whose object is gone: damage
+  return Content{.fd = std::move(*fd)};
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> Namespace::Xattrs(Ino ino) {
+  DIGESTD_ASSIGN_OR_RETURN(auto f, Resolve(ino));
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!f.view) return out;
+  if (Denied(*f.view)) return Fail(ENOENT, "denied");
+  const TreeEntry& e = *f.view->nodes[f.node].entry;
+  out = e.xattrs;
+  if (!f.view->merged && e.type == EntryType::kDirectory && e.opaque) {
+    out.emplace_back("trusted.overlay.opaque", "y");
+    std::sort(out.begin(), out.end());
+  }
+  return out;
+}
+
+void Namespace::Ref(Ino ino) {
+  std::lock_guard lock(lookup_mu_);
+  ++lookups_[ino];
+}
+
+void Namespace::Forget(Ino ino, std::uint64_t n) {
+  std::lock_guard lock(lookup_mu_);
+  auto it = lookups_.find(ino);
+  // The kernel never forgets more than we gave it; if it seems to, our counting is broken.
+  DIGESTD_CHECK(it != lookups_.end() && it->second >= n);
+  it->second -= n;
+  if (it->second == 0) lookups_.erase(it);
+}
+
+std::uint64_t Namespace::LookupCount(Ino ino) const {
+  std::lock_guard lock(lookup_mu_);
+  auto it = lookups_.find(ino);
+  return it == lookups_.end() ? 0 : it->second;
+}
+
+}  // namespace digestd::fusefs

@@ -1,0 +1,131 @@
+#pragma once
+
+// The inode namespace the mount serves, without FUSE: lookups, attributes, directory listings,
+// link targets, xattrs and the backing content of every path below the mount. fuse_fs.cc is thin
+// glue over this class; tests drive it directly.
+//
+// Layout (docs/architecture.md, "The mount"):
+//   /blobs/sha256/<hex>                       verified blobs, 0444
+//   /layers/sha256/<hex>/...                  one layer's tree; whiteouts are 0:0 character
+//                                             devices, opaque directories carry
+//                                             trusted.overlay.opaque=y (for overlayfs lowerdirs)
+//   /images/sha256/<manifest hex>/rootfs/     all layers merged, whiteouts applied
+//   /images/sha256/<manifest hex>/lowerdir    "<mnt>/layers/sha256/<top>:...:<bottom>"
+//
+// Inode numbers are stable for the life of a Namespace: a layer's or image's tree gets a range
+// of numbers the first time it is looked up and keeps it. Hard links of one layer share an inode
+// with nlink set. Denied digests (and images using a denied layer) are ENOENT, at once.
+//
+// Thread safety: every method may be called from many threads. Trees are loaded once and then
+// immutable; a mutex guards only the maps from names and numbers to them.
+//
+// Errors carry an errno (Error::sys_errno()) for the FUSE reply: ENOENT, ENOTDIR, EISDIR,
+// EINVAL, ENODATA, EIO.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+#include "store/store.h"
+
+namespace digestd::fusefs {
+
+using Ino = std::uint64_t;
+inline constexpr Ino kRootIno = 1;
+
+struct Attr {
+  Ino ino = 0;
+  std::uint32_t mode = 0;  // st_mode: type and permission bits
+  std::uint32_t nlink = 1;
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::uint64_t size = 0;
+  std::int64_t mtime = 0;
+  std::uint32_t rdev_major = 0;
+  std::uint32_t rdev_minor = 0;
+};
+
+struct DirEntry {
+  std::string name;
+  Attr attr;
+};
+
+// Where reads of a regular file go: a backing file, or (for generated files) bytes.
+struct Content {
+  UniqueFd fd;
+  std::string bytes;  // used when fd is empty
+};
+
+struct NamespaceOptions {
+  // Absolute path the namespace is mounted at; used in the lowerdir files.
+  std::string mountpoint;
+};
+
+class Namespace {
+ public:
+  Namespace(store::Store& store, NamespaceOptions options);
+  ~Namespace();
+  Namespace(const Namespace&) = delete;
+  Namespace& operator=(const Namespace&) = delete;
+
+  Result<Attr> Lookup(Ino parent, std::string_view name);
+  Result<Attr> GetAttr(Ino ino);
+  // The whole listing including "." and ".." (first), in a stable order.
+  Result<std::vector<DirEntry>> ReadDir(Ino ino);
+  // The listing from position `offset` (0 = "."); fn gets each entry and the offset of the next
+  // one, and returns false to stop. Trees are walked in place (no copy of a large directory).
+  Result<void> ReadDirFrom(Ino ino, std::uint64_t offset,
+                           const std::function<bool(const DirEntry&, std::uint64_t)>& fn);
+  // Whether entries below `ino` can change (the top directories listing the store) or never
+  // will (trees); the glue picks cache timeouts by this.
+  bool IsDynamic(Ino ino) const;
+  Result<std::string> ReadLink(Ino ino);
+  Result<Content> Open(Ino ino);
+  // Sorted by name.
+  Result<std::vector<std::pair<std::string, std::string>>> Xattrs(Ino ino);
+
+  // Kernel lookup counts: Ref after every entry reply, Forget when the kernel drops them.
+  // Forgetting more than was referenced is an invariant break (abort).
+  void Ref(Ino ino);
+  void Forget(Ino ino, std::uint64_t n);
+  std::uint64_t LookupCount(Ino ino) const;
+
+  struct TreeView;
+  struct Synthetic;
+
+ private:
+  struct Found;
+  Result<Found> Resolve(Ino ino);
+  Result<std::shared_ptr<TreeView>> LayerView(const verify::Digest& layer);
+  Result<std::shared_ptr<TreeView>> ImageView(const verify::Digest& manifest);
+  Result<std::vector<verify::Digest>> ImageLayers(const verify::Digest& manifest);
+  Ino SyntheticIno(int kind, const verify::Digest& digest);
+  Result<Attr> SyntheticAttr(Ino ino, const Synthetic& s);
+  Result<std::string> LowerdirText(const verify::Digest& manifest);
+  bool Denied(const TreeView& view) const;
+
+  store::Store& store_;
+  NamespaceOptions options_;
+
+  mutable std::mutex mu_;
+  Ino next_ino_ = 16;
+  std::map<Ino, std::shared_ptr<TreeView>> views_;  // by first inode
+  std::unordered_map<std::string, std::shared_ptr<TreeView>> layer_views_;  // layer digest
+  std::unordered_map<std::string, std::shared_ptr<TreeView>> image_views_;  // manifest digest
+  std::unordered_map<std::string, Ino> synthetic_by_key_;
+  std::unordered_map<Ino, std::unique_ptr<Synthetic>> synthetic_;
+
+  mutable std::mutex lookup_mu_;
+  std::unordered_map<Ino, std::uint64_t> lookups_;
+};
+
+}  // namespace digestd::fusefs
