@@ -453,8 +453,9 @@ bool IsMountPoint(const std::string& path) {
 }  // namespace
 
 Result<bool> ClearStaleMount(const std::string& mountpoint) {
-  struct stat st {};
-  if (::stat(mountpoint.c_str(), &st) == 0 || errno != ENOTCONN) return false;
+  // statfs always reaches the filesystem's daemon; stat may be answered from the attr cache.
+  struct statvfs st {};
+  if (::statvfs(mountpoint.c_str(), &st) == 0 || errno != ENOTCONN) return false;
   // "Transport endpoint is not connected": a FUSE mount whose daemon died.
   if (::umount2(mountpoint.c_str(), MNT_DETACH) != 0) {
     return SysError(Module::kFuse, "detach stale mount at " + Quote(mountpoint));

@@ -1,0 +1,220 @@
+// The real FUSE mount (runs as root, as CI does): what the kernel sees, overlayfs stacked on the
+// layer views, writes refused, stale mounts of a crashed daemon cleared.
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "fusefs/fuse_mount.h"
+#include "testing/process_util.h"
+#include "testing/store_image.h"
+#include "testing/tar_builder.h"
+#include "testing/test_util.h"
+
+namespace digestd::fusefs {
+namespace {
+
+namespace fs = std::filesystem;
+using digestd::testing::ChildProcess;
+using digestd::testing::PutImage;
+using digestd::testing::Shell;
+using digestd::testing::StoredImage;
+using digestd::testing::TarBuilder;
+using digestd::testing::TempDir;
+
+std::string Slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Paths, types, modes, owners, link targets and content hashes of a tree, sorted.
+std::string Listing(const std::string& dir) {
+  auto r = Shell("cd " + dir +
+                 " && find . -mindepth 1 -printf '%P|%y|%m|%U|%G|%l\\n' | LC_ALL=C sort"
+                 " && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum");
+  EXPECT_EQ(r.status, 0) << r.output;
+  return r.output;
+}
+
+class FuseMountTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "mount tests need root (CI runs them as root)";
+    auto s = store::Store::Open({.root = dir_.path() / "store"});
+    ASSERT_TRUE(s.has_value()) << s.error().ToString();
+    store_ = std::move(*s);
+    TarBuilder base;
+    base.Dir("bin/")
+        .File("bin/busybox", "BUSYBOX", {.mode = 04755})
+        .Hardlink("bin/sh", "bin/busybox")
+        .Symlink("bin/up", "../../../../etc/shadow")
+        .Dir("etc/")
+        .File("etc/passwd", "root:x:0:0")
+        .File("etc/hosts", "127.0.0.1 localhost")
+        .Dir("opt/")
+        .Dir("opt/sub/")
+        .File("opt/sub/lower-only", "hidden by the opaque dir above")
+        .CharDev("dev/null", 1, 3, {.mode = 0666});
+    TarBuilder top;
+    top.File("etc/.wh.hosts", "")
+        .File("opt/.wh..wh..opq", "")
+        .Xattr("user.tag", "v1")
+        .File("opt/upper", "upper")
+        .File("etc/passwd", "root:x:0:0:replaced");
+    auto img = PutImage(*store_, {base.Finish(), top.Finish()});
+    ASSERT_TRUE(img.has_value()) << img.error().ToString();
+    image_ = *img;
+    mnt_ = (dir_.path() / "mnt").string();
+    Mount();
+  }
+  void Mount() {
+    auto m = FuseMount::Mount(*store_, {.mountpoint = mnt_, .dynamic_timeout_s = 0});
+    ASSERT_TRUE(m.has_value()) << m.error().ToString();
+    mount_ = std::move(*m);
+  }
+  void TearDown() override {
+    mount_.reset();
+    if (!mnt_.empty()) (void)::umount2(mnt_.c_str(), MNT_DETACH);
+  }
+  std::string Layer(std::size_t i) const {
+    return mnt_ + "/layers/sha256/" + std::string(image_.layers[i].hex());
+  }
+  std::string Image() const { return mnt_ + "/images/sha256/" + std::string(image_.manifest.hex()); }
+
+  TempDir dir_;
+  store::StorePtr store_;
+  StoredImage image_{verify::Digest::Parse("sha256:" + std::string(64, '0')).value(), {}};
+  std::string mnt_;
+  FuseMountPtr mount_;
+};
+
+TEST_F(FuseMountTest, ServesLayersReadOnly) {
+  struct stat a {}, b {};
+  ASSERT_EQ(::stat((Layer(0) + "/bin/busybox").c_str(), &a), 0) << std::strerror(errno);
+  ASSERT_EQ(::stat((Layer(0) + "/bin/sh").c_str(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);
+  EXPECT_EQ(a.st_nlink, 2u);
+  EXPECT_EQ(a.st_mode, static_cast<mode_t>(S_IFREG | 04755));
+  EXPECT_EQ(Slurp(Layer(0) + "/bin/sh"), "BUSYBOX");
+  EXPECT_EQ(fs::read_symlink(Layer(0) + "/bin/up"), "../../../../etc/shadow");
+  EXPECT_EQ(Slurp(mnt_ + "/blobs/sha256/" + std::string(image_.layers[0].hex())).substr(0, 2),
+            "\x1f\x8b");
+
+  // Overlay metadata as overlayfs reads it.
+  char value[16] = {};
+  ASSERT_EQ(::getxattr((Layer(1) + "/opt").c_str(), "trusted.overlay.opaque", value, sizeof(value)),
+            1)
+      << std::strerror(errno);
+  EXPECT_EQ(value[0], 'y');
+  struct stat wh {};
+  ASSERT_EQ(::lstat((Layer(1) + "/etc/hosts").c_str(), &wh), 0);
+  EXPECT_TRUE(S_ISCHR(wh.st_mode));
+  EXPECT_EQ(wh.st_rdev, makedev(0, 0));
+  ASSERT_EQ(::getxattr((Layer(1) + "/opt/upper").c_str(), "user.tag", value, sizeof(value)), 2);
+  EXPECT_EQ(::getxattr((Layer(1) + "/opt/upper").c_str(), "user.none", value, sizeof(value)), -1);
+  EXPECT_EQ(errno, ENODATA);
+
+  // Every write is refused.
+  EXPECT_EQ(::open((Layer(0) + "/etc/passwd").c_str(), O_WRONLY), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::open((Layer(0) + "/etc/new").c_str(), O_CREAT | O_WRONLY, 0644), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::mkdir((Layer(0) + "/d").c_str(), 0755), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::unlink((Layer(0) + "/etc/passwd").c_str()), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::chmod((Layer(0) + "/etc/passwd").c_str(), 0777), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::setxattr((Layer(0) + "/etc").c_str(), "user.x", "1", 1, 0), -1);
+  EXPECT_EQ(errno, EROFS);
+
+  // Unknown digests, and the mount's flags.
+  EXPECT_FALSE(fs::exists(mnt_ + "/layers/sha256/" + std::string(64, 'f')));
+  EXPECT_FALSE(fs::exists(mnt_ + "/blobs/sha256/nope"));
+  struct statvfs sv {};
+  ASSERT_EQ(::statvfs(mnt_.c_str(), &sv), 0);
+  EXPECT_TRUE(sv.f_flag & ST_RDONLY);
+  EXPECT_TRUE(sv.f_flag & ST_NOSUID);
+  EXPECT_TRUE(sv.f_flag & ST_NODEV);
+  EXPECT_GT(sv.f_blocks, 0u);
+  auto mi = Shell("grep ' " + mnt_ + " ' /proc/self/mountinfo");
+  EXPECT_NE(mi.output.find("fuse.digestd"), std::string::npos) << mi.output;
+  EXPECT_NE(mi.output.find("allow_other"), std::string::npos) << mi.output;
+  EXPECT_NE(mi.output.find("default_permissions"), std::string::npos) << mi.output;
+  // A device node in the image cannot be used as one (nodev).
+  EXPECT_EQ(::open((Layer(0) + "/dev/null").c_str(), O_RDONLY), -1);
+  EXPECT_EQ(errno, EACCES);
+}
+
+TEST_F(FuseMountTest, OverlayStackOfLayerViewsEqualsMergedRootfs) {
+  const std::string lowerdir = Slurp(Image() + "/lowerdir");
+  EXPECT_EQ(lowerdir, Layer(1) + ":" + Layer(0));
+  const std::string target = (dir_.path() / "overlay").string();
+  fs::create_directories(target);
+  // A private mount namespace: nothing leaks to the host even if the test dies.
+  auto r = Shell("unshare -m sh -c 'mount -t overlay overlay -o lowerdir=" + lowerdir + " " +
+                 target + " && cd " + target +
+                 " && find . -mindepth 1 -printf \"%P|%y|%m|%U|%G|%l\\n\" | LC_ALL=C sort"
+                 " && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum' 2>&1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string merged = Listing(Image() + "/rootfs");
+  EXPECT_EQ(r.output, merged);
+  EXPECT_EQ(merged.find("etc/hosts"), std::string::npos) << merged;
+  EXPECT_EQ(merged.find("lower-only"), std::string::npos) << merged;
+  EXPECT_NE(merged.find("opt/upper"), std::string::npos) << merged;
+  EXPECT_EQ(Slurp(Image() + "/rootfs/etc/passwd"), "root:x:0:0:replaced");
+}
+
+TEST_F(FuseMountTest, DeniedLayerDisappears) {
+  ASSERT_TRUE(fs::exists(Layer(0) + "/etc/passwd"));
+  ASSERT_OK(store_->Deny(image_.layers[0], "test"));
+  EXPECT_FALSE(fs::exists(Layer(0)));
+  EXPECT_FALSE(fs::exists(Image()));
+  ASSERT_OK(store_->Undeny(image_.layers[0]));
+  EXPECT_TRUE(fs::exists(Layer(0) + "/etc/passwd"));
+}
+
+TEST_F(FuseMountTest, StaleMountOfACrashedDaemonIsCleared) {
+  mount_.reset();
+  // A second store: the child must not share our store's lock.
+  const std::string other = (dir_.path() / "store2").string();
+  const std::string log = (dir_.path() / "child.log").string();
+  ChildProcess child;
+  ASSERT_TRUE(child.Start({DIGESTD_FUSE_CHILD, other, mnt_}, log));
+  for (int i = 0; i < 500 && Slurp(log).find("ready") == std::string::npos; ++i) {
+    ASSERT_TRUE(child.Running()) << Slurp(log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_NE(Slurp(log).find("ready"), std::string::npos) << Slurp(log);
+  ::kill(child.pid(), SIGKILL);
+  child.Stop();
+  struct statvfs st {};
+  ASSERT_EQ(::statvfs(mnt_.c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOTCONN);
+  Mount();  // clears the stale mount and serves again
+  EXPECT_EQ(Slurp(Layer(0) + "/etc/passwd"), "root:x:0:0");
+  // A live mount is not stacked on.
+  auto again = FuseMount::Mount(*store_, {.mountpoint = mnt_});
+  ASSERT_ERRC(again, Errc::kBusy);
+}
+
+TEST_F(FuseMountTest, UnmountIsCleanAndLookupCountsDrain) {
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(Slurp(Layer(0) + "/etc/passwd"), "root:x:0:0");
+  ASSERT_OK(mount_->Unmount());
+  auto mi = Shell("grep -c ' " + mnt_ + " ' /proc/self/mountinfo");
+  EXPECT_EQ(mi.output, "0\n");
+  EXPECT_GT(mount_->stats().lookups.load(), 0u);
+}
+
+}  // namespace
+}  // namespace digestd::fusefs
