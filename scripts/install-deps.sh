@@ -11,7 +11,7 @@ PACKAGES=(
   nlohmann-json3-dev libtomlplusplus-dev libexpected-dev libarchive-dev libzstd-dev libcli11-dev
   libfuse3-dev fuse3
   # tests
-  libgtest-dev libgmock-dev docker-registry skopeo umoci busybox-static curl jq strace openssl
+  libgtest-dev libgmock-dev docker-registry skopeo umoci busybox-static runc curl jq strace openssl
   apache2-utils bc python3
   # fuzzing (clang + libFuzzer runtime)
   clang libclang-rt-14-dev
