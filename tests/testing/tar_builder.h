@@ -69,6 +69,14 @@ class TarBuilder {
   // Without the end blocks.
   const std::string& Unterminated() const { return out_; }
 
+  // The 512-byte ustar header of a regular file of `size` bytes (for writers that stream the data
+  // themselves, then pad it to 512 bytes).
+  static std::string RegularHeader(std::string_view path, std::uint64_t size, Meta m = {}) {
+    TarBuilder t;
+    t.Header(path, '0', size, "", m);
+    return t.out_;
+  }
+
   static std::string Gzip(std::string_view in, int level = 1) {
     z_stream zs{};
     deflateInit2(&zs, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
