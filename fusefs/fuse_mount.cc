@@ -67,6 +67,7 @@ struct FuseMount::Impl {
   std::thread loop;
   bool mounted = false;
   std::atomic<bool> no_open{false};
+  std::atomic<bool> no_opendir{false};
   std::shared_ptr<spdlog::logger> log = Logger("fusefs");
 
   Impl(store::Store& s, const MountOptions& o)
@@ -97,6 +98,7 @@ struct FuseMount::Impl {
     st.st_blksize = 4096;
     st.st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
     st.st_mtim.tv_sec = a.mtime;
+    st.st_mtim.tv_nsec = a.mtime_nsec;
     st.st_ctim.tv_sec = a.mtime;
     st.st_atim.tv_sec = a.mtime;
     st.st_rdev = makedev(a.rdev_major, a.rdev_minor);
@@ -131,14 +133,20 @@ FuseMount::Impl& Self(fuse_req_t req) {
 void OpInit(void* userdata, struct fuse_conn_info* conn) {
   auto& s = *static_cast<FuseMount::Impl*>(userdata);
   if (s.opts.no_open && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)) s.no_open = true;
+  // Without opendir the kernel caches every listing (FOPEN_CACHE_DIR); a walk then costs no
+  // round trip per directory. See below for how the top directories stay fresh.
+  if (s.opts.no_open && (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT)) s.no_opendir = true;
   if (conn->capable & FUSE_CAP_READDIRPLUS) {
     conn->want |= FUSE_CAP_READDIRPLUS;
     // Adaptive: plain readdir for walks that do not stat, plus for `ls -l`-style ones.
     if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO) conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
   }
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
-  // Content is immutable: no need for the kernel to invalidate on mtime changes.
-  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  // With auto_inval_data the kernel refreshes a directory's mtime (once its attribute timeout
+  // has passed) before serving a cached listing, and drops the listing if it changed: that is
+  // how the top directories' listings follow the store (their mtime follows its generation)
+  // while trees stay cached for hours.
+  if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want &= ~FUSE_CAP_SPLICE_WRITE;
 }
 
@@ -255,6 +263,10 @@ void OpRelease(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_
 
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   auto& s = Self(req);
+  if (s.no_opendir) {
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
   auto a = s.ns.GetAttr(ino);
   if (!a) {
     fuse_reply_err(req, s.Errno(a.error()));

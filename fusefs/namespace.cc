@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <ctime>
 
 #include "common/log.h"
 #include "verify/oci.h"
@@ -180,7 +181,7 @@ struct TreeBuilder {
 }  // namespace
 
 Namespace::Namespace(store::Store& store, NamespaceOptions options)
-    : store_(store), options_(std::move(options)) {}
+    : store_(store), options_(std::move(options)), started_(::time(nullptr)) {}
 Namespace::~Namespace() = default;
 
 bool Namespace::Denied(const TreeView& view) const {
@@ -380,7 +381,12 @@ Result<Attr> Namespace::GetAttr(Ino ino) {
   if (f.fixed) {
     std::uint32_t subdirs = 0;
     for (const auto& d : kFixed) subdirs += (d.parent == ino && d.ino != ino) ? 1 : 0;
-    return DirAttr(ino, 2 + subdirs);
+    Attr a = DirAttr(ino, 2 + subdirs);
+    // The listings below change with the store: their mtime follows its generation, so the
+    // kernel drops a cached listing once the attributes are refreshed (dynamic timeout).
+    a.mtime = started_;
+    a.mtime_nsec = static_cast<std::uint32_t>(store_.generation() % 1'000'000'000u);
+    return a;
   }
   if (f.synthetic) return SyntheticAttr(ino, *f.synthetic);
   if (Denied(*f.view)) return Fail(ENOENT, "denied");

@@ -50,6 +50,7 @@ struct Attr {
   std::uint32_t gid = 0;
   std::uint64_t size = 0;
   std::int64_t mtime = 0;
+  std::uint32_t mtime_nsec = 0;
   std::uint32_t rdev_major = 0;
   std::uint32_t rdev_minor = 0;
 };
@@ -115,6 +116,7 @@ class Namespace {
 
   store::Store& store_;
   NamespaceOptions options_;
+  std::int64_t started_;  // mtime of the top directories
 
   mutable std::mutex mu_;
   Ino next_ino_ = 16;

@@ -433,6 +433,7 @@ Result<void> BlobWriter::Commit() {
     impl.usage.bytes += s_->expected_size;
   }
   impl.counters.commits.fetch_add(1, std::memory_order_relaxed);
+  impl.generation.fetch_add(1, std::memory_order_release);
   s_->finished = true;
   s_->file_hasher.reset();
   s_->fd.Reset();

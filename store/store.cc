@@ -184,6 +184,7 @@ Result<void> Store::Impl::RemoveBlobUnlocked(const Digest& d, std::uint64_t size
     usage.blobs -= usage.blobs > 0 ? 1 : 0;
     usage.bytes -= std::min(usage.bytes, size);
   }
+  generation.fetch_add(1, std::memory_order_release);
   // The layer's file objects that no other tree uses go with it.
   if (!contents.empty()) DIGESTD_RETURN_IF_ERROR(SweepFiles(&contents));
   return {};
@@ -510,6 +511,7 @@ Result<void> Store::Deny(const Digest& digest, std::string_view reason) {
     std::lock_guard lock(impl_->mu);
     impl_->denied.insert(digest);
   }
+  impl_->generation.fetch_add(1, std::memory_order_release);
   return impl_->index->Write(batch);
 }
 
@@ -519,7 +521,12 @@ Result<void> Store::Undeny(const Digest& digest) {
   DIGESTD_RETURN_IF_ERROR(impl_->index->Write(batch));
   std::lock_guard lock(impl_->mu);
   impl_->denied.erase(digest);
+  impl_->generation.fetch_add(1, std::memory_order_release);
   return {};
+}
+
+std::uint64_t Store::generation() const {
+  return impl_->generation.load(std::memory_order_acquire);
 }
 
 bool Store::IsDenied(const Digest& digest) const {

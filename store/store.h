@@ -199,6 +199,9 @@ class Store {
   // Re-hashes every blob; with repair, removes what is wrong and adopts valid orphans.
   Result<FsckReport> Fsck(bool repair);
   Usage GetUsage() const;
+  // Changes (in this process) whenever what the store lists can change: a commit, a removal, an
+  // unpacked tree, a deny or undeny. Readers that cache listings compare it.
+  std::uint64_t generation() const;
   StoreCounters counters() const;
 
   // Opaque; defined in store_impl.h for store/'s own translation units.

@@ -63,6 +63,7 @@ struct Store::Impl {
   RecoveryReport recovery;
   std::atomic<bool> use_tmpfile{true};
   mutable AtomicCounters counters;  // counted from const readers too
+  std::atomic<std::uint64_t> generation{0};  // see Store::generation()
 
   mutable std::shared_mutex maint_mu;
   mutable std::mutex mu;

@@ -254,6 +254,7 @@ Result<TreeInfo> Store::UnpackLayer(const Digest& layer, const Digest& diff_id,
   for (const auto& c : sink.used()) batch.Put(Cf::kFileRefs, EdgeKey(c, layer), "");
   if (auto r = impl.index->Write(batch); !r) return fail(r.error());
   sink.Unpin();
+  impl.generation.fetch_add(1, std::memory_order_release);
   impl.log->debug("unpacked layer={} entries={} file_bytes={} new_files={}", layer.ToString(),
                   info.entries, info.file_bytes, sink.created().size());
   return info;

@@ -184,6 +184,42 @@ TEST_F(FuseMountTest, DeniedLayerDisappears) {
   EXPECT_TRUE(fs::exists(Layer(0) + "/etc/passwd"));
 }
 
+TEST_F(FuseMountTest, TopListingsFollowTheStore) {
+  // Listings are cached by the kernel (no opendir, cache_readdir); the top ones must still come
+  // to show what the store holds, within their (default, 1 s) attribute timeout.
+  mount_.reset();
+  auto m = FuseMount::Mount(*store_, {.mountpoint = mnt_});
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  mount_ = std::move(*m);
+  auto count = [&](const std::string& dir) {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
+    return n;
+  };
+  // Polls (never times): true once `dir` lists `want` entries, false after 10 s.
+  auto becomes = [&](const std::string& dir, std::size_t want) {
+    for (int i = 0; i < 200; ++i) {
+      if (count(dir) == want) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  };
+  const std::string layers = mnt_ + "/layers/sha256";
+  const std::string images = mnt_ + "/images/sha256";
+  EXPECT_EQ(count(layers), 2u);
+  EXPECT_EQ(count(images), 1u);
+  auto more = PutImage(*store_, {TarBuilder().File("new", "a third layer").Finish()});
+  ASSERT_TRUE(more.has_value()) << more.error().ToString();
+  EXPECT_TRUE(becomes(layers, 3u));
+  EXPECT_TRUE(becomes(images, 2u));
+  ASSERT_OK(store_->Deny(more->layers[0], "test"));
+  EXPECT_TRUE(becomes(layers, 2u));
+  EXPECT_TRUE(becomes(images, 1u));
+  // Trees stay cached and right.
+  EXPECT_EQ(count(Layer(0) + "/etc"), 2u);
+  EXPECT_EQ(count(Layer(0) + "/etc"), 2u);
+}
+
 TEST_F(FuseMountTest, StaleMountOfACrashedDaemonIsCleared) {
   mount_.reset();
   // A second store: the child must not share our store's lock.
