@@ -308,10 +308,12 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
                                     " layers"));
   }
 
-  // 6. Layers concurrently, each verified against its diff_id as it streams in.
+  // 6. Layers concurrently, each verified against its diff_id as it streams in, then unpacked
+  // (trees prepared here, made durable together below).
+  std::vector<store::PendingTreePtr> trees(manifest->layers.size());
   std::vector<Task> tasks;
   for (std::size_t i = 0; i < manifest->layers.size(); ++i) {
-    tasks.push_back([this, i, &fetch, &manifest, &config]() -> asio::awaitable<Result<void>> {
+    tasks.push_back([this, i, &fetch, &manifest, &config, &trees]() -> asio::awaitable<Result<void>> {
       const verify::Descriptor* layer = &manifest->layers[i];
       const Digest want = config->diff_ids[i];
       const std::optional<Digest> diff_id = want;
@@ -323,9 +325,11 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
       // or unpacked and checked here.
       store::Store* store = &store_;
       const store::UnpackLimits unpack_limits = config_.unpack_limits;
-      const BlockingFn unpack = [store, layer, want, unpack_limits]() -> Result<void> {
-        auto info = store->UnpackLayer(layer->digest, want, layer->media_type, unpack_limits);
-        if (!info) return info.error();
+      store::PendingTreePtr* slot = &trees[i];
+      const BlockingFn unpack = [store, layer, want, unpack_limits, slot]() -> Result<void> {
+        auto pending = store->PrepareTree(layer->digest, want, layer->media_type, unpack_limits);
+        if (!pending) return pending.error();
+        *slot = std::move(*pending);
         return {};
       };
       auto bad = co_await OffThread(registry_.blocking(), unpack);
@@ -335,6 +339,17 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   }
   if (auto r = co_await RunBounded(io_, tasks, config_.layer_concurrency); !r) {
     co_return cleanup(r.error());
+  }
+  {
+    // Every layer's tree durable and visible at once: one syncfs and one index write per pull.
+    store::Store* store = &store_;
+    const auto* all_trees = &trees;
+    const BlockingFn commit_trees = [store, all_trees]() -> Result<void> {
+      return store->CommitTrees(*all_trees);
+    };
+    if (auto err = co_await OffThread(registry_.blocking(), commit_trees)) {
+      co_return cleanup(*err);
+    }
   }
 
   // 7. Manifests with their edges, then the reference.

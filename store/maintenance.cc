@@ -256,9 +256,12 @@ Result<GcReport> Store::Impl::GcLocked(bool dry_run) {
     for (const auto& b : report.swept) {
       DIGESTD_RETURN_IF_ERROR(RemoveBlobUnlocked(b.digest, b.size));
     }
-    if (!report.swept.empty()) {
-      log->info("gc swept blobs={} bytes={} live={}", report.swept.size(), report.bytes_freed,
-                report.live_blobs);
+    // File objects no tree references (left by unpacks that failed without cleaning up) go
+    // too; pinned ones belong to unpacks in flight.
+    DIGESTD_ASSIGN_OR_RETURN(report.files_swept, SweepFiles(nullptr));
+    if (!report.swept.empty() || report.files_swept > 0) {
+      log->info("gc swept blobs={} bytes={} files={} live={}", report.swept.size(),
+                report.bytes_freed, report.files_swept, report.live_blobs);
     }
   }
   return report;

@@ -109,6 +109,24 @@ class BlobWriter {
 };
 using BlobWriterPtr = std::unique_ptr<BlobWriter>;
 
+// A layer unpacked by Store::PrepareTree whose tree is not durable or visible yet. Destroying it
+// uncommitted discards it: file objects only it created are removed.
+class PendingTree {
+ public:
+  ~PendingTree();
+  PendingTree(const PendingTree&) = delete;
+  PendingTree& operator=(const PendingTree&) = delete;
+  const TreeInfo& info() const;
+
+  struct State;
+
+ private:
+  friend class Store;
+  explicit PendingTree(std::unique_ptr<State> state);
+  std::unique_ptr<State> s_;
+};
+using PendingTreePtr = std::unique_ptr<PendingTree>;
+
 class Store;
 using StorePtr = std::unique_ptr<Store>;
 
@@ -156,6 +174,14 @@ class Store {
   // kPermission if the layer is denied; kNotFound if it is not committed.
   Result<TreeInfo> UnpackLayer(const Digest& layer, const Digest& diff_id,
                                std::string_view media_type = {}, const UnpackLimits& limits = {});
+  // UnpackLayer in two steps, so that many layers (one pull) share one sync: PrepareTree does
+  // all the checks and writes the file objects (pinned, not synced); CommitTrees makes every
+  // given tree durable and visible with one syncfs and one synced index batch (on error none of
+  // them is recorded). A layer that already had a tree yields a PendingTree with nothing to do.
+  Result<PendingTreePtr> PrepareTree(const Digest& layer, const Digest& diff_id,
+                                     std::string_view media_type = {},
+                                     const UnpackLimits& limits = {});
+  Result<void> CommitTrees(std::span<const PendingTreePtr> trees);
   // nullopt when the layer has no tree.
   Result<std::optional<TreeInfo>> GetTreeInfo(const Digest& layer) const;
   // Every recorded tree, in layer digest order.

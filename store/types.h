@@ -56,6 +56,7 @@ struct GcReport {
   std::uint64_t live_blobs = 0;
   std::vector<BlobInfo> swept;  // removed (or, in a dry run, would be removed)
   std::uint64_t bytes_freed = 0;
+  std::uint64_t files_swept = 0;  // unreferenced file objects removed
 };
 
 struct QuotaReport {

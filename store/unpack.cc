@@ -191,12 +191,48 @@ Result<void> Store::Impl::AddTreeDeletes(Index::Batch& batch, const Digest& laye
   return {};
 }
 
-Result<TreeInfo> Store::UnpackLayer(const Digest& layer, const Digest& diff_id,
-                                    std::string_view media_type, const UnpackLimits& limits) {
+struct PendingTree::State {
+  State(Store::Impl* i, TreeInfo inf) : impl(i), info(std::move(inf)) {}
+  Store::Impl* impl;
+  TreeInfo info;
+  std::optional<LayerTree> tree;            // nullopt: the layer had a tree already
+  std::unique_ptr<FileObjectSink> sink;
+  bool committed = false;
+
+  // Unpins, removes the file objects only this unpack created, audits.
+  Error Fail(Error e) {
+    if (sink) {
+      sink->Unpin();
+      if (auto swept = impl->SweepFiles(&sink->created()); !swept) {
+        impl->log->warn("cleanup after failed unpack of {}: {}", info.layer.ToString(),
+                        swept.error().ToString());
+      }
+      sink.reset();
+    }
+    impl->log->warn("unpack of {} refused: {}", info.layer.ToString(), e.ToString());
+    impl->AuditInternal("store.unpack.refused", info.layer.ToString(), e.context());
+    return std::move(e).Wrap("unpack layer " + info.layer.ToString());
+  }
+};
+
+PendingTree::PendingTree(std::unique_ptr<State> state) : s_(std::move(state)) {}
+PendingTree::~PendingTree() {
+  if (s_ && s_->sink && !s_->committed) {
+    s_->sink->Unpin();
+    (void)s_->impl->SweepFiles(&s_->sink->created());  // best effort; GC sweeps the rest
+  }
+}
+const TreeInfo& PendingTree::info() const { return s_->info; }
+
+Result<PendingTreePtr> Store::PrepareTree(const Digest& layer, const Digest& diff_id,
+                                          std::string_view media_type,
+                                          const UnpackLimits& limits) {
   auto& impl = *impl_;
   if (IsDenied(layer)) {
     return StoreError(Errc::kPermission, "layer " + layer.ToString() + " is denied");
   }
+  auto state =
+      std::make_unique<PendingTree::State>(&impl, TreeInfo{.layer = layer, .diff_id = diff_id});
   DIGESTD_ASSIGN_OR_RETURN(auto existing, GetTreeInfo(layer));
   if (existing) {
     if (existing->diff_id != diff_id) {
@@ -205,7 +241,8 @@ Result<TreeInfo> Store::UnpackLayer(const Digest& layer, const Digest& diff_id,
                             existing->diff_id.ToString() + " but its diff_id is " +
                             diff_id.ToString());
     }
-    return *existing;
+    state->info = *existing;
+    return PendingTreePtr(new PendingTree(std::move(state)));
   }
   DIGESTD_ASSIGN_OR_RETURN(auto record, impl.GetBlobRecord(layer));
   if (!record) return StoreError(Errc::kNotFound, "layer " + layer.ToString() + " not in the store");
@@ -213,51 +250,72 @@ Result<TreeInfo> Store::UnpackLayer(const Digest& layer, const Digest& diff_id,
   DIGESTD_ASSIGN_OR_RETURN(auto kind, LayerDecoder::KindFor(type));
   DIGESTD_ASSIGN_OR_RETURN(UniqueFd blob, OpenBlob(layer));
 
-  // GC and fsck wait for unpacks; unpacks of different layers run in parallel.
+  // GC and fsck wait for unpacks; unpacks of different layers run in parallel. Between prepare
+  // and commit the file objects are pinned, so a GC in between keeps them.
   std::shared_lock maint(impl.maint_mu);
   DIGESTD_ASSIGN_OR_RETURN(auto hasher, verify::Hasher::Create(verify::DigestAlgorithm::kSha256));
-  FileObjectSink sink(impl, std::move(hasher));
-  auto fail = [&](Error e) -> Error {
-    sink.Unpin();
-    if (auto swept = impl.SweepFiles(&sink.created()); !swept) {
-      impl.log->warn("cleanup after failed unpack of {}: {}", layer.ToString(),
-                     swept.error().ToString());
-    }
-    impl.log->warn("unpack of {} refused: {}", layer.ToString(), e.ToString());
-    impl.AuditInternal("store.unpack.refused", layer.ToString(), e.context());
-    return std::move(e).Wrap("unpack layer " + layer.ToString());
-  };
-
-  auto tree = ReadLayerTree(blob.Get(), kind, limits, sink);
-  if (!tree) return fail(tree.error());
-  const Digest actual = tree->diff_id;
-  if (actual != diff_id) {
+  state->sink = std::make_unique<FileObjectSink>(impl, std::move(hasher));
+  auto tree = ReadLayerTree(blob.Get(), kind, limits, *state->sink);
+  if (!tree) return state->Fail(tree.error());
+  if (tree->diff_id != diff_id) {
     impl.counters.digest_mismatches.fetch_add(1, std::memory_order_relaxed);
-    return fail(StoreError(Errc::kDigestMismatch, "layer " + layer.ToString() +
-                                                      " uncompresses to " + actual.ToString() +
-                                                      " but its diff_id is " + diff_id.ToString()));
+    return state->Fail(StoreError(Errc::kDigestMismatch,
+                                  "layer " + layer.ToString() + " uncompresses to " +
+                                      tree->diff_id.ToString() + " but its diff_id is " +
+                                      diff_id.ToString()));
   }
   tree->layer = layer;
-  tree->diff_id = diff_id;
-  // One sync for every file object of the layer, before the records that make them reachable.
-  if (::syncfs(impl.files_fd.Get()) != 0) return fail(SysError(Module::kStore, "syncfs files"));
+  state->info.entries = tree->entries.size();
+  state->info.file_bytes = tree->file_bytes;
+  state->tree = std::move(*tree);
+  return PendingTreePtr(new PendingTree(std::move(state)));
+}
 
-  TreeInfo info{.layer = layer,
-                .diff_id = diff_id,
-                .entries = tree->entries.size(),
-                .file_bytes = tree->file_bytes,
-                .created = impl.Now()};
+Result<void> Store::CommitTrees(std::span<const PendingTreePtr> trees) {
+  auto& impl = *impl_;
+  bool any = false;
+  for (const auto& t : trees) any = any || (t && t->s_->tree && !t->s_->committed);
+  if (!any) return {};
+  std::shared_lock maint(impl.maint_mu);
+  // One sync for every file object of every tree, before the records that make them reachable.
+  if (::syncfs(impl.files_fd.Get()) != 0) return SysError(Module::kStore, "syncfs files");
+  const auto now = impl.Now();
   Index::Batch batch;
-  batch.Put(Cf::kTrees, layer.ToString(), EncodeTreeInfo(info));
-  const std::string prefix = EntryKeyPrefix(layer);
-  for (const auto& e : tree->entries) batch.Put(Cf::kEntries, prefix + e.path, EncodeEntry(e));
-  for (const auto& c : sink.used()) batch.Put(Cf::kFileRefs, EdgeKey(c, layer), "");
-  if (auto r = impl.index->Write(batch); !r) return fail(r.error());
-  sink.Unpin();
+  for (const auto& t : trees) {
+    if (!t || !t->s_->tree || t->s_->committed) continue;
+    auto& s = *t->s_;
+    if (!Contains(s.info.layer)) {
+      return StoreError(Errc::kNotFound, "layer " + s.info.layer.ToString() +
+                                             " was removed before its tree was committed");
+    }
+    s.info.created = now;
+    const std::string prefix = EntryKeyPrefix(s.info.layer);
+    batch.Put(Cf::kTrees, s.info.layer.ToString(), EncodeTreeInfo(s.info));
+    for (const auto& e : s.tree->entries) batch.Put(Cf::kEntries, prefix + e.path, EncodeEntry(e));
+    for (const auto& c : s.sink->used()) batch.Put(Cf::kFileRefs, EdgeKey(c, s.info.layer), "");
+  }
+  DIGESTD_RETURN_IF_ERROR(impl.index->Write(batch));
+  for (const auto& t : trees) {
+    if (!t || !t->s_->tree || t->s_->committed) continue;
+    auto& s = *t->s_;
+    s.committed = true;
+    s.sink->Unpin();
+    impl.log->debug("unpacked layer={} entries={} file_bytes={} new_files={}",
+                    s.info.layer.ToString(), s.info.entries, s.info.file_bytes,
+                    s.sink->created().size());
+    s.tree.reset();  // the entries are in the index now; free the memory
+  }
   impl.generation.fetch_add(1, std::memory_order_release);
-  impl.log->debug("unpacked layer={} entries={} file_bytes={} new_files={}", layer.ToString(),
-                  info.entries, info.file_bytes, sink.created().size());
-  return info;
+  return {};
+}
+
+Result<TreeInfo> Store::UnpackLayer(const Digest& layer, const Digest& diff_id,
+                                    std::string_view media_type, const UnpackLimits& limits) {
+  DIGESTD_ASSIGN_OR_RETURN(auto pending, PrepareTree(layer, diff_id, media_type, limits));
+  std::vector<PendingTreePtr> one;
+  one.push_back(std::move(pending));
+  if (auto r = CommitTrees(one); !r) return one.front()->s_->Fail(r.error());
+  return one.front()->info();
 }
 
 Result<std::optional<TreeInfo>> Store::GetTreeInfo(const Digest& layer) const {

@@ -1,6 +1,8 @@
-// Helper for fuse_mount_test: opens a store, mounts it, says "ready" on stdout and waits to be
-// killed (SIGKILL leaves a stale mount behind, as a crashed daemon would).
+// Helper for fuse_mount_test: opens a store, mounts it, says "ready" on stdout and waits for a
+// signal. SIGTERM unmounts cleanly (as the daemon does on SIGTERM); SIGKILL leaves a stale mount
+// behind, as a crashed daemon would.
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +15,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s STORE MOUNTPOINT\n", argv[0]);
     return 2;
   }
+  // Block the signals before any thread exists, so that only sigwait below sees them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
   auto store = digestd::store::Store::Open({.root = argv[1]});
   if (!store) {
     std::fprintf(stderr, "%s\n", store.error().ToString().c_str());
@@ -25,5 +33,12 @@ int main(int argc, char** argv) {
   }
   std::printf("ready\n");
   std::fflush(stdout);
-  for (;;) ::pause();
+  int sig = 0;
+  sigwait(&set, &sig);
+  if (auto r = (*mount)->Unmount(); !r) {
+    std::fprintf(stderr, "%s\n", r.error().ToString().c_str());
+    return 1;
+  }
+  std::printf("unmounted\n");
+  return 0;
 }

@@ -244,6 +244,28 @@ TEST_F(FuseMountTest, StaleMountOfACrashedDaemonIsCleared) {
   ASSERT_ERRC(again, Errc::kBusy);
 }
 
+TEST_F(FuseMountTest, SigtermUnmountsCleanly) {
+  mount_.reset();
+  const std::string other = (dir_.path() / "store3").string();
+  const std::string log = (dir_.path() / "child3.log").string();
+  ChildProcess child;
+  ASSERT_TRUE(child.Start({DIGESTD_FUSE_CHILD, other, mnt_}, log));
+  for (int i = 0; i < 500 && Slurp(log).find("ready") == std::string::npos; ++i) {
+    ASSERT_TRUE(child.Running()) << Slurp(log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_NE(Slurp(log).find("ready"), std::string::npos) << Slurp(log);
+  ASSERT_TRUE(fs::exists(mnt_ + "/layers/sha256"));
+  ::kill(child.pid(), SIGTERM);
+  const int status = child.Wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << Slurp(log);
+  EXPECT_NE(Slurp(log).find("unmounted"), std::string::npos) << Slurp(log);
+  auto mi = Shell("grep -c ' " + mnt_ + " ' /proc/self/mountinfo");
+  EXPECT_EQ(mi.output, "0\n");
+  struct statvfs st {};
+  EXPECT_EQ(::statvfs(mnt_.c_str(), &st), 0) << std::strerror(errno);  // not a dead mount
+}
+
 TEST_F(FuseMountTest, UnmountIsCleanAndLookupCountsDrain) {
   for (int i = 0; i < 3; ++i) ASSERT_EQ(Slurp(Layer(0) + "/etc/passwd"), "root:x:0:0");
   ASSERT_OK(mount_->Unmount());

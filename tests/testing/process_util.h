@@ -103,6 +103,13 @@ class ChildProcess {
     pid_ = -1;
   }
 
+  // Waits for the child to exit; returns its wait status.
+  int Wait() {
+    int status = 0;
+    if (pid_ > 0 && ::waitpid(pid_, &status, 0) == pid_) pid_ = -1;
+    return status;
+  }
+
   bool Running() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
   pid_t pid() const { return pid_; }
 

@@ -341,6 +341,36 @@ TEST_F(UnpackTest, ConcurrentUnpacksSharingContent) {
   EXPECT_EQ(CountFiles(root() / "files"), 40u + 4u);
 }
 
+TEST_F(UnpackTest, PreparedTreesAreInvisibleUntilCommittedTogether) {
+  std::vector<Digest> layers;
+  std::vector<std::string> tars;
+  for (int i = 0; i < 3; ++i) {
+    tars.push_back(TarBuilder().File("f", "layer " + std::to_string(i)).Finish());
+    const std::string blob = TarBuilder::Gzip(tars.back());
+    layers.push_back(Sha(blob));
+    ASSERT_OK(store_->PutBlob(layers.back(), blob, {.media_type = std::string(kTarGzip)}));
+  }
+  std::vector<PendingTreePtr> pending;
+  for (int i = 0; i < 3; ++i) {
+    auto p = store_->PrepareTree(layers[i], Sha(tars[i]));
+    ASSERT_OK(p);
+    pending.push_back(std::move(*p));
+  }
+  EXPECT_EQ(CountFiles(root() / "files"), 3u);
+  for (const auto& l : layers) EXPECT_FALSE(store_->GetTreeInfo(l)->has_value());
+  // A GC while they are pending keeps their (pinned) file objects.
+  ASSERT_OK(store_->PutLease({.id = "pull", .tenant = "t", .digests = layers}));
+  ASSERT_OK(store_->CollectGarbage(false));
+  EXPECT_EQ(CountFiles(root() / "files"), 3u);
+  pending.pop_back();  // discarded uncommitted: its only file object goes
+  EXPECT_EQ(CountFiles(root() / "files"), 2u);
+  ASSERT_OK(store_->CommitTrees(pending));
+  EXPECT_TRUE(store_->GetTreeInfo(layers[0])->has_value());
+  EXPECT_TRUE(store_->GetTreeInfo(layers[1])->has_value());
+  EXPECT_FALSE(store_->GetTreeInfo(layers[2])->has_value());
+  ASSERT_OK(store_->CommitTrees(pending));  // idempotent
+}
+
 TEST_F(UnpackTest, RemovingALayerRemovesItsTreeAndOnlyItsFiles) {
   Digest a = Sha("x"), b = Sha("y");
   ASSERT_OK(Unpack(TarBuilder().File("s", "shared").File("a", "only a").Finish(), kTarGzip, {}, &a));
