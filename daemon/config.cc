@@ -106,8 +106,9 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
   }
   Config c;
   DIGESTD_RETURN_IF_ERROR(
-      rd.OnlyKeys(root, "", {"store", "policy", "auth", "pull", "timeouts", "unpack", "registry"}));
-  for (const char* section : {"store", "policy", "auth", "pull", "timeouts", "unpack"}) {
+      rd.OnlyKeys(root, "",
+                  {"store", "policy", "auth", "pull", "timeouts", "unpack", "daemon", "registry"}));
+  for (const char* section : {"store", "policy", "auth", "pull", "timeouts", "unpack", "daemon"}) {
     if (root.get(section) && !root.get(section)->is_table()) {
       return rd.Bad(section, "must be a table ([" + std::string(section) + "])");
     }
@@ -171,6 +172,41 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
         rd.Set(*u, "max_file_bytes", "unpack", c.unpack_limits.max_file_bytes));
     if (c.unpack_limits.max_file_bytes == 0) {
       return rd.Bad("unpack.max_file_bytes", "must be positive");
+    }
+  }
+  if (const auto* d = SubTable(root, "daemon")) {
+    DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(*d, "daemon",
+                                        {"socket", "socket_group", "mountpoint", "admin_uids",
+                                         "admin_gids", "reader_uids", "reader_gids"}));
+    for (const char* key : {"socket", "mountpoint"}) {
+      std::string p;
+      DIGESTD_RETURN_IF_ERROR(rd.Set(*d, key, "daemon", p));
+      if (p.empty()) continue;
+      if (p.front() != '/') return rd.Bad(std::string("daemon.") + key, "must be an absolute path");
+      (std::string_view(key) == "socket" ? c.daemon.socket : c.daemon.mountpoint) = p;
+    }
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*d, "socket_group", "daemon", c.daemon.socket_group));
+    struct IdList {
+      const char* key;
+      std::vector<std::uint32_t>* out;
+    };
+    for (const IdList& l : {IdList{"admin_uids", &c.daemon.admin_uids},
+                            IdList{"admin_gids", &c.daemon.admin_gids},
+                            IdList{"reader_uids", &c.daemon.reader_uids},
+                            IdList{"reader_gids", &c.daemon.reader_gids}}) {
+      const toml::node* n = d->get(l.key);
+      if (n == nullptr) continue;
+      const std::string where = std::string("daemon.") + l.key;
+      const toml::array* arr = n->as_array();
+      if (arr == nullptr) return rd.Bad(where, "must be an array of numeric ids");
+      l.out->clear();
+      for (const auto& item : *arr) {
+        const auto* v = item.as_integer();
+        if (v == nullptr || **v < 0 || **v > 0xfffffffeLL) {
+          return rd.Bad(where, "must hold ids 0..4294967294");
+        }
+        l.out->push_back(static_cast<std::uint32_t>(**v));
+      }
     }
   }
   if (const auto* t = SubTable(root, "timeouts")) {

@@ -33,6 +33,19 @@ struct RegistryConfig {
   std::vector<MirrorConfig> mirrors;  // tried in order before the origin for content by digest
 };
 
+// [daemon]: the service's control socket, mount and who may use them.
+struct DaemonConfig {
+  std::filesystem::path socket = "/run/digestd/digestd.sock";
+  std::string socket_group;  // group owning the socket (mode 0660); empty: the daemon's group
+  std::filesystem::path mountpoint = "/run/digestd/mnt";
+  // Peers (SO_PEERCRED) allowed to change things: pull, remove, gc, deny, leases, reload.
+  std::vector<std::uint32_t> admin_uids = {0};
+  std::vector<std::uint32_t> admin_gids;
+  // Peers allowed to read: list, inspect, audit, metrics, health.
+  std::vector<std::uint32_t> reader_uids;
+  std::vector<std::uint32_t> reader_gids;
+};
+
 struct Config {
   std::filesystem::path store_root = "/var/lib/digestd";
   std::uint64_t quota_bytes = 0;
@@ -54,6 +67,7 @@ struct Config {
   std::chrono::milliseconds stall_timeout{30'000};
 
   std::vector<RegistryConfig> registries;
+  DaemonConfig daemon;
 
   // The registry's section, or nullptr when it has none (defaults apply: TLS, no mirrors).
   const RegistryConfig* FindRegistry(std::string_view host) const;

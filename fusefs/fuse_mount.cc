@@ -507,6 +507,7 @@ Result<FuseMountPtr> FuseMount::Mount(store::Store& store, const MountOptions& o
   for (auto& a : argv) cargv.push_back(a.data());
   struct fuse_args args = FUSE_ARGS_INIT(static_cast<int>(cargv.size()), cargv.data());
   impl->se = fuse_session_new(&args, &kOps, sizeof(kOps), impl.get());
+  fuse_opt_free_args(&args);  // the session copied what it needs; args may have been reallocated
   if (impl->se == nullptr) return FuseError(Errc::kInternal, "fuse_session_new failed");
   if (fuse_session_mount(impl->se, options.mountpoint.c_str()) != 0) {
     fuse_session_destroy(impl->se);

@@ -16,6 +16,11 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <map>
+
+#include "tools/api_client.h"
 #include <nlohmann/json.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -245,6 +250,117 @@ int RunSign(const std::string& key_path, const std::string& config_path, bool in
   return kOk;
 }
 
+
+// ---- client of the control API
+
+constexpr int kUnreachable = 3;
+
+int ExitFor(int status) {
+  if (status >= 200 && status < 300) return kOk;
+  if (status == 403 || status == 404 || status >= 500) return kDenied;
+  return kBadInput;
+}
+
+std::string ErrorText(const std::string& body) {
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (j.is_object() && j.contains("error") && j["error"].is_string()) return j["error"];
+  return body;
+}
+
+int RunApi(const std::string& socket, const std::string& method, const std::string& target,
+           const std::string& body, bool json, const std::function<void(const nlohmann::json&)>& human) {
+  auto r = digestd::tools::CallApi(socket, method, target, body);
+  if (!r) {
+    std::cerr << "digestctl: " << r.error().ToString() << "\n";
+    return kUnreachable;
+  }
+  if (r->status < 200 || r->status >= 300) {
+    std::cerr << "digestctl: " << r->status << ": " << ErrorText(r->body) << "\n";
+    return ExitFor(r->status);
+  }
+  if (json || !human) {
+    std::cout << r->body;
+    return kOk;
+  }
+  auto j = nlohmann::json::parse(r->body, nullptr, false);
+  if (j.is_discarded()) {
+    std::cout << r->body;
+  } else {
+    human(j);
+  }
+  return kOk;
+}
+
+int RunPull(const std::string& socket, const std::string& reference, const std::string& tenant,
+            bool json) {
+  nlohmann::json req{{"reference", reference}};
+  if (!tenant.empty()) req["tenant"] = tenant;
+  const bool tty = ::isatty(STDERR_FILENO) == 1 && !json;
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> blobs;  // digest -> bytes/total
+  nlohmann::json last;
+  auto on_line = [&](std::string_view line) {
+    if (json) {
+      std::cout << line << "\n" << std::flush;
+    }
+    auto e = nlohmann::json::parse(line, nullptr, false);
+    if (!e.is_object()) return;
+    const std::string type = e.value("type", "");
+    if (type == "result" || type == "error") {
+      last = e;
+      return;
+    }
+    if (json) return;
+    if (type == "blob") {
+      blobs[e.value("digest", "")] = {e.value("bytes", std::uint64_t{0}), e.value("total", std::uint64_t{0})};
+      if (tty) {
+        std::uint64_t done = 0, total = 0;
+        for (const auto& [d, bt] : blobs) {
+          done += bt.first;
+          total += bt.second;
+        }
+        const int width = 30;
+        const int filled = total ? static_cast<int>(width * static_cast<double>(done) / static_cast<double>(total)) : 0;
+        std::cerr << "\r  [" << std::string(filled, '#') << std::string(width - filled, ' ') << "] "
+                  << done / (1 << 20) << "/" << total / (1 << 20) << " MiB, " << blobs.size()
+                  << " blobs" << std::flush;
+      }
+      return;
+    }
+    if (tty && !blobs.empty()) std::cerr << "\n";
+    std::cerr << "  " << type;
+    if (e.contains("detail")) std::cerr << ": " << e["detail"].get<std::string>();
+    if (e.contains("digest")) std::cerr << " " << e["digest"].get<std::string>();
+    std::cerr << "\n";
+  };
+  auto r = digestd::tools::CallApi(socket, "POST", "/v1/pull?stream=1", req.dump(), on_line);
+  if (!r) {
+    std::cerr << "digestctl: " << r.error().ToString() << "\n";
+    return kUnreachable;
+  }
+  if (r->status != 200) {
+    std::cerr << "digestctl: " << r->status << ": " << ErrorText(r->body) << "\n";
+    return ExitFor(r->status);
+  }
+  if (last.is_null()) {
+    std::cerr << "digestctl: the pull stream ended without a result\n";
+    return kDenied;
+  }
+  if (last.value("type", "") == "error") {
+    std::cerr << "digestctl: pull refused: " << last.value("error", "") << "\n";
+    return last.value("code", "") == "invalid-argument" ? kBadInput : kDenied;
+  }
+  if (!json) {
+    std::cout << "pulled   " << last.value("reference", "") << "\n"
+              << "manifest " << last.value("manifest", "") << "\n"
+              << "image    " << last.value("image_manifest", "") << "\n"
+              << "allowed  by " << last.value("scope", "") << " (" << last.value("rule", "") << ")"
+              << (last.value("signer", "").empty() ? "" : ", signed by " + last.value("signer", "")) << "\n"
+              << "rootfs   " << last.value("rootfs", "") << "\n"
+              << "lowerdir " << last.value("lowerdir_file", "") << "\n";
+  }
+  return kOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -290,6 +406,32 @@ int main(int argc, char** argv) {
   sign->add_flag("--insecure", sign_insecure, "plain HTTP to the image's registry");
   sign->add_option("reference", sign_ref, "image reference (tag or digest)")->required();
 
+  std::string socket = "/run/digestd/digestd.sock";
+  app.add_option("--socket", socket, "digestd's control socket");
+  std::string pull_ref, pull_tenant;
+  auto* pull = app.add_subcommand("pull", "pull, verify and commit an image (via digestd)");
+  pull->add_option("--tenant", pull_tenant, "tenant whose credentials and lease this is");
+  pull->add_option("reference", pull_ref, "image reference")->required();
+  auto* health = app.add_subcommand("health", "is digestd up; store and mount");
+  auto* images = app.add_subcommand("images", "list pulled images (references)");
+  std::uint64_t since = 0;
+  auto* audit = app.add_subcommand("audit", "audit events since a sequence number");
+  audit->add_option("--since", since, "first sequence number to show");
+  auto* deny = app.add_subcommand("deny", "the deny list");
+  deny->require_subcommand(1);
+  std::string deny_digest, deny_reason;
+  auto* deny_add = deny->add_subcommand("add", "deny a digest (it vanishes from the mount)");
+  deny_add->add_option("digest", deny_digest)->required();
+  deny_add->add_option("--reason", deny_reason, "why");
+  auto* deny_rm = deny->add_subcommand("rm", "allow a digest again");
+  deny_rm->add_option("digest", deny_digest)->required();
+  auto* deny_ls = deny->add_subcommand("ls", "list denied digests");
+  bool gc_dry = false;
+  auto* gc = app.add_subcommand("gc", "collect garbage (unreferenced blobs and file objects)");
+  gc->add_flag("--dry-run", gc_dry, "only list what would go");
+  auto* reload = app.add_subcommand("reload", "reload policy and trust");
+  auto* metrics = app.add_subcommand("metrics", "Prometheus metrics");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -301,5 +443,44 @@ int main(int argc, char** argv) {
   if (*vimg) return RunVerifyImage(trust, policy, manifest, reference, sigdir, at, json);
   if (*eval) return RunPolicyEval(policy, trust, eval_ref, json);
   if (*sign) return RunSign(sign_key, sign_config, sign_insecure, sign_ref);
+  if (*pull) return RunPull(socket, pull_ref, pull_tenant, json);
+  if (*health) {
+    return RunApi(socket, "GET", "/v1/health", "", json, [](const nlohmann::json& j) {
+      for (const auto& [k, v] : j.items()) std::cout << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+    });
+  }
+  if (*images) {
+    return RunApi(socket, "GET", "/v1/images", "", json, [](const nlohmann::json& j) {
+      std::printf("%-50s %s\n", "REFERENCE", "DIGEST");
+      for (const auto& i : j) {
+        std::printf("%-50s %s\n", i.value("reference", "").c_str(), i.value("digest", "").c_str());
+      }
+    });
+  }
+  if (*audit) return RunApi(socket, "GET", "/v1/audit?since=" + std::to_string(since), "", json, nullptr);
+  if (*deny_add) {
+    return RunApi(socket, "POST", "/v1/deny",
+                  nlohmann::json{{"digest", deny_digest}, {"reason", deny_reason}}.dump(), json,
+                  [](const nlohmann::json& j) { std::cout << "denied " << j.value("denied", "") << "\n"; });
+  }
+  if (*deny_rm) {
+    return RunApi(socket, "DELETE", "/v1/deny/" + deny_digest, "", json,
+                  [](const nlohmann::json& j) { std::cout << "allowed " << j.value("allowed", "") << "\n"; });
+  }
+  if (*deny_ls) {
+    return RunApi(socket, "GET", "/v1/deny", "", json, [](const nlohmann::json& j) {
+      for (const auto& d : j) std::cout << d.value("digest", "") << "  " << d.value("reason", "") << "\n";
+    });
+  }
+  if (*gc) {
+    return RunApi(socket, "POST", "/v1/gc", nlohmann::json{{"dry_run", gc_dry}}.dump(), json,
+                  [](const nlohmann::json& j) {
+                    std::cout << (j.value("dry_run", false) ? "would free " : "freed ")
+                              << j.value("bytes_freed", std::uint64_t{0}) << " bytes in "
+                              << j["swept"].size() << " blobs\n";
+                  });
+  }
+  if (*reload) return RunApi(socket, "POST", "/v1/policy/reload", "", json, [](const nlohmann::json&) { std::cout << "reloaded\n"; });
+  if (*metrics) return RunApi(socket, "GET", "/v1/metrics", "", true, nullptr);
   return kBadInput;
 }

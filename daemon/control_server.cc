@@ -1,0 +1,581 @@
+#include "daemon/control_server.h"
+
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <deque>
+#include <nlohmann/json.hpp>
+
+#include "common/log.h"
+#include "fusefs/fuse_mount.h"
+
+namespace digestd::daemon {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+using local = asio::local::stream_protocol;
+using Stream = beast::basic_stream<local, asio::any_io_executor, beast::unlimited_rate_policy>;
+using boost::system::error_code;
+using nlohmann::json;
+
+constexpr std::size_t kHeaderLimit = 16u << 10;
+constexpr std::size_t kBodyLimit = 1u << 20;
+constexpr auto kRequestTimeout = std::chrono::seconds(30);
+
+struct Reply {
+  http::status status = http::status::ok;
+  std::string body;
+  std::string content_type = "application/json";
+};
+
+Reply JsonReply(http::status status, const json& j) {
+  return Reply{status, j.dump() + "\n", "application/json"};
+}
+
+Reply ErrorReply(http::status status, std::string_view message) {
+  return JsonReply(status, json{{"error", std::string(message)}});
+}
+
+http::status StatusFor(const Error& e) {
+  switch (e.code()) {
+    case Errc::kInvalidArgument: return http::status::bad_request;
+    case Errc::kNotFound: return http::status::not_found;
+    case Errc::kPermission: return http::status::forbidden;
+    case Errc::kTooLarge: return http::status::payload_too_large;
+    case Errc::kBusy: return http::status::conflict;
+    case Errc::kDigestMismatch:
+    case Errc::kSizeMismatch:
+    case Errc::kCorrupt: return http::status::bad_gateway;
+    case Errc::kIo: return http::status::bad_gateway;
+    default: return http::status::internal_server_error;
+  }
+}
+
+Reply FromError(const Error& e) {
+  return JsonReply(StatusFor(e), json{{"error", e.ToString()}, {"code", std::string(ToString(e.code()))}});
+}
+
+Peer PeerOf(int fd) {
+  struct ucred cred {};
+  socklen_t len = sizeof(cred);
+  Peer p{.pid = 0, .uid = static_cast<uid_t>(-1), .gid = static_cast<gid_t>(-1)};
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    p = Peer{.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
+  }
+  return p;
+}
+
+// "a=1&b=2" -> value of `key`, or "".
+std::string QueryValue(std::string_view query, std::string_view key) {
+  std::size_t pos = 0;
+  while (pos <= query.size()) {
+    auto amp = query.find('&', pos);
+    if (amp == std::string_view::npos) amp = query.size();
+    const auto part = query.substr(pos, amp - pos);
+    const auto eq = part.find('=');
+    if (part.substr(0, eq) == key) return eq == std::string_view::npos ? "" : std::string(part.substr(eq + 1));
+    pos = amp + 1;
+  }
+  return "";
+}
+
+// Parses a request body that must be a JSON object (an empty body is {}).
+Result<json> BodyObject(const std::string& body) {
+  if (body.empty()) return json::object();
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return MakeError(Module::kDaemon, Errc::kInvalidArgument, "body is not valid JSON");
+  if (!j.is_object()) return MakeError(Module::kDaemon, Errc::kInvalidArgument, "body must be a JSON object");
+  return j;
+}
+
+// A string field: absent -> `fallback`; present but not a string, or too long -> error.
+Result<std::string> StringField(const json& j, const char* name, bool required, std::size_t max) {
+  auto it = j.find(name);
+  if (it == j.end()) {
+    if (required) return MakeError(Module::kDaemon, Errc::kInvalidArgument, std::string("missing field \"") + name + "\"");
+    return std::string();
+  }
+  if (!it->is_string()) return MakeError(Module::kDaemon, Errc::kInvalidArgument, std::string("field \"") + name + "\" must be a string");
+  const auto& s = it->get_ref<const std::string&>();
+  if (s.size() > max) return MakeError(Module::kDaemon, Errc::kInvalidArgument, std::string("field \"") + name + "\" is too long");
+  return s;
+}
+
+json EventJson(const PullEvent& e) {
+  json j{{"type", e.type}};
+  if (!e.detail.empty()) j["detail"] = e.detail;
+  if (!e.digest.empty()) j["digest"] = e.digest;
+  if (e.type == "blob") {
+    j["bytes"] = e.bytes;
+    j["total"] = e.total;
+  }
+  return j;
+}
+
+}  // namespace
+
+Role RoleFor(const DaemonConfig& config, const Peer& peer) {
+  auto has = [](const std::vector<std::uint32_t>& v, std::uint32_t id) {
+    return std::find(v.begin(), v.end(), id) != v.end();
+  };
+  if (has(config.admin_uids, peer.uid) || has(config.admin_gids, peer.gid)) return Role::kAdmin;
+  if (has(config.reader_uids, peer.uid) || has(config.reader_gids, peer.gid)) return Role::kReader;
+  return Role::kNone;
+}
+
+std::string_view RoleName(Role role) {
+  switch (role) {
+    case Role::kAdmin: return "admin";
+    case Role::kReader: return "reader";
+    case Role::kNone: return "none";
+  }
+  return "none";
+}
+
+struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
+  Impl(asio::io_context& i, ControlDeps d) : io(i), deps(std::move(d)) {}
+
+  asio::io_context& io;
+  ControlDeps deps;
+  std::optional<local::acceptor> acceptor;
+  std::shared_ptr<spdlog::logger> log = Logger("api");
+  bool stopping = false;
+
+  // Metrics of the API itself.
+  std::uint64_t requests = 0;
+  std::uint64_t forbidden = 0;
+  std::uint64_t bad_requests = 0;
+  std::uint64_t pulls_ok = 0;
+  std::uint64_t pulls_failed = 0;
+  std::uint64_t pull_bytes = 0;
+
+  void Audit(std::string_view type, const Peer& peer, json fields) {
+    fields["type"] = std::string(type);
+    fields["time"] = static_cast<std::int64_t>(::time(nullptr));
+    fields["actor"] = static_cast<std::int64_t>(peer.uid);
+    fields["pid"] = static_cast<std::int64_t>(peer.pid);
+    const std::string text = fields.dump();
+    log->info("audit {}", text);
+    if (auto r = deps.store.AppendAudit(text); !r) {
+      log->error("audit append failed: {}", r.error().ToString());
+    }
+  }
+
+  json PullResultJson(const PullResult& r) const {
+    json layers = json::array();
+    for (const auto& l : r.layers) layers.push_back(l.ToString());
+    json j{{"reference", r.reference.String()},
+           {"manifest", r.manifest.ToString()},
+           {"image_manifest", r.image_manifest.ToString()},
+           {"config", r.config.ToString()},
+           {"layers", layers},
+           {"bytes_fetched", r.bytes_fetched},
+           {"rule", r.decision.requirement},
+           {"scope", r.decision.scope},
+           {"signer", r.decision.signer},
+           {"reason", r.decision.reason}};
+    const std::string mnt = deps.config.daemon.mountpoint.string();
+    j["rootfs"] = mnt + "/images/sha256/" + std::string(r.image_manifest.hex()) + "/rootfs";
+    j["lowerdir_file"] = mnt + "/images/sha256/" + std::string(r.image_manifest.hex()) + "/lowerdir";
+    return j;
+  }
+
+  std::string Metrics() const {
+    std::string m;
+    auto line = [&](const char* name, const char* help, const char* type, std::uint64_t v,
+                    const std::string& labels = "") {
+      m += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+      m += std::string(name) + labels + " " + std::to_string(v) + "\n";
+    };
+    const auto usage = deps.store.GetUsage();
+    const auto sc = deps.store.counters();
+    line("digestd_api_requests_total", "Control API requests.", "counter", requests);
+    line("digestd_api_forbidden_total", "Requests refused by role.", "counter", forbidden);
+    line("digestd_pulls_total", "Pulls that committed an image.", "counter", pulls_ok, "{result=\"ok\"}");
+    m += "digestd_pulls_total{result=\"failed\"} " + std::to_string(pulls_failed) + "\n";
+    line("digestd_pull_bytes_total", "Bytes fetched by successful pulls.", "counter", pull_bytes);
+    line("digestd_cache_bytes", "Bytes of verified blobs in the store.", "gauge", usage.bytes);
+    line("digestd_cache_objects", "Verified blobs in the store.", "gauge", usage.blobs);
+    line("digestd_store_digest_mismatches_total", "Content that did not hash to its digest.", "counter", sc.digest_mismatches);
+    line("digestd_store_corrupt_records_total", "Index records that failed validation.", "counter", sc.corrupt_records);
+    if (deps.mount) {
+      const auto& f = deps.mount->stats();
+      line("digestd_fuse_ops_total", "FUSE requests answered.", "counter", f.lookups.load(), "{op=\"lookup\"}");
+      m += "digestd_fuse_ops_total{op=\"getattr\"} " + std::to_string(f.getattrs.load()) + "\n";
+      m += "digestd_fuse_ops_total{op=\"readdir\"} " + std::to_string(f.readdirs.load()) + "\n";
+      m += "digestd_fuse_ops_total{op=\"read\"} " + std::to_string(f.reads.load()) + "\n";
+      line("digestd_fuse_read_bytes_total", "Bytes read through the mount.", "counter", f.read_bytes.load());
+      line("digestd_fuse_errors_total", "FUSE replies with an error other than ENOENT.", "counter", f.errors.load());
+    }
+    return m;
+  }
+
+  asio::awaitable<void> Accept() {
+    auto self = shared_from_this();
+    for (;;) {
+      error_code ec;
+      local::socket sock = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        if (stopping || ec == asio::error::operation_aborted) co_return;
+        log->warn("accept: {}", ec.message());
+        continue;
+      }
+      asio::co_spawn(io, self->Serve(std::move(sock)), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> Write(Stream& stream, const Reply& r, unsigned version, bool keep_alive) {
+    http::response<http::string_body> res{r.status, version};
+    res.set(http::field::content_type, r.content_type);
+    res.set(http::field::server, "digestd");
+    res.keep_alive(keep_alive);
+    res.body() = r.body;
+    res.prepare_payload();
+    error_code ec;
+    stream.expires_after(kRequestTimeout);
+    co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  asio::awaitable<void> Serve(local::socket sock) {
+    auto self = shared_from_this();
+    const Peer peer = PeerOf(sock.native_handle());
+    Stream stream(std::move(sock));
+    beast::flat_buffer buffer;
+    buffer.reserve(kHeaderLimit);
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(kHeaderLimit);
+      parser.body_limit(kBodyLimit);
+      error_code ec;
+      stream.expires_after(kRequestTimeout);
+      co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+          ec == asio::error::connection_reset) {
+        co_return;
+      }
+      if (ec) {
+        ++bad_requests;
+        Reply r;
+        if (ec == http::error::body_limit) {
+          r = ErrorReply(http::status::payload_too_large, "request body over 1 MiB");
+        } else if (ec == http::error::header_limit) {
+          r = ErrorReply(http::status::request_header_fields_too_large, "request headers over 16 KiB");
+        } else if (ec == beast::error::timeout) {
+          r = ErrorReply(http::status::request_timeout, "request not received within 30 s");
+        } else {
+          r = ErrorReply(http::status::bad_request, "malformed HTTP request: " + ec.message());
+        }
+        co_await Write(stream, r, 11, false);
+        co_return;
+      }
+      stream.expires_never();
+      auto req = parser.release();
+      ++requests;
+      bool streamed = false;
+      Reply reply = co_await Route(peer, req, stream, &streamed);
+      const bool keep = req.keep_alive() && !streamed;
+      if (!streamed) co_await Write(stream, reply, req.version(), keep);
+      if (!keep) {
+        error_code ignored;
+        stream.socket().shutdown(local::socket::shutdown_send, ignored);
+        co_return;
+      }
+    }
+  }
+
+  asio::awaitable<Reply> Route(const Peer& peer, const http::request<http::string_body>& req,
+                               Stream& stream, bool* streamed) {
+    const std::string target(req.target());
+    const auto qpos = target.find('?');
+    const std::string path = target.substr(0, qpos);
+    const std::string query = qpos == std::string::npos ? "" : target.substr(qpos + 1);
+    const bool write = req.method() != http::verb::get && req.method() != http::verb::head;
+    const Role role = RoleFor(deps.config.daemon, peer);
+    if (role == Role::kNone || (write && role != Role::kAdmin)) {
+      ++forbidden;
+      Audit("api.forbidden", peer,
+            {{"path", path}, {"method", std::string(req.method_string())},
+             {"role", std::string(RoleName(role))}});
+      co_return ErrorReply(http::status::forbidden,
+                           "uid " + std::to_string(peer.uid) + " (role " +
+                               std::string(RoleName(role)) + ") may not " +
+                               std::string(req.method_string()) + " " + path);
+    }
+    const auto method = req.method();
+    if (path == "/v1/health" && method == http::verb::get) {
+      const auto usage = deps.store.GetUsage();
+      co_return JsonReply(http::status::ok,
+                          json{{"status", "ok"},
+                               {"store", deps.store.root().string()},
+                               {"mountpoint", deps.config.daemon.mountpoint.string()},
+                               {"blobs", usage.blobs},
+                               {"bytes", usage.bytes}});
+    }
+    if (path == "/v1/metrics" && method == http::verb::get) {
+      co_return Reply{http::status::ok, Metrics(), "text/plain; version=0.0.4"};
+    }
+    if (path == "/v1/images" && method == http::verb::get) {
+      auto refs = deps.store.ListRefs();
+      if (!refs) co_return FromError(refs.error());
+      json out = json::array();
+      for (const auto& r : *refs) {
+        out.push_back({{"reference", r.reference}, {"digest", r.digest.ToString()},
+                       {"resolved_at", r.resolved_at}});
+      }
+      co_return JsonReply(http::status::ok, out);
+    }
+    if (path == "/v1/audit" && method == http::verb::get) {
+      std::uint64_t since = 0;
+      std::size_t limit = 1000;
+      const std::string s = QueryValue(query, "since");
+      const std::string l = QueryValue(query, "limit");
+      try {
+        if (!s.empty()) since = std::stoull(s);
+        if (!l.empty()) limit = std::min<std::size_t>(std::stoull(l), 10000);
+      } catch (const std::exception&) {
+        co_return ErrorReply(http::status::bad_request, "since and limit must be numbers");
+      }
+      auto events = deps.store.ReadAudit(since, limit);
+      if (!events) co_return FromError(events.error());
+      std::string body;
+      for (const auto& e : *events) {
+        json j = json::parse(e.json, nullptr, false);
+        if (j.is_discarded() || !j.is_object()) j = json::object();
+        j["seq"] = e.seq;
+        body += j.dump() + "\n";
+      }
+      co_return Reply{http::status::ok, body, "application/x-ndjson"};
+    }
+    if (path == "/v1/deny" && method == http::verb::get) {
+      auto list = deps.store.ListDenied();
+      if (!list) co_return FromError(list.error());
+      json out = json::array();
+      for (const auto& d : *list) {
+        out.push_back({{"digest", d.digest.ToString()}, {"reason", d.reason}, {"created", d.created}});
+      }
+      co_return JsonReply(http::status::ok, out);
+    }
+    if (path == "/v1/deny" && method == http::verb::post) {
+      auto body = BodyObject(req.body());
+      if (!body) co_return FromError(body.error());
+      auto digest_text = StringField(*body, "digest", true, 200);
+      if (!digest_text) co_return FromError(digest_text.error());
+      auto reason = StringField(*body, "reason", false, 1024);
+      if (!reason) co_return FromError(reason.error());
+      auto digest = verify::Digest::Parse(*digest_text);
+      if (!digest) co_return FromError(digest.error());
+      if (auto r = deps.store.Deny(*digest, *reason); !r) co_return FromError(r.error());
+      Audit("deny.added", peer, {{"digest", digest->ToString()}, {"reason", *reason}});
+      co_return JsonReply(http::status::ok, json{{"denied", digest->ToString()}});
+    }
+    if (path.starts_with("/v1/deny/") && method == http::verb::delete_) {
+      auto digest = verify::Digest::Parse(path.substr(9));
+      if (!digest) co_return FromError(digest.error());
+      if (auto r = deps.store.Undeny(*digest); !r) co_return FromError(r.error());
+      Audit("deny.removed", peer, {{"digest", digest->ToString()}});
+      co_return JsonReply(http::status::ok, json{{"allowed", digest->ToString()}});
+    }
+    if (path == "/v1/gc" && method == http::verb::post) {
+      auto body = BodyObject(req.body());
+      if (!body) co_return FromError(body.error());
+      bool dry_run = false;
+      if (auto it = body->find("dry_run"); it != body->end()) {
+        if (!it->is_boolean()) co_return ErrorReply(http::status::bad_request, "field \"dry_run\" must be true or false");
+        dry_run = it->get<bool>();
+      }
+      std::optional<store::GcReport> report;
+      std::optional<Error> gc_error;
+      store::Store* store = &deps.store;
+      const BlockingFn gc = [store, dry_run, &report]() -> Result<void> {
+        auto r = store->CollectGarbage(dry_run);
+        if (!r) return r.error();
+        report = std::move(*r);
+        return {};
+      };
+      gc_error = co_await OffThread(deps.registry.blocking(), gc);
+      if (gc_error) co_return FromError(*gc_error);
+      json swept = json::array();
+      for (const auto& b : report->swept) swept.push_back(b.digest.ToString());
+      Audit("gc", peer, {{"dry_run", dry_run}, {"bytes_freed", report->bytes_freed}, {"blobs", report->swept.size()}});
+      co_return JsonReply(http::status::ok, json{{"dry_run", dry_run}, {"swept", swept},
+                                                 {"bytes_freed", report->bytes_freed},
+                                                 {"files_swept", report->files_swept},
+                                                 {"live_blobs", report->live_blobs}});
+    }
+    if (path == "/v1/policy/reload" && method == http::verb::post) {
+      if (!deps.reload) co_return ErrorReply(http::status::not_implemented, "reload not available");
+      auto r = deps.reload();
+      Audit("policy.reload", peer, {{"ok", r.has_value()}, {"reason", r ? "" : r.error().ToString()}});
+      if (!r) co_return FromError(r.error());
+      co_return JsonReply(http::status::ok, json{{"reloaded", true}});
+    }
+    if (path == "/v1/pull" && method == http::verb::post) {
+      co_return co_await Pull(peer, req, query, stream, streamed);
+    }
+    co_return ErrorReply(http::status::not_found, "no endpoint " + std::string(req.method_string()) + " " + path);
+  }
+
+  struct PullStream {
+    explicit PullStream(asio::io_context& io) : wake(io) {}
+    std::deque<std::string> lines;
+    asio::steady_timer wake;
+    bool done = false;
+  };
+
+  asio::awaitable<Reply> Pull(const Peer& peer, const http::request<http::string_body>& req,
+                              const std::string& query, Stream& stream, bool* streamed) {
+    auto body = BodyObject(req.body());
+    if (!body) co_return FromError(body.error());
+    auto reference = StringField(*body, "reference", true, 512);
+    if (!reference) co_return FromError(reference.error());
+    auto tenant = StringField(*body, "tenant", false, 128);
+    if (!tenant) co_return FromError(tenant.error());
+    PullOptions opts;
+    opts.tenant = *tenant;
+    opts.actor_uid = static_cast<std::int64_t>(peer.uid);
+    const bool stream_events =
+        QueryValue(query, "stream") == "1" ||
+        req[http::field::accept].find("application/x-ndjson") != std::string::npos;
+    if (!stream_events) {
+      const std::string ref = *reference;
+      auto r = co_await deps.puller.Pull(ref, opts);
+      if (!r) {
+        ++pulls_failed;
+        co_return FromError(r.error());
+      }
+      ++pulls_ok;
+      pull_bytes += r->bytes_fetched;
+      co_return JsonReply(http::status::ok, PullResultJson(*r));
+    }
+
+    // Streamed: NDJSON progress events as they happen, then the result (or error) line.
+    *streamed = true;
+    http::response<http::empty_body> head{http::status::ok, req.version()};
+    head.set(http::field::content_type, "application/x-ndjson");
+    head.set(http::field::server, "digestd");
+    head.keep_alive(false);
+    head.chunked(true);
+    http::response_serializer<http::empty_body> sr{head};
+    error_code ec;
+    co_await http::async_write_header(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
+    auto state = std::make_shared<PullStream>(io);
+    opts.on_event = [state](const PullEvent& e) {
+      state->lines.push_back(EventJson(e).dump());
+      state->wake.cancel();
+    };
+    auto self = shared_from_this();
+    const std::string ref = *reference;
+    asio::co_spawn(
+        io,
+        [self, state, ref, opts]() -> asio::awaitable<void> {
+          auto r = co_await self->deps.puller.Pull(ref, opts);
+          json last;
+          if (r) {
+            ++self->pulls_ok;
+            self->pull_bytes += r->bytes_fetched;
+            last = self->PullResultJson(*r);
+            last["type"] = "result";
+          } else {
+            ++self->pulls_failed;
+            last = json{{"type", "error"}, {"error", r.error().ToString()},
+                        {"code", std::string(ToString(r.error().code()))}};
+          }
+          state->lines.push_back(last.dump());
+          state->done = true;
+          state->wake.cancel();
+        },
+        asio::detached);
+    bool client_gone = false;
+    for (;;) {
+      while (!state->lines.empty()) {
+        std::string line = std::move(state->lines.front()) + "\n";
+        state->lines.pop_front();
+        if (client_gone) continue;  // the pull goes on; nobody is listening
+        auto chunk = http::make_chunk(asio::buffer(line));
+        co_await asio::async_write(stream, chunk, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) client_gone = true;
+      }
+      if (state->done) break;
+      state->wake.expires_at(asio::steady_timer::time_point::max());
+      error_code wait_ec;
+      co_await state->wake.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+    }
+    if (!client_gone) {
+      auto last = http::make_chunk_last();
+      co_await asio::async_write(stream, last, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    co_return Reply{};
+  }
+};
+
+ControlServer::ControlServer(asio::io_context& io, ControlDeps deps)
+    : impl_(std::make_shared<Impl>(io, std::move(deps))) {}
+
+ControlServer::~ControlServer() { Stop(); }
+
+Result<void> ControlServer::Start() {
+  auto& s = *impl_;
+  const std::string path = s.deps.config.daemon.socket.string();
+  if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    return MakeError(Module::kDaemon, Errc::kInvalidArgument, "socket path too long: " + Quote(path));
+  }
+  std::error_code fs_ec;
+  std::filesystem::create_directories(s.deps.config.daemon.socket.parent_path(), fs_ec);
+  // A socket left by a previous daemon: the store lock already proved none is running.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return MakeError(Module::kDaemon, Errc::kBusy, Quote(path) + " exists and is not a socket; refusing to replace it");
+    }
+    ::unlink(path.c_str());
+  }
+  gid_t group = ::getegid();
+  if (!s.deps.config.daemon.socket_group.empty()) {
+    struct group* g = ::getgrnam(s.deps.config.daemon.socket_group.c_str());
+    if (g == nullptr) {
+      return MakeError(Module::kDaemon, Errc::kInvalidArgument,
+                       "daemon.socket_group " + Quote(s.deps.config.daemon.socket_group) + " does not exist");
+    }
+    group = g->gr_gid;
+  }
+  // Bind under a restrictive umask, then open up to 0660 for the group.
+  const mode_t old = ::umask(0177);
+  error_code ec;
+  s.acceptor.emplace(s.io);
+  s.acceptor->open(local{}, ec);
+  if (!ec) s.acceptor->bind(local::endpoint(path), ec);
+  ::umask(old);
+  if (!ec) s.acceptor->listen(64, ec);
+  if (ec) return MakeError(Module::kDaemon, Errc::kIo, "listen on " + Quote(path) + ": " + ec.message());
+  if (::chown(path.c_str(), ::geteuid(), group) != 0 || ::chmod(path.c_str(), 0660) != 0) {
+    return SysError(Module::kDaemon, "set owner and mode of " + Quote(path));
+  }
+  asio::co_spawn(s.io, impl_->Accept(), asio::detached);
+  s.log->info("control socket {} (0660, gid {})", path, group);
+  return {};
+}
+
+void ControlServer::Stop() {
+  auto& s = *impl_;
+  if (s.stopping) return;
+  s.stopping = true;
+  if (s.acceptor) {
+    error_code ec;
+    s.acceptor->close(ec);
+    ::unlink(s.deps.config.daemon.socket.c_str());
+  }
+}
+
+}  // namespace digestd::daemon

@@ -1,0 +1,70 @@
+#pragma once
+
+// The control API: HTTP/1.1 + JSON over a Unix socket (Beast), versioned under /v1. Each peer is
+// identified by SO_PEERCRED and gets a role from [daemon] in the config: admins may change
+// things (pull, deny, gc, reload), readers may look (health, images, audit, deny list, metrics),
+// anyone else gets 403 and an audit event. Requests are bounded (16 KiB of headers, 1 MiB of
+// body, 30 s to send them); a malformed request gets a 4xx with a message and the connection is
+// closed, other connections are unaffected. docs/api.md lists every endpoint.
+//
+// Thread safety: runs on the io_context's thread; blocking store work goes to the pull's pool.
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+
+#include "common/error.h"
+#include "daemon/config.h"
+#include "daemon/pull.h"
+#include "store/store.h"
+#include "verify/policy_set.h"
+
+namespace digestd::fusefs {
+class FuseMount;
+}
+
+namespace digestd::daemon {
+
+struct Peer {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+enum class Role { kNone, kReader, kAdmin };
+Role RoleFor(const DaemonConfig& config, const Peer& peer);
+std::string_view RoleName(Role role);
+
+struct ControlDeps {
+  store::Store& store;
+  verify::PolicySet& policies;
+  const Config& config;
+  Puller& puller;
+  RegistryClient& registry;
+  fusefs::FuseMount* mount = nullptr;  // for metrics and paths; may be null in tests
+  // Reloads policy and trust (SIGHUP does the same); an error keeps the old ones.
+  std::function<Result<void>()> reload;
+};
+
+class ControlServer {
+ public:
+  ControlServer(asio::io_context& io, ControlDeps deps);
+  ~ControlServer();
+
+  // Binds the socket (replacing a stale one), mode 0660, group per config; starts accepting.
+  Result<void> Start();
+  // Stops accepting; connections in progress finish their current request.
+  void Stop();
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace digestd::daemon

@@ -1,0 +1,151 @@
+// digestd: the host daemon. main() is the one place that wires the parts together:
+//   config -> io_uring check -> store (recovery, lock) -> policy and trust -> FUSE mount ->
+//   control socket -> READY=1 (sd_notify) -> serve until SIGTERM/SIGINT; SIGHUP reloads policy
+//   and trust (a bad file keeps the old ones; audited).
+// Shutdown: stop accepting, abandon pulls in flight (their staging files vanish with the
+// process; their leases are dropped at the next start), unmount, close the store.
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/signal_set.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <string>
+
+#include "common/log.h"
+#include "daemon/config.h"
+#include "daemon/control_server.h"
+#include "daemon/io_uring_check.h"
+#include "daemon/pull.h"
+#include "daemon/registry_client.h"
+#include "fusefs/fuse_mount.h"
+#include "store/store.h"
+#include "verify/policy_set.h"
+
+namespace {
+
+using namespace digestd;
+
+// sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET (absolute or abstract "@...").
+void Notify(const char* state) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || path[0] == '\0') return;
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::size_t len = std::strlen(path);
+  if (len >= sizeof(addr.sun_path)) {
+    ::close(fd);
+    return;
+  }
+  std::memcpy(addr.sun_path, path, len);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';
+  const auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len);
+  (void)::sendto(fd, state, std::strlen(state), MSG_NOSIGNAL,
+                 reinterpret_cast<const sockaddr*>(&addr), addr_len);
+  ::close(fd);
+}
+
+int Fail(const std::string& what) {
+  std::fprintf(stderr, "digestd: %s\n", what.c_str());
+  return 1;
+}
+
+void AuditEvent(store::Store& store, nlohmann::json j) {
+  j["time"] = static_cast<std::int64_t>(::time(nullptr));
+  j["actor"] = "digestd";
+  (void)store.AppendAudit(j.dump());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path = "/etc/digestd/digestd.toml";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (a == "--version") {
+      std::printf("digestd 0.1\n");
+      return 0;
+    } else {
+      std::fprintf(stderr, "usage: digestd [--config FILE]\n");
+      return 2;
+    }
+  }
+  auto log = Logger("digestd");
+  auto config = daemon::LoadConfig(config_path);
+  if (!config) return Fail(config.error().ToString());
+  if (auto r = daemon::CheckIoUring(); !r) return Fail(r.error().ToString());
+
+  auto store = store::Store::Open({.root = config->store_root, .quota_bytes = config->quota_bytes});
+  if (!store) return Fail(store.error().ToString());
+  // Leases of pulls that were in flight when a previous daemon stopped pin nothing useful.
+  if (auto leases = (*store)->ListLeases()) {
+    for (const auto& l : *leases) {
+      if (l.id.starts_with("pull-")) (void)(*store)->RemoveLease(l.id);
+    }
+  }
+  verify::PolicySet policies(config->policy_path, config->trust_path);
+  if (auto r = policies.Reload(); !r) return Fail(r.error().ToString());
+
+  auto mount = fusefs::FuseMount::Mount(**store, {.mountpoint = config->daemon.mountpoint.string()});
+  if (!mount) return Fail(mount.error().ToString());
+
+  boost::asio::io_context io;
+  daemon::RegistryClient registry(io, *config);
+  daemon::Puller puller(io, **store, policies, *config, registry);
+  auto reload = [&]() -> Result<void> {
+    auto r = policies.Reload();
+    AuditEvent(**store, {{"type", "policy.reload"}, {"ok", r.has_value()},
+                         {"reason", r ? "" : r.error().ToString()}});
+    if (!r) log->error("reload refused, keeping the previous policy: {}", r.error().ToString());
+    return r;
+  };
+  daemon::ControlServer server(io, {.store = **store,
+                                    .policies = policies,
+                                    .config = *config,
+                                    .puller = puller,
+                                    .registry = registry,
+                                    .mount = mount->get(),
+                                    .reload = reload});
+  if (auto r = server.Start(); !r) return Fail(r.error().ToString());
+
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        if (sig == SIGHUP) {
+          log->info("SIGHUP: reloading policy and trust");
+          (void)reload();
+          signals.async_wait(on_signal);
+          return;
+        }
+        log->info("signal {}: shutting down", sig);
+        Notify("STOPPING=1");
+        server.Stop();
+        io.stop();
+      };
+  signals.async_wait(on_signal);
+
+  log->info("ready: store={} mount={} socket={}", config->store_root.string(),
+            config->daemon.mountpoint.string(), config->daemon.socket.string());
+  Notify("READY=1");
+  io.run();
+
+  if (auto r = (*mount)->Unmount(); !r) log->error("unmount: {}", r.error().ToString());
+  log->info("stopped");
+  // Pulls still in flight are coroutine frames owned by `io` that refer to the puller and the
+  // registry client; tearing those down in any order risks touching freed objects, and nothing
+  // in them needs to run: staging files are anonymous, index writes are synced, pull leases are
+  // dropped at the next start. So exit here without destructors.
+  spdlog::shutdown();
+  std::fflush(nullptr);
+  ::_exit(0);
+}
