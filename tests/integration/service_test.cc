@@ -1,0 +1,226 @@
+// digestd as a process (root, as in CI): a real registry, the daemon started from a config file,
+// driven through its Unix socket by digestctl and by raw requests, with real peer credentials.
+
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <thread>
+
+#include "integration/pull_fixture.h"
+#include "testing/process_util.h"
+
+namespace digestd::daemon {
+namespace {
+
+using digestd::testing::ChildProcess;
+
+std::string Slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Sends raw bytes on a new connection to `socket` and returns what comes back until EOF (or
+// nothing after 5 s).
+std::string Raw(const std::string& socket, const std::string& bytes) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, socket.data(), socket.size());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "connect failed";
+  }
+  timeval tv{.tv_sec = 5, .tv_usec = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+class DaemonTest : public PullTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "daemon tests need root (CI runs them as root)";
+    PullTest::SetUp();
+    if (HasFatalFailure()) return;
+    store_.reset();  // the daemon owns the store
+    // Other users must reach the socket (group nogroup) and run digestctl.
+    ::chmod(dir_.path().c_str(), 0755);
+    ctl_ = (dir_.path() / "digestctl").string();
+    fs::copy_file(DIGESTD_DIGESTCTL, ctl_);
+    ::chmod(ctl_.c_str(), 0755);
+    socket_ = (dir_.path() / "d.sock").string();
+    mnt_ = (dir_.path() / "mnt").string();
+    WriteConfig();
+    Start(daemon_);
+  }
+  void TearDown() override {
+    daemon_.Stop();
+    if (!mnt_.empty()) (void)::umount2(mnt_.c_str(), MNT_DETACH);
+  }
+  void WriteConfig() {
+    std::ofstream(dir_.path() / "digestd.toml")
+        << "[store]\nroot = \"" << (dir_.path() / "store").string() << "\"\n"
+        << "[policy]\nfile = \"" << (dir_.path() / "policy.json").string() << "\"\ntrust = \""
+        << (dir_.path() / "trust.json").string() << "\"\n"
+        << "[daemon]\nsocket = \"" << socket_ << "\"\nsocket_group = \"nogroup\"\nmountpoint = \""
+        << mnt_ << "\"\nadmin_uids = [0]\nreader_uids = [65534]\n"
+        << "[timeouts]\nconnect_ms = 2000\nfirst_byte_ms = 3000\nstall_ms = 3000\n"
+        << "[[registry]]\nhost = \"" << registry_->host() << "\"\ninsecure = true\n";
+  }
+  // Starts digestd and waits until it answers on its socket.
+  void Start(ChildProcess& p, const std::string& log_name = "digestd.log") {
+    log_ = (dir_.path() / log_name).string();
+    ASSERT_TRUE(p.Start({DIGESTD_BIN, "--config", (dir_.path() / "digestd.toml").string()}, log_));
+    for (int i = 0; i < 500; ++i) {
+      if (Ctl("health").status == 0) return;
+      ASSERT_TRUE(p.Running()) << Slurp(log_);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    FAIL() << "digestd did not come up\n" << Slurp(log_);
+  }
+  digestd::testing::CommandResult Ctl(const std::string& args, const std::string& as = "") {
+    return Shell(as + " " + ctl_ + " --socket " + socket_ + " " + args + " 2>&1");
+  }
+  std::string PushSigned(const std::string& repo) {
+    const std::string digest = PushBusybox(repo + ":v1");
+    Sign(repo, digest);
+    return digest;
+  }
+
+  std::string ctl_, socket_, mnt_, log_;
+  ChildProcess daemon_;
+};
+
+TEST_F(DaemonTest, PullThroughTheSocketThenReadTheImageFromTheMount) {
+  PushSigned("svc/busybox");
+  auto pull = Ctl("pull " + registry_->host() + "/svc/busybox:v1");
+  ASSERT_EQ(pull.status, 0) << pull.output << Slurp(log_);
+  EXPECT_NE(pull.output.find("policy"), std::string::npos) << pull.output;
+  EXPECT_NE(pull.output.find("committed"), std::string::npos) << pull.output;
+  const auto at = pull.output.find("rootfs   ");
+  ASSERT_NE(at, std::string::npos) << pull.output;
+  const std::string rootfs = pull.output.substr(at + 9, pull.output.find('\n', at) - at - 9);
+  EXPECT_EQ(Slurp(rootfs + "/hello.txt"), "hello\n");
+  auto images = Ctl("images");
+  EXPECT_NE(images.output.find("svc/busybox:v1"), std::string::npos) << images.output;
+  auto json = Ctl("--json images");
+  EXPECT_NE(json.output.find("\"digest\":\"sha256:"), std::string::npos) << json.output;
+
+  // An unsigned image is refused with the policy's reason; nothing of it is in the mount.
+  PushBusybox("svc/unsigned:v1");
+  auto refused = Ctl("pull " + registry_->host() + "/svc/unsigned:v1");
+  EXPECT_EQ(refused.status, 1) << refused.output;
+  EXPECT_NE(refused.output.find("refused"), std::string::npos) << refused.output;
+  auto audit = Ctl("audit");
+  EXPECT_NE(audit.output.find("policy.denied"), std::string::npos) << audit.output;
+  EXPECT_NE(audit.output.find("\"seq\""), std::string::npos) << audit.output;
+  auto metrics = Ctl("metrics");
+  EXPECT_NE(metrics.output.find("digestd_pulls_total{result=\"ok\"} 1"), std::string::npos)
+      << metrics.output;
+  EXPECT_NE(metrics.output.find("digestd_pulls_total{result=\"failed\"} 1"), std::string::npos)
+      << metrics.output;
+}
+
+TEST_F(DaemonTest, MalformedRequestsGet4xxAndOthersAreStillServed) {
+  // A client that connects and says nothing holds one connection, not the daemon.
+  const int idle = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, socket_.data(), socket_.size());
+  ASSERT_EQ(::connect(idle, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+
+  auto post = [&](const std::string& target, const std::string& body) {
+    return Raw(socket_, "POST " + target + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  };
+  EXPECT_EQ(Raw(socket_, "garbage\r\n\r\n").substr(0, 12), "HTTP/1.1 400");
+  auto bad_json = post("/v1/pull", "{\"reference\":");
+  EXPECT_EQ(bad_json.substr(0, 12), "HTTP/1.1 400") << bad_json;
+  EXPECT_NE(bad_json.find("not valid JSON"), std::string::npos) << bad_json;
+  auto wrong_type = post("/v1/pull", "{\"reference\":5}");
+  EXPECT_EQ(wrong_type.substr(0, 12), "HTTP/1.1 400") << wrong_type;
+  EXPECT_NE(wrong_type.find("must be a string"), std::string::npos) << wrong_type;
+  auto not_object = post("/v1/deny", "[1,2]");
+  EXPECT_EQ(not_object.substr(0, 12), "HTTP/1.1 400") << not_object;
+  auto bad_digest = post("/v1/deny", "{\"digest\":\"sha256:../../etc\"}");
+  EXPECT_EQ(bad_digest.substr(0, 12), "HTTP/1.1 400") << bad_digest;
+  auto huge = post("/v1/pull", "{\"reference\":\"" + std::string(2u << 20, 'a') + "\"}");
+  EXPECT_EQ(huge.substr(0, 12), "HTTP/1.1 413") << huge.substr(0, 200);
+  auto unknown = Raw(socket_, "GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(unknown.substr(0, 12), "HTTP/1.1 404") << unknown;
+  auto bad_ref = post("/v1/pull", "{\"reference\":\"UPPER/Case::bad\"}");
+  EXPECT_EQ(bad_ref.substr(0, 12), "HTTP/1.1 400") << bad_ref;
+
+  EXPECT_EQ(Ctl("health").status, 0);
+  ::close(idle);
+  EXPECT_TRUE(daemon_.Running());
+}
+
+TEST_F(DaemonTest, RolesComeFromPeerCredentials) {
+  const std::string reader = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+  const std::string stranger = "setpriv --reuid=65533 --regid=65534 --clear-groups";
+  EXPECT_EQ(Ctl("health", reader).status, 0) << Ctl("health", reader).output;
+  auto reader_pull = Ctl("pull " + registry_->host() + "/x/y:v1", reader);
+  EXPECT_NE(reader_pull.status, 0);
+  EXPECT_NE(reader_pull.output.find("403"), std::string::npos) << reader_pull.output;
+  EXPECT_NE(reader_pull.output.find("role reader"), std::string::npos) << reader_pull.output;
+  auto stranger_health = Ctl("health", stranger);
+  EXPECT_NE(stranger_health.status, 0);
+  EXPECT_NE(stranger_health.output.find("403"), std::string::npos) << stranger_health.output;
+  // Not even the socket for anyone outside the group.
+  auto outsider = Ctl("health", "setpriv --reuid=65533 --regid=65533 --clear-groups");
+  EXPECT_EQ(outsider.status, 3) << outsider.output;
+  auto audit = Ctl("audit");
+  EXPECT_NE(audit.output.find("api.forbidden"), std::string::npos) << audit.output;
+  EXPECT_NE(audit.output.find("\"actor\":65533"), std::string::npos) << audit.output;
+  struct stat st {};
+  ASSERT_EQ(::stat(socket_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+  EXPECT_EQ(st.st_gid, 65534u);
+}
+
+TEST_F(DaemonTest, ReloadKeepsTheOldPolicyWhenTheNewOneIsBad) {
+  PushSigned("svc/reload");
+  std::ofstream(dir_.path() / "policy.json") << "{ this is not json";
+  auto reload = Ctl("reload");
+  EXPECT_NE(reload.status, 0) << reload.output;
+  EXPECT_NE(reload.output.find("policy"), std::string::npos) << reload.output;
+  ::kill(daemon_.pid(), SIGHUP);  // the same through the signal
+  // The old policy still decides.
+  auto pull = Ctl("pull " + registry_->host() + "/svc/reload:v1");
+  EXPECT_EQ(pull.status, 0) << pull.output;
+  auto audit = Ctl("audit");
+  EXPECT_NE(audit.output.find("policy.reload"), std::string::npos) << audit.output;
+}
+
+TEST_F(DaemonTest, OneDaemonPerStoreAndSigtermStopsCleanly) {
+  ChildProcess second;
+  const std::string log2 = (dir_.path() / "second.log").string();
+  ASSERT_TRUE(second.Start({DIGESTD_BIN, "--config", (dir_.path() / "digestd.toml").string()}, log2));
+  const int status = second.Wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+  EXPECT_NE(Slurp(log2).find("in use by another process"), std::string::npos) << Slurp(log2);
+  EXPECT_EQ(Ctl("health").status, 0);  // the first one is unaffected
+
+  ::kill(daemon_.pid(), SIGTERM);
+  const int first = daemon_.Wait();
+  EXPECT_TRUE(WIFEXITED(first) && WEXITSTATUS(first) == 0) << Slurp(log_);
+  auto mi = Shell("grep -c ' " + mnt_ + " ' /proc/self/mountinfo");
+  EXPECT_EQ(mi.output, "0\n");
+  EXPECT_FALSE(fs::exists(socket_));
+}
+
+}  // namespace
+}  // namespace digestd::daemon
