@@ -377,6 +377,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       auto digest = verify::Digest::Parse(*digest_text);
       if (!digest) co_return FromError(digest.error());
       if (auto r = deps.store.Deny(*digest, *reason); !r) co_return FromError(r.error());
+      if (deps.mount) deps.mount->Invalidate(*digest);
       Audit("deny.added", peer, {{"digest", digest->ToString()}, {"reason", *reason}});
       co_return JsonReply(http::status::ok, json{{"denied", digest->ToString()}});
     }

@@ -482,6 +482,27 @@ FuseMount::~FuseMount() {
   if (auto r = Unmount(); !r) impl_->log->error("unmount: {}", r.error().ToString());
 }
 
+void FuseMount::Invalidate(const verify::Digest& digest) {
+  auto& s = *impl_;
+  if (s.se == nullptr || !s.mounted) return;
+  auto drop = [&](Ino parent, std::string_view name) {
+    // ENOENT (nothing cached) is the common case and fine.
+    (void)fuse_lowlevel_notify_inval_entry(s.se, parent, name.data(), name.size());
+  };
+  const std::string hex(digest.hex());
+  drop(Namespace::kBlobsDirIno, hex);
+  drop(Namespace::kLayersDirIno, hex);
+  drop(Namespace::kImagesDirIno, hex);
+  for (const auto& image : s.ns.ImagesUsing(digest)) {
+    const std::string image_hex(image.hex());
+    drop(Namespace::kImagesDirIno, image_hex);
+  }
+  // Cached listings of the top directories go too.
+  for (Ino dir : {Namespace::kBlobsDirIno, Namespace::kLayersDirIno, Namespace::kImagesDirIno}) {
+    (void)fuse_lowlevel_notify_inval_inode(s.se, dir, 0, 0);
+  }
+}
+
 Namespace& FuseMount::ns() { return impl_->ns; }
 const FuseStats& FuseMount::stats() const { return impl_->stats; }
 const MountOptions& FuseMount::options() const { return impl_->opts; }

@@ -62,6 +62,10 @@ class FuseMount {
   // Stops the session and unmounts; waits for the worker threads. Idempotent.
   Result<void> Unmount();
 
+  // Drops the kernel's cached entries for `digest` (blob, layer, image, and every image using
+  // it) so that a denied digest is gone from the mount at once, not after the entry timeout.
+  void Invalidate(const verify::Digest& digest);
+
   Namespace& ns();
   const FuseStats& stats() const;
   const MountOptions& options() const;

@@ -30,11 +30,11 @@ Error Fail(int err, std::string context) {
 // Fixed inodes of the top of the namespace.
 enum : Ino {
   kBlobsIno = 2,
-  kBlobsAlgIno = 3,
+  kBlobsAlgIno = Namespace::kBlobsDirIno,
   kLayersIno = 4,
-  kLayersAlgIno = 5,
+  kLayersAlgIno = Namespace::kLayersDirIno,
   kImagesIno = 6,
-  kImagesAlgIno = 7,
+  kImagesAlgIno = Namespace::kImagesDirIno,
 };
 
 struct FixedDir {
@@ -604,6 +604,17 @@ Result<std::vector<std::pair<std::string, std::string>>> Namespace::Xattrs(Ino i
   if (!f.view->merged && e.type == EntryType::kDirectory && e.opaque) {
     out.emplace_back("trusted.overlay.opaque", "y");
     std::sort(out.begin(), out.end());
+  }
+  return out;
+}
+
+std::vector<Digest> Namespace::ImagesUsing(const Digest& digest) const {
+  std::vector<Digest> out;
+  std::lock_guard lock(mu_);
+  for (const auto& [manifest, view] : image_views_) {
+    if (std::find(view->guards.begin(), view->guards.end(), digest) != view->guards.end()) {
+      out.push_back(view->guards.front());  // guards[0] is the manifest
+    }
   }
   return out;
 }

@@ -96,6 +96,12 @@ class Namespace {
 
   // Kernel lookup counts: Ref after every entry reply, Forget when the kernel drops them.
   // Forgetting more than was referenced is an invariant break (abort).
+  // Manifests of the image views built so far that use `digest` (as manifest or layer).
+  std::vector<verify::Digest> ImagesUsing(const verify::Digest& digest) const;
+  static constexpr Ino kBlobsDirIno = 3;   // blobs/sha256
+  static constexpr Ino kLayersDirIno = 5;  // layers/sha256
+  static constexpr Ino kImagesDirIno = 7;  // images/sha256
+
   void Ref(Ino ino);
   void Forget(Ino ino, std::uint64_t n);
   std::uint64_t LookupCount(Ino ino) const;

@@ -184,6 +184,23 @@ TEST_F(FuseMountTest, DeniedLayerDisappears) {
   EXPECT_TRUE(fs::exists(Layer(0) + "/etc/passwd"));
 }
 
+TEST_F(FuseMountTest, InvalidateMakesADeniedDigestVanishAtOnce) {
+  // Default timeouts: top entries live 1 s in the kernel's cache, tree entries 4 h.
+  mount_.reset();
+  auto m = FuseMount::Mount(*store_, {.mountpoint = mnt_});
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  mount_ = std::move(*m);
+  const std::string in_layer = Layer(0) + "/etc/passwd";
+  const std::string in_image = Image() + "/rootfs/etc/passwd";
+  ASSERT_EQ(Slurp(in_layer), "root:x:0:0");
+  ASSERT_EQ(Slurp(in_image), "root:x:0:0:replaced");
+  ASSERT_OK(store_->Deny(image_.layers[0], "test"));
+  mount_->Invalidate(image_.layers[0]);
+  EXPECT_FALSE(fs::exists(in_layer));  // no wait: the cached entries were dropped
+  EXPECT_FALSE(fs::exists(in_image));
+  EXPECT_TRUE(fs::exists(Layer(1) + "/opt/upper"));  // other layers are unaffected
+}
+
 TEST_F(FuseMountTest, TopListingsFollowTheStore) {
   // Listings are cached by the kernel (no opendir, cache_readdir); the top ones must still come
   // to show what the store holds, within their (default, 1 s) attribute timeout.
