@@ -137,4 +137,27 @@ Result<void> PWriteAll(int fd, std::span<const std::byte> data, std::uint64_t of
   return {};
 }
 
+Result<std::uint64_t> WipeFile(int dirfd, std::string_view name) {
+  const std::string n(name);
+  if (::fchmodat(dirfd, n.c_str(), 0600, 0) != 0 && errno != ENOENT) {
+    return SysError(Module::kStore, "chmod " + Quote(name) + " for wiping");
+  }
+  auto fd = OpenBeneath(dirfd, name, O_WRONLY | O_NOFOLLOW);
+  if (!fd) return fd.error();
+  struct stat st {};
+  if (::fstat(fd->Get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return MakeError(Module::kStore, Errc::kCorrupt, Quote(name) + " is not a regular file");
+  }
+  static const std::vector<std::byte> kZeros(1u << 20);
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  for (std::uint64_t off = 0; off < size;) {
+    const auto n_bytes = static_cast<std::size_t>(std::min<std::uint64_t>(kZeros.size(), size - off));
+    DIGESTD_RETURN_IF_ERROR(PWriteAll(fd->Get(), std::span(kZeros.data(), n_bytes), off));
+    off += n_bytes;
+  }
+  if (::fdatasync(fd->Get()) != 0) return SysError(Module::kStore, "fdatasync wiped file");
+  if (::unlinkat(dirfd, n.c_str(), 0) != 0) return SysError(Module::kStore, "unlink wiped file");
+  return size;
+}
+
 }  // namespace digestd::store

@@ -38,6 +38,10 @@ Result<void> RemoveEntry(int dirfd, std::string_view name);
 Result<void> ForEachEntry(int dirfd, const std::function<Result<void>(std::string_view name,
                                                                       unsigned char type)>& fn);
 
+// Overwrites regular file `name` in `dirfd` with zeros, syncs it and unlinks it (tenant data
+// must not survive on disk for the next user of those blocks). Returns its size.
+Result<std::uint64_t> WipeFile(int dirfd, std::string_view name);
+
 Result<void> WriteAll(int fd, std::span<const std::byte> data);
 // Writes all of `data` at `offset` (pwrite: the file position is untouched).
 Result<void> PWriteAll(int fd, std::span<const std::byte> data, std::uint64_t offset);

@@ -331,6 +331,81 @@ Result<QuotaReport> Store::EnforceQuota() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// lease release and wipe
+
+Result<WipeReport> Store::ReleaseLease(std::string_view id, bool wipe) {
+  std::unique_lock maint(impl_->maint_mu);
+  auto& impl = *impl_;
+  DIGESTD_ASSIGN_OR_RETURN(Lease lease, GetLease(id));
+  WipeReport report{.lease = lease.id, .tenant = lease.tenant, .wiped = wipe};
+  Index::Batch release;
+  release.Delete(Cf::kLeases, lease.id);
+  DIGESTD_RETURN_IF_ERROR(impl.index->Write(release));
+  if (!wipe) {
+    impl.AuditInternal("store.lease.released", "", "lease " + lease.id + " of " + lease.tenant);
+    return report;
+  }
+  // What this lease reached, minus what any other lease still reaches.
+  std::unordered_set<Digest> mine, others;
+  DIGESTD_RETURN_IF_ERROR(MarkFrom(impl, lease.digests, mine));
+  DIGESTD_ASSIGN_OR_RETURN(auto leases, ListLeases());
+  std::vector<Digest> other_roots;
+  for (const auto& l : leases) other_roots.insert(other_roots.end(), l.digests.begin(), l.digests.end());
+  DIGESTD_RETURN_IF_ERROR(MarkFrom(impl, std::move(other_roots), others));
+  std::vector<BlobInfo> victims;
+  for (const auto& d : mine) {
+    if (others.count(d)) continue;
+    DIGESTD_ASSIGN_OR_RETURN(auto info, impl.GetBlobRecord(d));
+    if (info && info->tenant == lease.tenant) victims.push_back(std::move(*info));
+  }
+  std::sort(victims.begin(), victims.end(),
+            [](const BlobInfo& a, const BlobInfo& b) { return a.digest < b.digest; });
+  // References to manifests that go.
+  std::unordered_set<Digest> gone;
+  for (const auto& v : victims) gone.insert(v.digest);
+  DIGESTD_ASSIGN_OR_RETURN(auto refs, ListRefs());
+  Index::Batch ref_batch;
+  for (const auto& r : refs) {
+    if (gone.count(r.digest)) {
+      ref_batch.Delete(Cf::kRefs, r.reference);
+      report.refs_removed.push_back(r.reference);
+    }
+  }
+  if (ref_batch.Count() > 0) DIGESTD_RETURN_IF_ERROR(impl.index->Write(ref_batch));
+  std::vector<Digest> contents;
+  for (const auto& v : victims) {
+    auto shard = OpenBeneath(impl.blobs_fd.Get(), Impl::ShardPath(v.digest), O_RDONLY | O_DIRECTORY);
+    if (!shard) return shard.error();
+    const std::string hex(v.digest.hex());
+    if (auto size = WipeFile(shard->Get(), hex); !size && size.error().sys_errno() != ENOENT) {
+      return std::move(size).error().Wrap("wipe blob " + v.digest.ToString());
+    }
+    Index::Batch batch;
+    DIGESTD_RETURN_IF_ERROR(impl.AddTreeDeletes(batch, v.digest, contents));
+    DIGESTD_RETURN_IF_ERROR(impl.AddBlobDeletes(batch, v.digest));
+    DIGESTD_RETURN_IF_ERROR(impl.index->Write(batch));
+    {
+      std::lock_guard lock(impl.mu);
+      impl.usage.blobs -= impl.usage.blobs > 0 ? 1 : 0;
+      impl.usage.bytes -= std::min(impl.usage.bytes, v.size);
+    }
+    report.blobs.push_back(v.digest);
+    report.blob_bytes += v.size;
+  }
+  std::sort(contents.begin(), contents.end());
+  contents.erase(std::unique(contents.begin(), contents.end()), contents.end());
+  DIGESTD_ASSIGN_OR_RETURN(report.files, impl.SweepFiles(&contents, /*wipe=*/true, &report.file_bytes));
+  impl.generation.fetch_add(1, std::memory_order_release);
+  impl.AuditInternal("store.lease.wiped", "",
+                     "lease " + lease.id + " of " + lease.tenant + ": " +
+                         std::to_string(report.blobs.size()) + " blobs (" +
+                         std::to_string(report.blob_bytes) + " bytes) and " +
+                         std::to_string(report.files) + " file objects (" +
+                         std::to_string(report.file_bytes) + " bytes) overwritten and removed");
+  return report;
+}
+
+// ---------------------------------------------------------------------------------------------
 // fsck
 
 Result<FsckReport> Store::Fsck(bool repair) {

@@ -204,6 +204,12 @@ class Store {
   Result<Lease> GetLease(std::string_view id) const;
   Result<std::vector<Lease>> ListLeases() const;
   Result<void> RemoveLease(std::string_view id);
+  // Releases lease `id`. With `wipe`: every blob reachable from the lease that was pulled with
+  // the lease's tenant (BlobInfo::tenant) and that no other lease reaches is overwritten with
+  // zeros, synced and unlinked, with its tree; so is every file object no remaining tree uses;
+  // references to wiped manifests are removed. Staging files are anonymous and die with their
+  // writer, so no tenant data persists there. kNotFound if there is no such lease.
+  Result<WipeReport> ReleaseLease(std::string_view id, bool wipe);
 
   // ---- deny list
   Result<void> Deny(const Digest& digest, std::string_view reason);

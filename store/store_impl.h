@@ -103,7 +103,8 @@ struct Store::Impl {
                               std::vector<Digest>& contents) const;
   // Removes the file objects among `contents` that no tree references and no unpack pins.
   // With `contents` null, walks all of files/ (recovery and GC). Returns how many were removed.
-  Result<std::uint64_t> SweepFiles(const std::vector<Digest>* contents);
+  Result<std::uint64_t> SweepFiles(const std::vector<Digest>* contents, bool wipe = false,
+                                   std::uint64_t* bytes = nullptr);
   bool FileReferenced(const Digest& content) const;
 
   Result<void> Recover();

@@ -66,6 +66,17 @@ struct QuotaReport {
   std::uint64_t bytes_freed = 0;
 };
 
+struct WipeReport {
+  std::string lease;
+  std::string tenant;
+  bool wiped = false;                  // false: the lease was only released
+  std::vector<Digest> blobs;           // overwritten and unlinked
+  std::uint64_t blob_bytes = 0;
+  std::uint64_t files = 0;             // file objects overwritten and unlinked
+  std::uint64_t file_bytes = 0;
+  std::vector<std::string> refs_removed;
+};
+
 struct FsckProblem {
   std::string what;  // "digest-mismatch", "size-mismatch", "missing-file", "orphan", "bad-record",
                      // "bad-name", "bad-mode", "staging-leftover"

@@ -137,7 +137,8 @@ bool Store::Impl::FileReferenced(const Digest& content) const {
   return found || !r;
 }
 
-Result<std::uint64_t> Store::Impl::SweepFiles(const std::vector<Digest>* contents) {
+Result<std::uint64_t> Store::Impl::SweepFiles(const std::vector<Digest>* contents, bool wipe,
+                                              std::uint64_t* bytes) {
   std::uint64_t removed = 0;
   auto consider = [&](const Digest& d) -> Result<void> {
     std::lock_guard lock(files_mu);
@@ -145,6 +146,16 @@ Result<std::uint64_t> Store::Impl::SweepFiles(const std::vector<Digest>* content
     auto shard = OpenBeneath(files_fd.Get(), ShardPath(d), O_RDONLY | O_DIRECTORY);
     if (!shard) return shard.error();
     const std::string hex(d.hex());
+    if (wipe) {
+      auto size = WipeFile(shard->Get(), hex);
+      if (size) {
+        ++removed;
+        if (bytes) *bytes += *size;
+        return {};
+      }
+      if (size.error().sys_errno() == ENOENT) return {};
+      return size.error();
+    }
     if (::unlinkat(shard->Get(), hex.c_str(), 0) == 0) {
       ++removed;
     } else if (errno != ENOENT) {

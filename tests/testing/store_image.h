@@ -17,7 +17,8 @@ struct StoredImage {
   std::vector<verify::Digest> layers;  // bottom first
 };
 
-inline Result<StoredImage> PutImage(store::Store& store, const std::vector<std::string>& tars) {
+inline Result<StoredImage> PutImage(store::Store& store, const std::vector<std::string>& tars,
+                                    const std::string& tenant = "") {
   using verify::DigestAlgorithm;
   using verify::Hasher;
   constexpr const char* kLayerType = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -27,7 +28,7 @@ inline Result<StoredImage> PutImage(store::Store& store, const std::vector<std::
     const std::string blob = TarBuilder::Gzip(tar);
     const auto layer = Hasher::Of(DigestAlgorithm::kSha256, blob);
     const auto diff = Hasher::Of(DigestAlgorithm::kSha256, tar);
-    DIGESTD_RETURN_IF_ERROR(store.PutBlob(layer, blob, {.media_type = kLayerType}));
+    DIGESTD_RETURN_IF_ERROR(store.PutBlob(layer, blob, {.media_type = kLayerType, .tenant = tenant}));
     DIGESTD_RETURN_IF_ERROR(store.UnpackLayer(layer, diff));
     if (!diff_ids.empty()) diff_ids += ",";
     diff_ids += "\"" + diff.ToString() + "\"";
@@ -41,7 +42,8 @@ inline Result<StoredImage> PutImage(store::Store& store, const std::vector<std::
       diff_ids + "]}}";
   const auto config_digest = Hasher::Of(DigestAlgorithm::kSha256, config);
   DIGESTD_RETURN_IF_ERROR(store.PutBlob(
-      config_digest, config, {.media_type = "application/vnd.oci.image.config.v1+json"}));
+      config_digest, config,
+      {.media_type = "application/vnd.oci.image.config.v1+json", .tenant = tenant}));
   const std::string manifest =
       "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
       "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"" +
@@ -53,7 +55,8 @@ inline Result<StoredImage> PutImage(store::Store& store, const std::vector<std::
   DIGESTD_RETURN_IF_ERROR(
       store.PutBlob(manifest_digest, manifest,
                     {.media_type = "application/vnd.oci.image.manifest.v1+json",
-                     .children = children}));
+                     .children = children,
+                     .tenant = tenant}));
   return StoredImage{manifest_digest, layers};
 }
 

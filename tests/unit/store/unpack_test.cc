@@ -10,6 +10,7 @@
 #include "store/index.h"
 #include "store/store.h"
 #include "store/tree_codec.h"
+#include "testing/store_image.h"
 #include "testing/tar_builder.h"
 #include "testing/test_util.h"
 #include "verify/hasher.h"
@@ -369,6 +370,50 @@ TEST_F(UnpackTest, PreparedTreesAreInvisibleUntilCommittedTogether) {
   EXPECT_TRUE(store_->GetTreeInfo(layers[1])->has_value());
   EXPECT_FALSE(store_->GetTreeInfo(layers[2])->has_value());
   ASSERT_OK(store_->CommitTrees(pending));  // idempotent
+}
+
+TEST_F(UnpackTest, ReleaseWithWipeOverwritesOnlyTheTenantsOwnData) {
+  auto a = digestd::testing::PutImage(
+      *store_, {TarBuilder().File("secret", "tenant a's secret").File("shared", "shared").Finish()}, "a");
+  ASSERT_OK(a);
+  auto b = digestd::testing::PutImage(
+      *store_, {TarBuilder().File("mine", "tenant b's data").File("shared", "shared").Finish()}, "b");
+  ASSERT_OK(b);
+  ASSERT_OK(store_->SetRef("reg.example/a/app:v1", a->manifest));
+  ASSERT_OK(store_->PutLease({.id = "la", .tenant = "a", .digests = {a->manifest}}));
+  ASSERT_OK(store_->PutLease({.id = "lb", .tenant = "b", .digests = {b->manifest}}));
+  // Hold the layer's blob and its secret file object open: after the wipe their bytes (still
+  // reachable through these fds) must be zeros, not just unlinked.
+  auto blob_fd = store_->OpenBlob(a->layers[0]);
+  ASSERT_OK(blob_fd);
+  auto secret_fd = store_->OpenFile(Sha("tenant a's secret"));
+  ASSERT_OK(secret_fd);
+
+  auto report = store_->ReleaseLease("la", /*wipe=*/true);
+  ASSERT_OK(report);
+  EXPECT_EQ(report->blobs.size(), 3u);  // layer, config, manifest
+  EXPECT_EQ(report->files, 1u);         // the secret; "shared" is still used by b's tree
+  EXPECT_EQ(report->refs_removed, std::vector<std::string>{"reg.example/a/app:v1"});
+  EXPECT_FALSE(store_->Contains(a->layers[0]));
+  EXPECT_FALSE(store_->Contains(a->manifest));
+  ASSERT_ERRC(store_->OpenFile(Sha("tenant a's secret")), Errc::kNotFound);
+  EXPECT_OK(store_->OpenFile(Sha("shared")));
+  EXPECT_TRUE(store_->Contains(b->layers[0]));
+  ASSERT_OK(store_->LoadTree(b->layers[0]));
+  char buf[64] = {};
+  const ssize_t n = ::pread(secret_fd->Get(), buf, sizeof(buf), 0);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, static_cast<std::size_t>(n)), std::string(static_cast<std::size_t>(n), '\0'));
+  ASSERT_GT(::pread(blob_fd->Get(), buf, sizeof(buf), 0), 0);
+  EXPECT_EQ(std::string(buf, 16), std::string(16, '\0'));
+  ASSERT_ERRC(store_->GetLease("la"), Errc::kNotFound);
+  ASSERT_ERRC(store_->ReleaseLease("la", true), Errc::kNotFound);
+
+  // Released without wipe: only the lease goes.
+  auto kept = store_->ReleaseLease("lb", /*wipe=*/false);
+  ASSERT_OK(kept);
+  EXPECT_TRUE(kept->blobs.empty());
+  EXPECT_TRUE(store_->Contains(b->layers[0]));
 }
 
 TEST_F(UnpackTest, RemovingALayerRemovesItsTreeAndOnlyItsFiles) {
