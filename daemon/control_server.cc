@@ -422,6 +422,80 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       if (!r) co_return FromError(r.error());
       co_return JsonReply(http::status::ok, json{{"reloaded", true}});
     }
+    if (path == "/v1/leases" && method == http::verb::get) {
+      auto leases = deps.store.ListLeases();
+      if (!leases) co_return FromError(leases.error());
+      json out = json::array();
+      for (const auto& l : *leases) {
+        json digests = json::array();
+        for (const auto& d : l.digests) digests.push_back(d.ToString());
+        out.push_back({{"id", l.id}, {"tenant", l.tenant}, {"digests", digests}, {"created", l.created}});
+      }
+      co_return JsonReply(http::status::ok, out);
+    }
+    if (path == "/v1/leases" && method == http::verb::post) {
+      auto body = BodyObject(req.body());
+      if (!body) co_return FromError(body.error());
+      auto id = StringField(*body, "id", true, 128);
+      if (!id) co_return FromError(id.error());
+      auto tenant = StringField(*body, "tenant", true, 128);
+      if (!tenant) co_return FromError(tenant.error());
+      store::Lease lease{.id = *id, .tenant = *tenant};
+      // Images by digest or by a reference pulled before.
+      auto images = body->find("images");
+      if (images == body->end() || !images->is_array() || images->empty() || images->size() > 1000) {
+        co_return ErrorReply(http::status::bad_request,
+                             "field \"images\" must be a non-empty array of digests or references");
+      }
+      for (const auto& item : *images) {
+        if (!item.is_string()) co_return ErrorReply(http::status::bad_request, "images must be strings");
+        const std::string& text = item.get_ref<const std::string&>();
+        if (auto d = verify::Digest::Parse(text)) {
+          if (!deps.store.Contains(*d)) co_return ErrorReply(http::status::not_found, text + " is not in the store");
+          lease.digests.push_back(*d);
+          continue;
+        }
+        auto ref = verify::Reference::Parse(text);
+        if (!ref) co_return FromError(ref.error());
+        auto rec = deps.store.GetRef(ref->String());
+        if (!rec) co_return ErrorReply(http::status::not_found, text + " has not been pulled");
+        lease.digests.push_back(rec->digest);
+      }
+      if (deps.store.GetLease(lease.id)) {
+        co_return ErrorReply(http::status::conflict, "lease " + lease.id + " exists");
+      }
+      if (auto r = deps.store.PutLease(lease); !r) co_return FromError(r.error());
+      json digests = json::array();
+      for (const auto& d : lease.digests) digests.push_back(d.ToString());
+      Audit("lease.created", peer, {{"lease", lease.id}, {"tenant", lease.tenant}, {"digests", digests}});
+      co_return JsonReply(http::status::ok, json{{"id", lease.id}, {"tenant", lease.tenant}, {"digests", digests}});
+    }
+    if (path.starts_with("/v1/leases/") && method == http::verb::delete_) {
+      const std::string id = path.substr(11);
+      const std::string w = QueryValue(query, "wipe");
+      const bool wipe = w == "1" || w == "true";
+      std::optional<store::WipeReport> report;
+      store::Store* store = &deps.store;
+      const BlockingFn release = [store, id, wipe, &report]() -> Result<void> {
+        auto r = store->ReleaseLease(id, wipe);
+        if (!r) return r.error();
+        report = std::move(*r);
+        return {};
+      };
+      auto err = co_await OffThread(deps.registry.blocking(), release);
+      if (err) co_return FromError(*err);
+      json blobs = json::array();
+      for (const auto& d : report->blobs) {
+        blobs.push_back(d.ToString());
+        if (deps.mount) deps.mount->Invalidate(d);
+      }
+      json out{{"lease", report->lease}, {"tenant", report->tenant}, {"wiped", report->wiped},
+               {"blobs", blobs}, {"blob_bytes", report->blob_bytes}, {"files", report->files},
+               {"file_bytes", report->file_bytes}, {"refs_removed", report->refs_removed}};
+      json audit = out;
+      Audit(wipe ? "lease.wiped" : "lease.released", peer, audit);
+      co_return JsonReply(http::status::ok, out);
+    }
     if (path == "/v1/pull" && method == http::verb::post) {
       co_return co_await Pull(peer, req, query, stream, streamed);
     }

@@ -361,6 +361,41 @@ int RunPull(const std::string& socket, const std::string& reference, const std::
   return kOk;
 }
 
+// OCI runtime poststop hook: the runtime-spec state JSON on stdin; releases (with wipe) the lease
+// named by the annotation org.digestd.lease.
+int RunHookPoststop(const std::string& socket) {
+  std::string state((std::istreambuf_iterator<char>(std::cin)), {});
+  if (state.size() > (1u << 20)) {
+    std::cerr << "digestctl hook: state over 1 MiB\n";
+    return kBadInput;
+  }
+  auto j = nlohmann::json::parse(state, nullptr, false);
+  if (!j.is_object() || !j.contains("ociVersion") || !j.contains("id")) {
+    std::cerr << "digestctl hook: stdin is not an OCI runtime state (ociVersion, id, ...)\n";
+    return kBadInput;
+  }
+  const auto ann = j.find("annotations");
+  if (ann == j.end() || !ann->is_object() || !ann->contains("org.digestd.lease") ||
+      !(*ann)["org.digestd.lease"].is_string()) {
+    std::cerr << "digestctl hook: container " << j["id"].dump()
+              << " has no org.digestd.lease annotation; nothing to release\n";
+    return kOk;
+  }
+  const std::string lease = (*ann)["org.digestd.lease"];
+  for (char c : lease) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      std::cerr << "digestctl hook: bad lease id in org.digestd.lease\n";
+      return kBadInput;
+    }
+  }
+  return RunApi(socket, "DELETE", "/v1/leases/" + lease + "?wipe=1", "", false,
+                [&](const nlohmann::json& r) {
+                  std::cerr << "digestctl hook: released lease " << lease << " of container "
+                            << j["id"].get<std::string>() << ", wiped " << r["blobs"].size()
+                            << " blobs and " << r.value("files", 0) << " files\n";
+                });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -431,6 +466,23 @@ int main(int argc, char** argv) {
   gc->add_flag("--dry-run", gc_dry, "only list what would go");
   auto* reload = app.add_subcommand("reload", "reload policy and trust");
   auto* metrics = app.add_subcommand("metrics", "Prometheus metrics");
+  auto* lease = app.add_subcommand("lease", "leases: images pinned for a tenant");
+  lease->require_subcommand(1);
+  std::string lease_id, lease_tenant;
+  std::vector<std::string> lease_images;
+  bool lease_wipe = false;
+  auto* lease_create = lease->add_subcommand("create", "pin images (digests or pulled references)");
+  lease_create->add_option("--id", lease_id, "lease id")->required();
+  lease_create->add_option("--tenant", lease_tenant, "tenant")->required();
+  lease_create->add_option("images", lease_images, "digests or references")->required();
+  auto* lease_ls = lease->add_subcommand("ls", "list leases");
+  auto* lease_release = lease->add_subcommand("release", "release a lease");
+  lease_release->add_option("id", lease_id)->required();
+  lease_release->add_flag("--wipe", lease_wipe, "overwrite and remove the tenant's data no other lease uses");
+  auto* hook = app.add_subcommand("hook", "OCI runtime hooks");
+  hook->require_subcommand(1);
+  auto* poststop = hook->add_subcommand(
+      "poststop", "release (with wipe) the lease in annotation org.digestd.lease; state on stdin");
 
   try {
     app.parse(argc, argv);
@@ -482,5 +534,34 @@ int main(int argc, char** argv) {
   }
   if (*reload) return RunApi(socket, "POST", "/v1/policy/reload", "", json, [](const nlohmann::json&) { std::cout << "reloaded\n"; });
   if (*metrics) return RunApi(socket, "GET", "/v1/metrics", "", true, nullptr);
+  if (*lease_create) {
+    return RunApi(socket, "POST", "/v1/leases",
+                  nlohmann::json{{"id", lease_id}, {"tenant", lease_tenant}, {"images", lease_images}}.dump(),
+                  json, [](const nlohmann::json& j) {
+                    std::cout << "lease " << j.value("id", "") << " for " << j.value("tenant", "")
+                              << " pins " << j["digests"].size() << " images\n";
+                  });
+  }
+  if (*lease_ls) {
+    return RunApi(socket, "GET", "/v1/leases", "", json, [](const nlohmann::json& j) {
+      for (const auto& l : j) {
+        std::cout << l.value("id", "") << "  " << l.value("tenant", "") << "  " << l["digests"].size() << " images\n";
+      }
+    });
+  }
+  if (*lease_release) {
+    return RunApi(socket, "DELETE", "/v1/leases/" + lease_id + (lease_wipe ? "?wipe=1" : ""), "", json,
+                  [](const nlohmann::json& j) {
+                    std::cout << "released " << j.value("lease", "");
+                    if (j.value("wiped", false)) {
+                      std::cout << ", wiped " << j["blobs"].size() << " blobs ("
+                                << j.value("blob_bytes", std::uint64_t{0}) << " bytes) and "
+                                << j.value("files", std::uint64_t{0}) << " files ("
+                                << j.value("file_bytes", std::uint64_t{0}) << " bytes)";
+                    }
+                    std::cout << "\n";
+                  });
+  }
+  if (*poststop) return RunHookPoststop(socket);
   return kBadInput;
 }

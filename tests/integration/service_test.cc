@@ -133,6 +133,75 @@ TEST_F(DaemonTest, PullThroughTheSocketThenReadTheImageFromTheMount) {
       << metrics.output;
 }
 
+// "<key> <value>" line of digestctl's pull summary.
+std::string Field(const std::string& out, const std::string& key) {
+  const auto at = out.find("\n" + key);
+  if (at == std::string::npos) return "";
+  auto start = out.find_first_not_of(' ', at + 1 + key.size());
+  return out.substr(start, out.find('\n', start) - start);
+}
+
+TEST_F(DaemonTest, PoststopHookOfARuncContainerWipesTheTenantsLease) {
+  PushSigned("team-a/app");
+  ASSERT_EQ(builder_.AddLayer("t1", "echo b-only > b.txt"), "");
+  ASSERT_EQ(builder_.Push("t1", registry_->host() + "/team-b/app:v1"), "");
+  Sign("team-b/app", DigestOf("team-b/app:v1"));
+  const std::string ref_a = registry_->host() + "/team-a/app:v1";
+  const std::string ref_b = registry_->host() + "/team-b/app:v1";
+  auto pull_a = Ctl("pull --tenant team-a " + ref_a);
+  ASSERT_EQ(pull_a.status, 0) << pull_a.output;
+  auto pull_b = Ctl("pull --tenant team-b " + ref_b);
+  ASSERT_EQ(pull_b.status, 0) << pull_b.output;
+  ASSERT_EQ(Ctl("lease create --id la --tenant team-a " + ref_a).status, 0);
+  ASSERT_EQ(Ctl("lease create --id lb --tenant team-b " + ref_b).status, 0);
+  auto dup = Ctl("lease create --id la --tenant team-a " + ref_a);
+  EXPECT_NE(dup.status, 0);
+  EXPECT_NE(dup.output.find("exists"), std::string::npos) << dup.output;
+  const std::string manifest_a = Field(pull_a.output, "manifest");
+  ASSERT_EQ(manifest_a.size(), 71u) << pull_a.output;
+  const std::string rootfs_b = Field(pull_b.output, "rootfs");
+  const fs::path blob_a =
+      dir_.path() / "store/blobs/sha256" / manifest_a.substr(7, 2) / manifest_a.substr(7);
+  ASSERT_TRUE(fs::exists(blob_a));
+
+  // A real runc container from team-a's image whose config names the lease and lists
+  // `digestctl hook poststop` as its poststop hook.
+  const std::string lowerdir = Slurp(Field(pull_a.output, "lowerdir"));
+  const std::string t = (dir_.path() / "ctr").string();
+  const std::string script =
+      "set -e; T=" + t + "; mkdir -p $T; mount -t tmpfs tmpfs $T; mkdir -p $T/u $T/w $T/b/rootfs; "
+      "mount -t overlay overlay -o lowerdir=" + lowerdir + ",upperdir=$T/u,workdir=$T/w $T/b/rootfs; "
+      "cd $T/b; runc spec; "
+      "jq --arg ctl " + ctl_ + " --arg sock " + socket_ + " "
+      "'.process.args=[\"/bin/busybox\",\"sh\",\"-c\",\"echo in-container\"] | .process.terminal=false "
+      "| .annotations={\"org.digestd.lease\":\"la\"} "
+      "| .hooks={\"poststop\":[{\"path\":$ctl,\"args\":[\"digestctl\",\"--socket\",$sock,\"hook\",\"poststop\"]}]}' "
+      "config.json > c.json; mv c.json config.json; "
+      "runc --root $T/runc run --bundle $T/b digestd-hook-test </dev/null";
+  const std::string script_path = (dir_.path() / "hook.sh").string();
+  std::ofstream(script_path) << script << "\n";
+  auto run = Shell("unshare -m --propagation private sh " + script_path + " 2>&1");
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("in-container"), std::string::npos) << run.output;
+
+  // The hook released team-a's lease with wipe; team-b's image is untouched.
+  auto leases = Ctl("lease ls");
+  EXPECT_EQ(leases.output.find("la "), std::string::npos) << leases.output;
+  EXPECT_NE(leases.output.find("lb "), std::string::npos) << leases.output;
+  EXPECT_FALSE(fs::exists(blob_a));
+  EXPECT_EQ(Ctl("images").output.find("team-a/app"), std::string::npos);
+  EXPECT_EQ(Slurp(rootfs_b + "/b.txt"), "b-only\n");
+  auto audit = Ctl("audit");
+  EXPECT_NE(audit.output.find("lease.wiped"), std::string::npos) << audit.output;
+  // A hook without the annotation does nothing, and says so.
+  auto none = Shell("echo '{\"ociVersion\":\"1.0.2\",\"id\":\"x\",\"status\":\"stopped\",\"bundle\":\"/\"}' | " +
+                    ctl_ + " --socket " + socket_ + " hook poststop 2>&1");
+  EXPECT_EQ(none.status, 0) << none.output;
+  EXPECT_NE(none.output.find("nothing to release"), std::string::npos) << none.output;
+  auto garbage = Shell("echo 'not json' | " + ctl_ + " --socket " + socket_ + " hook poststop 2>&1");
+  EXPECT_EQ(garbage.status, 2) << garbage.output;
+}
+
 TEST_F(DaemonTest, MalformedRequestsGet4xxAndOthersAreStillServed) {
   // A client that connects and says nothing holds one connection, not the daemon.
   const int idle = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
