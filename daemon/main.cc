@@ -67,21 +67,31 @@ void AuditEvent(store::Store& store, nlohmann::json j) {
 
 int main(int argc, char** argv) {
   std::string config_path = "/etc/digestd/digestd.toml";
+  bool check_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--config" && i + 1 < argc) {
+    if (a == "--check") {
+      check_only = true;
+    } else if (a == "--config" && i + 1 < argc) {
       config_path = argv[++i];
     } else if (a == "--version") {
       std::printf("digestd 0.1\n");
       return 0;
     } else {
-      std::fprintf(stderr, "usage: digestd [--config FILE]\n");
+      std::fprintf(stderr, "usage: digestd [--config FILE] [--check]\n");
       return 2;
     }
   }
   auto log = Logger("digestd");
   auto config = daemon::LoadConfig(config_path);
   if (!config) return Fail(config.error().ToString());
+  if (check_only) {
+    // Config, policy and trust as the daemon would load them; nothing is opened or mounted.
+    verify::PolicySet check(config->policy_path, config->trust_path);
+    if (auto r = check.Reload(); !r) return Fail(r.error().ToString());
+    std::printf("%s: configuration, policy and trust are valid\n", config_path.c_str());
+    return 0;
+  }
   if (auto r = daemon::CheckIoUring(); !r) return Fail(r.error().ToString());
 
   auto store = store::Store::Open({.root = config->store_root, .quota_bytes = config->quota_bytes});

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The systemd unit verifies, the sample config/policy/trust load as the daemon loads them, and
+# `cmake --install` lays out binaries, units, samples and docs.
+# Usage: systemd_test.sh SOURCE_DIR BUILD_DIR DIGESTD_BIN
+set -euo pipefail
+SRC=$1 BUILD=$2 DIGESTD=$3
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+
+# 1. systemd-analyze verify (ExecStart must exist: point it at the built binary).
+sed "s|/usr/local/bin/digestd|$DIGESTD|" "$SRC/systemd/digestd.service" > "$T/digestd.service"
+out=$(systemd-analyze verify "$T/digestd.service" 2>&1) || { echo "$out"; exit 1; }
+if echo "$out" | grep -v "Failed to .*bus\|No such file or directory.*proc\|Cannot determine" | grep -qi "digestd.service"; then
+  echo "systemd-analyze complained about the unit:"; echo "$out"; exit 1
+fi
+echo "systemd-analyze verify: ok"
+
+# 2. The samples, with their paths pointed at this temporary directory.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/release.pem" 2>/dev/null
+openssl pkey -in "$T/release.pem" -pubout -out "$T/release.pub"
+sed "s|/etc/digestd/keys/release.pub|$T/release.pub|" "$SRC/systemd/policy.json.sample" > "$T/policy.json"
+sed "s|/etc/digestd/keys/release.pub|$T/release.pub|" "$SRC/systemd/trust.json.sample" > "$T/trust.json"
+sed "s|/etc/digestd/|$T/|g" "$SRC/systemd/digestd.toml.sample" > "$T/digestd.toml"
+"$DIGESTD" --check --config "$T/digestd.toml"
+# A bad key in the config is refused with the key named.
+printf '[daemon]\nsockt = "/x"\n' > "$T/bad.toml"
+if "$DIGESTD" --check --config "$T/bad.toml" 2> "$T/bad.err"; then echo "bad config accepted"; exit 1; fi
+grep -q "sockt" "$T/bad.err" || { cat "$T/bad.err"; exit 1; }
+
+# 3. cmake --install into a staging root.
+DESTDIR="$T/root" cmake --install "$BUILD" --prefix /usr/local > /dev/null
+for f in usr/local/bin/digestd usr/local/bin/digestctl usr/local/lib/systemd/system/digestd.service \
+         usr/local/lib/tmpfiles.d/digestd.conf usr/local/share/digestd/examples/digestd.toml.sample \
+         usr/local/share/doc/digestd/operations.md usr/local/share/doc/digestd/api.md; do
+  [ -e "$T/root/$f" ] || { echo "not installed: $f"; exit 1; }
+done
+echo "systemd_test: passed"
