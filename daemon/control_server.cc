@@ -19,6 +19,7 @@
 
 #include "common/log.h"
 #include "fusefs/fuse_mount.h"
+#include "verify/oci.h"
 
 namespace digestd::daemon {
 namespace {
@@ -192,6 +193,78 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     return j;
   }
 
+  // Reads a small blob (manifest, config) whole.
+  Result<std::string> ReadBlob(const verify::Digest& d, std::uint64_t cap) {
+    DIGESTD_ASSIGN_OR_RETURN(auto info, deps.store.Stat(d));
+    if (info.size > cap) return MakeError(Module::kDaemon, Errc::kTooLarge, d.ToString() + " is too large to inspect");
+    DIGESTD_ASSIGN_OR_RETURN(auto fd, deps.store.OpenBlob(d));
+    std::string bytes(static_cast<std::size_t>(info.size), '\0');
+    if (::pread(fd.Get(), bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
+      return SysError(Module::kDaemon, "read " + d.ToString());
+    }
+    return bytes;
+  }
+
+  Result<json> Inspect(const verify::Digest& manifest) {
+    DIGESTD_ASSIGN_OR_RETURN(auto record, deps.store.GetImageRecord(manifest));
+    json out{{"manifest", manifest.ToString()}, {"denied", deps.store.IsDenied(manifest)}};
+    verify::Digest image = manifest;
+    if (record) {
+      image = record->image_manifest;
+      out["reference"] = record->reference;
+      out["pulled_at"] = record->pulled_at;
+      out["tenant"] = record->tenant;
+      out["actor_uid"] = record->actor_uid;
+      out["policy"] = {{"scope", record->scope}, {"requirement", record->requirement},
+                       {"signer", record->signer}, {"reason", record->reason}};
+    }
+    out["image_manifest"] = image.ToString();
+    DIGESTD_ASSIGN_OR_RETURN(auto info, deps.store.Stat(image));
+    DIGESTD_ASSIGN_OR_RETURN(auto bytes, ReadBlob(image, 64u << 20));
+    DIGESTD_ASSIGN_OR_RETURN(auto m, verify::ParseImageManifest(bytes, info.media_type));
+    out["media_type"] = m.media_type;
+    std::uint64_t total = info.size + static_cast<std::uint64_t>(m.config.size);
+    out["config"] = {{"digest", m.config.digest.ToString()}, {"size", m.config.size}};
+    if (auto cbytes = ReadBlob(m.config.digest, 64u << 20)) {
+      if (auto c = verify::ParseImageConfig(*cbytes)) out["platform"] = c->platform.String();
+    }
+    json layers = json::array();
+    for (const auto& l : m.layers) {
+      json lj{{"digest", l.digest.ToString()}, {"size", l.size}, {"media_type", l.media_type},
+              {"denied", deps.store.IsDenied(l.digest)}};
+      if (auto t = deps.store.GetTreeInfo(l.digest); t && *t) {
+        lj["diff_id"] = (*t)->diff_id.ToString();
+        lj["entries"] = (*t)->entries;
+        lj["file_bytes"] = (*t)->file_bytes;
+      }
+      total += static_cast<std::uint64_t>(l.size);
+      layers.push_back(std::move(lj));
+    }
+    out["layers"] = layers;
+    out["size"] = total;
+    json refs = json::array();
+    if (auto all = deps.store.ListRefs()) {
+      for (const auto& r : *all) {
+        if (r.digest == manifest) refs.push_back(r.reference);
+      }
+    }
+    out["references"] = refs;
+    json leases = json::array();
+    if (auto all = deps.store.ListLeases()) {
+      for (const auto& l : *all) {
+        if (std::find(l.digests.begin(), l.digests.end(), manifest) != l.digests.end() ||
+            std::find(l.digests.begin(), l.digests.end(), image) != l.digests.end()) {
+          leases.push_back(l.id);
+        }
+      }
+    }
+    out["leases"] = leases;
+    const std::string mnt = deps.config.daemon.mountpoint.string();
+    out["rootfs"] = mnt + "/images/sha256/" + std::string(image.hex()) + "/rootfs";
+    out["lowerdir_file"] = mnt + "/images/sha256/" + std::string(image.hex()) + "/lowerdir";
+    return out;
+  }
+
   std::string Metrics() const {
     std::string m;
     auto line = [&](const char* name, const char* help, const char* type, std::uint64_t v,
@@ -301,7 +374,8 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     const auto qpos = target.find('?');
     const std::string path = target.substr(0, qpos);
     const std::string query = qpos == std::string::npos ? "" : target.substr(qpos + 1);
-    const bool write = req.method() != http::verb::get && req.method() != http::verb::head;
+    const bool write = req.method() != http::verb::get && req.method() != http::verb::head &&
+                       std::string_view(req.target()).substr(0, 15) != "/v1/policy/eval";
     const Role role = RoleFor(deps.config.daemon, peer);
     if (role == Role::kNone || (write && role != Role::kAdmin)) {
       ++forbidden;
@@ -335,6 +409,90 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
                        {"resolved_at", r.resolved_at}});
       }
       co_return JsonReply(http::status::ok, out);
+    }
+    if (path.starts_with("/v1/images/") && method == http::verb::get) {
+      auto digest = verify::Digest::Parse(path.substr(11));
+      if (!digest) co_return FromError(digest.error());
+      if (!deps.store.Contains(*digest)) co_return ErrorReply(http::status::not_found, digest->ToString() + " is not in the store");
+      auto j = Inspect(*digest);
+      if (!j) co_return FromError(j.error());
+      co_return JsonReply(http::status::ok, *j);
+    }
+    if (path.starts_with("/v1/images/") && method == http::verb::delete_) {
+      // Drops every reference to the image; GC then removes whatever no lease still pins.
+      auto digest = verify::Digest::Parse(path.substr(11));
+      if (!digest) co_return FromError(digest.error());
+      auto refs = deps.store.ListRefs();
+      if (!refs) co_return FromError(refs.error());
+      json removed = json::array();
+      for (const auto& r : *refs) {
+        if (r.digest != *digest) continue;
+        if (auto rr = deps.store.RemoveRef(r.reference); !rr) co_return FromError(rr.error());
+        removed.push_back(r.reference);
+      }
+      if (removed.empty() && !deps.store.Contains(*digest)) {
+        co_return ErrorReply(http::status::not_found, digest->ToString() + " is not in the store");
+      }
+      std::optional<store::GcReport> report;
+      store::Store* store = &deps.store;
+      const BlockingFn gc = [store, &report]() -> Result<void> {
+        auto r = store->CollectGarbage(false);
+        if (!r) return r.error();
+        report = std::move(*r);
+        return {};
+      };
+      auto err = co_await OffThread(deps.registry.blocking(), gc);
+      if (err) co_return FromError(*err);
+      json swept = json::array();
+      for (const auto& b : report->swept) {
+        swept.push_back(b.digest.ToString());
+        if (deps.mount) deps.mount->Invalidate(b.digest);
+      }
+      Audit("image.removed", peer, {{"digest", digest->ToString()}, {"references", removed}, {"swept", swept}});
+      co_return JsonReply(http::status::ok, json{{"references_removed", removed}, {"swept", swept},
+                                                 {"bytes_freed", report->bytes_freed}});
+    }
+    if (path == "/v1/blobs" && method == http::verb::get) {
+      std::optional<verify::Digest> after;
+      if (const std::string a = QueryValue(query, "after"); !a.empty()) {
+        auto d = verify::Digest::Parse(a);
+        if (!d) co_return FromError(d.error());
+        after = *d;
+      }
+      auto page = deps.store.ListBlobs(after, 1000);
+      if (!page) co_return FromError(page.error());
+      json items = json::array();
+      for (const auto& b : page->items) {
+        items.push_back({{"digest", b.digest.ToString()}, {"size", b.size}, {"media_type", b.media_type},
+                         {"created", b.created}, {"last_used", b.last_used}, {"tenant", b.tenant},
+                         {"denied", deps.store.IsDenied(b.digest)}});
+      }
+      json out{{"blobs", items}};
+      if (page->next) out["next"] = page->next->ToString();
+      co_return JsonReply(http::status::ok, out);
+    }
+    if (path == "/v1/layers" && method == http::verb::get) {
+      auto trees = deps.store.ListTrees();
+      if (!trees) co_return FromError(trees.error());
+      json out = json::array();
+      for (const auto& t : *trees) {
+        out.push_back({{"layer", t.layer.ToString()}, {"diff_id", t.diff_id.ToString()},
+                       {"entries", t.entries}, {"file_bytes", t.file_bytes}, {"created", t.created},
+                       {"denied", deps.store.IsDenied(t.layer)}});
+      }
+      co_return JsonReply(http::status::ok, out);
+    }
+    if (path == "/v1/policy/eval" && method == http::verb::post) {
+      // Read-only in effect, but it names what the policy would do: admins and readers alike.
+      auto body = BodyObject(req.body());
+      if (!body) co_return FromError(body.error());
+      auto reference = StringField(*body, "reference", true, 512);
+      if (!reference) co_return FromError(reference.error());
+      auto ref = verify::Reference::Parse(*reference);
+      if (!ref) co_return FromError(ref.error());
+      const auto snapshot = deps.policies.Current();
+      const verify::Decision d = snapshot.policy->Explain(*ref);
+      co_return JsonReply(http::status::ok, json::parse(d.ToJson()));
     }
     if (path == "/v1/audit" && method == http::verb::get) {
       std::uint64_t since = 0;

@@ -371,6 +371,19 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
     }
   }
   if (auto r = store_.SetRef(ref_text, top_digest); !r) co_return cleanup(r.error());
+  if (auto r = store_.PutImageRecord({.manifest = top_digest,
+                                      .image_manifest = image.digest,
+                                      .reference = ref_text,
+                                      .scope = decision.scope,
+                                      .requirement = decision.requirement,
+                                      .signer = decision.signer,
+                                      .reason = decision.reason,
+                                      .tenant = opts.tenant,
+                                      .actor_uid = opts.actor_uid,
+                                      .pulled_at = static_cast<std::int64_t>(::time(nullptr))});
+      !r) {
+    co_return cleanup(r.error());
+  }
   // Keep the cache under its quota; the pull lease still pins this image, so it is never the one
   // evicted to make room for itself.
   store::Store* store = &store_;

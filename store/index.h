@@ -34,6 +34,7 @@ enum class Cf : std::uint8_t {
   kDeny,
   kAudit,
   kFileRefs,  // "<content> <layer>" -> ""        which layer trees use a file object
+  kImages,    // "<manifest digest>" -> ImageRecord  why an image is here
 };
 
 class Index {

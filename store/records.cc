@@ -180,6 +180,39 @@ Result<Lease> DecodeLease(std::string_view key, std::string_view value) {
   return lease;
 }
 
+std::string EncodeImage(const ImageRecord& image) {
+  json j = {{"v", kRecordVersion},
+            {"image_manifest", image.image_manifest.ToString()},
+            {"reference", image.reference},
+            {"scope", image.scope},
+            {"requirement", image.requirement},
+            {"signer", image.signer},
+            {"reason", image.reason},
+            {"tenant", image.tenant},
+            {"actor_uid", image.actor_uid},
+            {"pulled_at", image.pulled_at}};
+  return Dump(j);
+}
+
+Result<ImageRecord> DecodeImage(std::string_view key, std::string_view value) {
+  constexpr std::string_view kWhat = "image";
+  DIGESTD_ASSIGN_OR_RETURN(Digest manifest, KeyDigest(kWhat, key));
+  DIGESTD_ASSIGN_OR_RETURN(json j, ParseObject(kWhat, key, value));
+  DIGESTD_ASSIGN_OR_RETURN(std::string image_manifest, GetString(j, "image_manifest", kWhat, key, 200));
+  auto im = Digest::Parse(image_manifest);
+  if (!im) return Corrupt(kWhat, key, "bad image_manifest");
+  ImageRecord r{.manifest = std::move(manifest), .image_manifest = std::move(*im)};
+  DIGESTD_ASSIGN_OR_RETURN(r.reference, GetString(j, "reference", kWhat, key, 512));
+  DIGESTD_ASSIGN_OR_RETURN(r.scope, GetString(j, "scope", kWhat, key, 1024));
+  DIGESTD_ASSIGN_OR_RETURN(r.requirement, GetString(j, "requirement", kWhat, key, 128));
+  DIGESTD_ASSIGN_OR_RETURN(r.signer, GetString(j, "signer", kWhat, key, 1024));
+  DIGESTD_ASSIGN_OR_RETURN(r.reason, GetString(j, "reason", kWhat, key, 4096));
+  DIGESTD_ASSIGN_OR_RETURN(r.tenant, GetString(j, "tenant", kWhat, key, 128));
+  DIGESTD_ASSIGN_OR_RETURN(r.pulled_at, GetTime(j, "pulled_at", kWhat, key));
+  DIGESTD_ASSIGN_OR_RETURN(r.actor_uid, GetTime(j, "actor_uid", kWhat, key));
+  return r;
+}
+
 std::string EncodeDeny(const DenyRecord& deny) {
   json j = {{"v", kRecordVersion}, {"reason", deny.reason}, {"created", deny.created}};
   return Dump(j);

@@ -26,6 +26,9 @@ Result<RefRecord> DecodeRef(std::string_view key, std::string_view value);
 std::string EncodeLease(const Lease& lease);
 Result<Lease> DecodeLease(std::string_view key, std::string_view value);
 
+std::string EncodeImage(const ImageRecord& image);
+Result<ImageRecord> DecodeImage(std::string_view key, std::string_view value);
+
 std::string EncodeDeny(const DenyRecord& deny);
 Result<DenyRecord> DecodeDeny(std::string_view key, std::string_view value);
 

@@ -157,6 +157,7 @@ Result<void> Store::Impl::AddBlobDeletes(Index::Batch& batch, const Digest& d) c
   std::vector<Digest> contents;  // swept by the next GC or recovery
   DIGESTD_RETURN_IF_ERROR(AddTreeDeletes(batch, d, contents));
   batch.Delete(Cf::kBlobs, d.ToString());
+  batch.Delete(Cf::kImages, d.ToString());
   DIGESTD_ASSIGN_OR_RETURN(auto children, Edges(Cf::kEdges, d));
   for (const auto& c : children) {
     batch.Delete(Cf::kEdges, EdgeKey(d, c));
@@ -449,6 +450,24 @@ Result<void> Store::RemoveRef(std::string_view reference) {
 }
 
 // ---- leases
+
+Result<void> Store::PutImageRecord(const ImageRecord& image) {
+  std::shared_lock maint(impl_->maint_mu);
+  Index::Batch batch;
+  batch.Put(Cf::kImages, image.manifest.ToString(), EncodeImage(image));
+  return impl_->index->Write(batch);
+}
+
+Result<std::optional<ImageRecord>> Store::GetImageRecord(const Digest& manifest) const {
+  DIGESTD_ASSIGN_OR_RETURN(auto value, impl_->index->Get(Cf::kImages, manifest.ToString()));
+  if (!value) return std::optional<ImageRecord>();
+  auto rec = DecodeImage(manifest.ToString(), *value);
+  if (!rec) {
+    impl_->counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+    return rec.error();
+  }
+  return std::optional<ImageRecord>(std::move(*rec));
+}
 
 Result<void> Store::PutLease(const Lease& lease) {
   DIGESTD_RETURN_IF_ERROR(ValidateName("lease id", lease.id));

@@ -199,6 +199,10 @@ class Store {
   Result<std::vector<RefRecord>> ListRefs() const;
   Result<void> RemoveRef(std::string_view reference);
 
+  // ---- image records (why an image is here; removed with its manifest)
+  Result<void> PutImageRecord(const ImageRecord& image);
+  Result<std::optional<ImageRecord>> GetImageRecord(const Digest& manifest) const;
+
   // ---- leases
   Result<void> PutLease(const Lease& lease);
   Result<Lease> GetLease(std::string_view id) const;

@@ -40,6 +40,20 @@ struct Lease {
   std::int64_t created = 0;
 };
 
+// Why an image is in the store: written by the pull once the image is committed.
+struct ImageRecord {
+  Digest manifest;        // what the reference resolved to (maybe an index); the record's key
+  Digest image_manifest;  // the platform's image manifest
+  std::string reference;  // as pulled
+  std::string scope;      // the policy decision that admitted it
+  std::string requirement;
+  std::string signer;
+  std::string reason;
+  std::string tenant;
+  std::int64_t actor_uid = -1;
+  std::int64_t pulled_at = 0;
+};
+
 struct DenyRecord {
   Digest digest;
   std::string reason;

@@ -183,29 +183,7 @@ int RunPolicyEval(const std::string& policy_path, const std::string& trust_path,
   }
   auto ref = verify::Reference::Parse(reference);
   if (!ref) return BadInput(kCmd, ref.error());
-  verify::Decision d = policy->PreCheck(*ref);
-  if (d.allowed) {
-    const auto [scope, reqs] = policy->ScopeFor(*ref);
-    d.scope = scope;
-    d.requirement = "insecureAcceptAnything";
-    d.reason = ref->String() + " is allowed without a signature (scope " + scope + ")";
-    for (const auto& r : *reqs) {
-      if (r.type == verify::RequirementType::kReject) {
-        d.allowed = false;
-        d.requirement = "reject";
-        d.reason = "policy rejects " + ref->String() + " (scope " + scope + ")";
-        break;
-      }
-      if (r.type == verify::RequirementType::kSigstoreSigned) {
-        d.requirement = "sigstoreSigned";
-        std::string keys;
-        for (const auto& k : r.keys) keys += (keys.empty() ? "" : ", ") + k.label;
-        for (const auto& k : r.key_ids) keys += (keys.empty() ? "" : ", ") + k;
-        d.reason = ref->String() + " is allowed if signed by one of [" + keys + "] (scope " +
-                   scope + ")";
-      }
-    }
-  }
+  const verify::Decision d = policy->Explain(*ref);
   return PrintDecision(d, json, {});
 }
 
@@ -361,6 +339,20 @@ int RunPull(const std::string& socket, const std::string& reference, const std::
   return kOk;
 }
 
+// An image named by digest, or by a reference pulled before (looked up in /v1/images).
+std::string ResolveImage(const std::string& socket, const std::string& what) {
+  if (what.starts_with("sha256:")) return what;
+  auto r = digestd::tools::CallApi(socket, "GET", "/v1/images", "");
+  if (!r || r->status != 200) return what;
+  auto j = nlohmann::json::parse(r->body, nullptr, false);
+  if (!j.is_array()) return what;
+  for (const auto& i : j) {
+    const std::string ref = i.value("reference", "");
+    if (ref == what || ref.ends_with("/" + what) || ref == "docker.io/" + what) return i.value("digest", what);
+  }
+  return what;
+}
+
 // OCI runtime poststop hook: the runtime-spec state JSON on stdin; releases (with wipe) the lease
 // named by the annotation org.digestd.lease.
 int RunHookPoststop(const std::string& socket) {
@@ -466,6 +458,16 @@ int main(int argc, char** argv) {
   gc->add_flag("--dry-run", gc_dry, "only list what would go");
   auto* reload = app.add_subcommand("reload", "reload policy and trust");
   auto* metrics = app.add_subcommand("metrics", "Prometheus metrics");
+  std::string image_arg;
+  auto* inspect = app.add_subcommand("inspect", "an image: digests, sizes, platform, signer, rule, leases");
+  inspect->add_option("image", image_arg, "digest or pulled reference")->required();
+  auto* rm = app.add_subcommand("rm", "drop an image's references and collect what nothing pins");
+  rm->add_option("image", image_arg, "digest or pulled reference")->required();
+  auto* blobs_cmd = app.add_subcommand("blobs", "list verified blobs");
+  auto* layers_cmd = app.add_subcommand("layers", "list unpacked layers");
+  std::string eval_api_ref;
+  auto* explain = app.add_subcommand("explain", "what the running policy says about a reference (dry run)");
+  explain->add_option("reference", eval_api_ref)->required();
   auto* lease = app.add_subcommand("lease", "leases: images pinned for a tenant");
   lease->require_subcommand(1);
   std::string lease_id, lease_tenant;
@@ -563,5 +565,64 @@ int main(int argc, char** argv) {
                   });
   }
   if (*poststop) return RunHookPoststop(socket);
+  if (*inspect) {
+    return RunApi(socket, "GET", "/v1/images/" + ResolveImage(socket, image_arg), "", json,
+                  [](const nlohmann::json& j) {
+                    auto s = [&](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string("-"); };
+                    std::cout << "manifest   " << s("manifest") << "\nimage      " << s("image_manifest")
+                              << "\nreference  " << s("reference") << "\nplatform   " << s("platform")
+                              << "\nsize       " << j.value("size", std::uint64_t{0}) << " bytes\n";
+                    if (j.contains("policy")) {
+                      const auto& p = j["policy"];
+                      std::cout << "admitted   by " << p.value("scope", "") << " (" << p.value("requirement", "") << ")"
+                                << (p.value("signer", "").empty() ? "" : ", signer " + p.value("signer", "")) << "\n";
+                    }
+                    std::cout << "pulled_at  " << j.value("pulled_at", std::int64_t{0}) << "\nleases     " << j["leases"].dump()
+                              << "\nrootfs     " << s("rootfs") << "\nlayers:\n";
+                    for (const auto& l : j["layers"]) {
+                      std::cout << "  " << l.value("digest", "") << "  " << l.value("size", std::int64_t{0}) << " bytes  "
+                                << l.value("entries", std::uint64_t{0}) << " entries\n";
+                    }
+                  });
+  }
+  if (*rm) {
+    return RunApi(socket, "DELETE", "/v1/images/" + ResolveImage(socket, image_arg), "", json,
+                  [](const nlohmann::json& j) {
+                    std::cout << "removed " << j["references_removed"].size() << " references, freed "
+                              << j.value("bytes_freed", std::uint64_t{0}) << " bytes in " << j["swept"].size() << " blobs\n";
+                  });
+  }
+  if (*blobs_cmd) {
+    return RunApi(socket, "GET", "/v1/blobs", "", json, [](const nlohmann::json& j) {
+      for (const auto& b : j["blobs"]) {
+        std::printf("%s %12llu %s\n", b.value("digest", "").c_str(),
+                    static_cast<unsigned long long>(b.value("size", std::uint64_t{0})), b.value("media_type", "").c_str());
+      }
+    });
+  }
+  if (*layers_cmd) {
+    return RunApi(socket, "GET", "/v1/layers", "", json, [](const nlohmann::json& j) {
+      for (const auto& l : j) {
+        std::printf("%s %8llu entries %12llu bytes\n", l.value("layer", "").c_str(),
+                    static_cast<unsigned long long>(l.value("entries", std::uint64_t{0})),
+                    static_cast<unsigned long long>(l.value("file_bytes", std::uint64_t{0})));
+      }
+    });
+  }
+  if (*explain) {
+    auto r = digestd::tools::CallApi(socket, "POST", "/v1/policy/eval", nlohmann::json{{"reference", eval_api_ref}}.dump());
+    if (!r) {
+      std::cerr << "digestctl: " << r.error().ToString() << "\n";
+      return kUnreachable;
+    }
+    if (r->status != 200) {
+      std::cerr << "digestctl: " << r->status << ": " << ErrorText(r->body) << "\n";
+      return ExitFor(r->status);
+    }
+    auto j = nlohmann::json::parse(r->body, nullptr, false);
+    if (json) std::cout << r->body;
+    else std::cout << (j.value("allowed", false) ? "allowed: " : "denied: ") << j.value("reason", "") << "\n";
+    return j.value("allowed", false) ? kOk : kDenied;
+  }
   return kBadInput;
 }

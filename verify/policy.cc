@@ -694,4 +694,29 @@ Decision Policy::Evaluate(const Reference& ref, const Digest& manifest_digest,
                   .reason = reason};
 }
 
+Decision Policy::Explain(const Reference& ref) const {
+  Decision d = PreCheck(ref);
+  if (!d.allowed) return d;
+  const auto [scope, reqs] = ScopeFor(ref);
+  d.scope = scope;
+  d.requirement = "insecureAcceptAnything";
+  d.reason = ref.String() + " is allowed without a signature (scope " + scope + ")";
+  for (const auto& r : *reqs) {
+    if (r.type == RequirementType::kReject) {
+      d.allowed = false;
+      d.requirement = "reject";
+      d.reason = "policy rejects " + ref.String() + " (scope " + scope + ")";
+      break;
+    }
+    if (r.type == RequirementType::kSigstoreSigned) {
+      d.requirement = "sigstoreSigned";
+      std::string keys;
+      for (const auto& k : r.keys) keys += (keys.empty() ? "" : ", ") + k.label;
+      for (const auto& k : r.key_ids) keys += (keys.empty() ? "" : ", ") + k;
+      d.reason = ref.String() + " is allowed if signed by one of [" + keys + "] (scope " + scope + ")";
+    }
+  }
+  return d;
+}
+
 }  // namespace digestd::verify

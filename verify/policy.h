@@ -103,6 +103,9 @@ class Policy {
   // digests (when the reference has one) and denied reference patterns. Runs before any network
   // I/O; `allowed` means "go on", not "accepted".
   Decision PreCheck(const Reference& ref) const;
+  // A dry run before any network access: PreCheck, then what the reference's scope requires
+  // (rejected, allowed without signature, or allowed if signed by one of the named keys).
+  Decision Explain(const Reference& ref) const;
 
   // The full decision for an image whose manifest hashed to `manifest_digest`: org rules, the
   // scope's requirements (all must hold), denied signers and required attestations. `trust` may be

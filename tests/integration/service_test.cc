@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "integration/pull_fixture.h"
@@ -200,6 +201,52 @@ TEST_F(DaemonTest, PoststopHookOfARuncContainerWipesTheTenantsLease) {
   EXPECT_NE(none.output.find("nothing to release"), std::string::npos) << none.output;
   auto garbage = Shell("echo 'not json' | " + ctl_ + " --socket " + socket_ + " hook poststop 2>&1");
   EXPECT_EQ(garbage.status, 2) << garbage.output;
+}
+
+TEST_F(DaemonTest, InspectListExplainAndRemove) {
+  PushSigned("svc/inspect");
+  const std::string ref = registry_->host() + "/svc/inspect:v1";
+  auto pull = Ctl("pull " + ref);
+  ASSERT_EQ(pull.status, 0) << pull.output;
+  const std::string manifest = Field(pull.output, "manifest");
+  ASSERT_EQ(Ctl("lease create --id keep --tenant t " + ref).status, 0);
+
+  auto inspect = Ctl("--json inspect " + ref);
+  ASSERT_EQ(inspect.status, 0) << inspect.output;
+  auto j = nlohmann::json::parse(inspect.output, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << inspect.output;
+  EXPECT_EQ(j["manifest"], manifest);
+  EXPECT_EQ(j["reference"], ref);
+  EXPECT_EQ(j["platform"], "linux/amd64");
+  EXPECT_EQ(j["policy"]["requirement"], "sigstoreSigned");
+  EXPECT_FALSE(j["policy"]["signer"].get<std::string>().empty());
+  EXPECT_EQ(j["leases"], nlohmann::json::array({"keep"}));
+  ASSERT_EQ(j["layers"].size(), 1u);
+  EXPECT_GT(j["layers"][0]["entries"].get<std::uint64_t>(), 1u);
+  EXPECT_GT(j["size"].get<std::uint64_t>(), 0u);
+  auto human = Ctl("inspect " + manifest);
+  EXPECT_NE(human.output.find("sigstoreSigned"), std::string::npos) << human.output;
+
+  EXPECT_NE(Ctl("blobs").output.find(manifest), std::string::npos);
+  EXPECT_NE(Ctl("layers").output.find(j["layers"][0]["digest"].get<std::string>()), std::string::npos);
+  auto allowed = Ctl("explain " + ref);
+  EXPECT_EQ(allowed.status, 0) << allowed.output;
+  EXPECT_NE(allowed.output.find("allowed if signed"), std::string::npos) << allowed.output;
+  auto other = Ctl("explain docker.io/library/alpine:3");
+  EXPECT_EQ(other.status, 1) << other.output;
+  EXPECT_NE(other.output.find("denied"), std::string::npos) << other.output;
+  EXPECT_EQ(Ctl("explain 'NOT A REF'").status, 2);
+  EXPECT_EQ(Ctl("inspect sha256:" + std::string(64, 'a')).status, 1);
+
+  // Removing drops the references; the lease still pins the content.
+  auto rm = Ctl("rm " + manifest);
+  ASSERT_EQ(rm.status, 0) << rm.output;
+  EXPECT_EQ(Ctl("images").output.find("svc/inspect"), std::string::npos);
+  EXPECT_EQ(Ctl("inspect " + manifest).status, 0);
+  ASSERT_EQ(Ctl("lease release keep").status, 0);
+  ASSERT_EQ(Ctl("gc").status, 0);
+  EXPECT_EQ(Ctl("inspect " + manifest).status, 1);
+  EXPECT_FALSE(fs::exists(Field(pull.output, "rootfs")));
 }
 
 TEST_F(DaemonTest, MalformedRequestsGet4xxAndOthersAreStillServed) {
