@@ -207,7 +207,9 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
 
   Result<json> Inspect(const verify::Digest& manifest) {
     DIGESTD_ASSIGN_OR_RETURN(auto record, deps.store.GetImageRecord(manifest));
-    json out{{"manifest", manifest.ToString()}, {"denied", deps.store.IsDenied(manifest)}};
+    json out{{"manifest", manifest.ToString()},
+             {"denied", deps.store.IsDenied(manifest)},
+             {"withdrawn", deps.hidden != nullptr && deps.hidden->Contains(manifest)}};
     verify::Digest image = manifest;
     if (record) {
       image = record->image_manifest;
@@ -279,6 +281,8 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     line("digestd_pulls_total", "Pulls that committed an image.", "counter", pulls_ok, "{result=\"ok\"}");
     m += "digestd_pulls_total{result=\"failed\"} " + std::to_string(pulls_failed) + "\n";
     line("digestd_pull_bytes_total", "Bytes fetched by successful pulls.", "counter", pull_bytes);
+    line("digestd_hidden_digests", "Digests withdrawn from the mount by the last policy/trust re-evaluation.",
+         "gauge", deps.hidden ? deps.hidden->size() : 0);
     line("digestd_cache_bytes", "Bytes of verified blobs in the store.", "gauge", usage.bytes);
     line("digestd_cache_objects", "Verified blobs in the store.", "gauge", usage.blobs);
     line("digestd_store_digest_mismatches_total", "Content that did not hash to its digest.", "counter", sc.digest_mismatches);
@@ -543,6 +547,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       auto digest = verify::Digest::Parse(path.substr(9));
       if (!digest) co_return FromError(digest.error());
       if (auto r = deps.store.Undeny(*digest); !r) co_return FromError(r.error());
+      if (deps.mount) deps.mount->Invalidate(*digest);  // negative entries the kernel may hold
       Audit("deny.removed", peer, {{"digest", digest->ToString()}});
       co_return JsonReply(http::status::ok, json{{"allowed", digest->ToString()}});
     }
@@ -690,6 +695,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       }
       ++pulls_ok;
       pull_bytes += r->bytes_fetched;
+      if (deps.revalidate) deps.revalidate();
       co_return JsonReply(http::status::ok, PullResultJson(*r));
     }
 
@@ -718,6 +724,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
           if (r) {
             ++self->pulls_ok;
             self->pull_bytes += r->bytes_fetched;
+            if (self->deps.revalidate) self->deps.revalidate();
             last = self->PullResultJson(*r);
             last["type"] = "result";
           } else {

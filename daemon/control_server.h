@@ -21,6 +21,7 @@
 #include "common/error.h"
 #include "daemon/config.h"
 #include "daemon/pull.h"
+#include "daemon/revalidate.h"
 #include "store/store.h"
 #include "verify/policy_set.h"
 
@@ -49,6 +50,10 @@ struct ControlDeps {
   fusefs::FuseMount* mount = nullptr;  // for metrics and paths; may be null in tests
   // Reloads policy and trust (SIGHUP does the same); an error keeps the old ones.
   std::function<Result<void>()> reload;
+  // Re-evaluates cached images (after a reload, after a pull); may be null.
+  std::function<void()> revalidate;
+  // Images withdrawn by the last re-evaluation; may be null.
+  const HiddenSet* hidden = nullptr;
 };
 
 class ControlServer {

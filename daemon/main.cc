@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <string>
+#include <unordered_set>
 
 #include "common/log.h"
 #include "daemon/config.h"
@@ -23,6 +24,7 @@
 #include "daemon/io_uring_check.h"
 #include "daemon/pull.h"
 #include "daemon/registry_client.h"
+#include "daemon/revalidate.h"
 #include "fusefs/fuse_mount.h"
 #include "store/store.h"
 #include "verify/policy_set.h"
@@ -105,17 +107,51 @@ int main(int argc, char** argv) {
   verify::PolicySet policies(config->policy_path, config->trust_path);
   if (auto r = policies.Reload(); !r) return Fail(r.error().ToString());
 
-  auto mount = fusefs::FuseMount::Mount(**store, {.mountpoint = config->daemon.mountpoint.string()});
+  daemon::HiddenSet hidden;
+  auto mount = fusefs::FuseMount::Mount(
+      **store, {.mountpoint = config->daemon.mountpoint.string(),
+                .hidden = [&hidden](const verify::Digest& d) { return hidden.Contains(d); }});
   if (!mount) return Fail(mount.error().ToString());
 
   boost::asio::io_context io;
   daemon::RegistryClient registry(io, *config);
   daemon::Puller puller(io, **store, policies, *config, registry);
+  // Cached images whose admission no longer holds are withdrawn from the mount.
+  std::unordered_set<verify::Digest> withdrawn_before;
+  std::unordered_set<verify::Digest> hidden_before;
+  auto revalidate = [&]() {
+    auto r = daemon::Revalidate(**store, policies.Current(), static_cast<std::int64_t>(::time(nullptr)));
+    if (!r) {
+      log->error("re-evaluating cached images failed (visibility unchanged): {}", r.error().ToString());
+      return;
+    }
+    for (const auto& w : r->withdrawn) {
+      if (withdrawn_before.count(w.manifest)) continue;
+      log->warn("withdrawn from the mount: {} ({}): {}", w.reference, w.manifest.ToString(), w.reason);
+      AuditEvent(**store, {{"type", "image.withdrawn"}, {"digest", w.manifest.ToString()},
+                           {"reference", w.reference}, {"reason", w.reason}});
+    }
+    withdrawn_before.clear();
+    for (const auto& w : r->withdrawn) withdrawn_before.insert(w.manifest);
+    hidden.Replace(r->hidden);
+    // Newly hidden and newly visible digests alike: the kernel may hold positive or negative
+    // entries for either.
+    for (const auto& d : r->hidden) (*mount)->Invalidate(d);
+    for (const auto& d : hidden_before) {
+      if (!r->hidden.count(d)) (*mount)->Invalidate(d);
+    }
+    hidden_before = r->hidden;
+  };
+  revalidate();
   auto reload = [&]() -> Result<void> {
     auto r = policies.Reload();
     AuditEvent(**store, {{"type", "policy.reload"}, {"ok", r.has_value()},
                          {"reason", r ? "" : r.error().ToString()}});
-    if (!r) log->error("reload refused, keeping the previous policy: {}", r.error().ToString());
+    if (!r) {
+      log->error("reload refused, keeping the previous policy: {}", r.error().ToString());
+      return r;
+    }
+    revalidate();
     return r;
   };
   daemon::ControlServer server(io, {.store = **store,
@@ -124,7 +160,9 @@ int main(int argc, char** argv) {
                                     .puller = puller,
                                     .registry = registry,
                                     .mount = mount->get(),
-                                    .reload = reload});
+                                    .reload = reload,
+                                    .revalidate = revalidate,
+                                    .hidden = &hidden});
   if (auto r = server.Start(); !r) return Fail(r.error().ToString());
 
   boost::asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);

@@ -71,7 +71,7 @@ struct FuseMount::Impl {
   std::shared_ptr<spdlog::logger> log = Logger("fusefs");
 
   Impl(store::Store& s, const MountOptions& o)
-      : store(s), opts(o), ns(s, NamespaceOptions{.mountpoint = o.mountpoint}) {}
+      : store(s), opts(o), ns(s, NamespaceOptions{.mountpoint = o.mountpoint, .hidden = o.hidden}) {}
 
   int Errno(const Error& e) {
     int err = e.sys_errno();

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -33,6 +34,7 @@ struct MountOptions {
   double dynamic_timeout_s = 1.0;
   bool no_open = true;  // use FUSE_CAP_NO_OPEN_SUPPORT when the kernel has it
   bool debug = false;   // libfuse's own request log on stderr
+  std::function<bool(const verify::Digest&)> hidden;  // see NamespaceOptions::hidden
 };
 
 // Counters for metrics; read with relaxed ordering.

@@ -184,9 +184,13 @@ Namespace::Namespace(store::Store& store, NamespaceOptions options)
     : store_(store), options_(std::move(options)), started_(::time(nullptr)) {}
 Namespace::~Namespace() = default;
 
+bool Namespace::Gone(const Digest& d) const {
+  return store_.IsDenied(d) || (options_.hidden && options_.hidden(d));
+}
+
 bool Namespace::Denied(const TreeView& view) const {
   for (const auto& d : view.guards) {
-    if (store_.IsDenied(d)) return true;
+    if (Gone(d)) return true;
   }
   return false;
 }
@@ -354,7 +358,7 @@ Result<std::string> Namespace::LowerdirText(const Digest& manifest) {
 }
 
 Result<Attr> Namespace::SyntheticAttr(Ino ino, const Synthetic& s) {
-  if (store_.IsDenied(s.digest)) return Fail(ENOENT, s.digest.ToString() + " is denied");
+  if (Gone(s.digest)) return Fail(ENOENT, s.digest.ToString() + " is denied");
   switch (s.kind) {
     case kBlobFile: {
       auto info = store_.Stat(s.digest);
@@ -405,7 +409,7 @@ Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
     }
     auto digest = Digest::FromParts(verify::DigestAlgorithm::kSha256, name);
     if (!digest) return Fail(ENOENT, "not a digest: " + Quote(name));
-    if (store_.IsDenied(*digest)) return Fail(ENOENT, digest->ToString() + " is denied");
+    if (Gone(*digest)) return Fail(ENOENT, digest->ToString() + " is denied");
     if (parent == kBlobsAlgIno) {
       if (!store_.Contains(*digest)) return Fail(ENOENT, digest->ToString() + " not in the store");
       return GetAttr(SyntheticIno(kBlobFile, *digest));
@@ -417,7 +421,7 @@ Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
     // images/sha256/<hex>: an image manifest whose layers all have trees.
     DIGESTD_ASSIGN_OR_RETURN(auto layers, ImageLayers(*digest));
     for (const auto& l : layers) {
-      if (store_.IsDenied(l)) return Fail(ENOENT, "image uses denied layer " + l.ToString());
+      if (Gone(l)) return Fail(ENOENT, "image uses denied layer " + l.ToString());
       auto info = store_.GetTreeInfo(l);
       if (!info || !*info) return Fail(ENOENT, "layer " + l.ToString() + " is not unpacked");
     }
@@ -425,7 +429,7 @@ Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
   }
   if (f.synthetic) {
     if (f.synthetic->kind != kImageDir) return Fail(ENOTDIR, "not a directory");
-    if (store_.IsDenied(f.synthetic->digest)) return Fail(ENOENT, "denied");
+    if (Gone(f.synthetic->digest)) return Fail(ENOENT, "denied");
     if (name == "rootfs") {
       DIGESTD_ASSIGN_OR_RETURN(auto view, ImageView(f.synthetic->digest));
       if (Denied(*view)) return Fail(ENOENT, "denied");
@@ -463,7 +467,7 @@ Result<std::vector<DirEntry>> Namespace::ReadDir(Ino ino) {
         if (!page) return Fail(EIO, page.error().ToString());
         for (const auto& b : page->items) {
           if (b.digest.algorithm() != verify::DigestAlgorithm::kSha256 ||
-              store_.IsDenied(b.digest)) {
+              Gone(b.digest)) {
             continue;
           }
           add(std::string(b.digest.hex()), GetAttr(SyntheticIno(kBlobFile, b.digest)));
@@ -475,7 +479,7 @@ Result<std::vector<DirEntry>> Namespace::ReadDir(Ino ino) {
       auto trees = store_.ListTrees();
       if (!trees) return Fail(EIO, trees.error().ToString());
       for (const auto& t : *trees) {
-        if (store_.IsDenied(t.layer)) continue;
+        if (Gone(t.layer)) continue;
         add(std::string(t.layer.hex()), Lookup(kLayersAlgIno, t.layer.hex()));
       }
     } else if (ino == kImagesAlgIno) {
@@ -484,7 +488,7 @@ Result<std::vector<DirEntry>> Namespace::ReadDir(Ino ino) {
         auto page = store_.ListBlobs(after, 1000);
         if (!page) return Fail(EIO, page.error().ToString());
         for (const auto& b : page->items) {
-          if (!IsImageManifestType(b.media_type) || store_.IsDenied(b.digest)) continue;
+          if (!IsImageManifestType(b.media_type) || Gone(b.digest)) continue;
           auto a = Lookup(kImagesAlgIno, b.digest.hex());
           if (a) out.push_back({std::string(b.digest.hex()), *a});
         }
@@ -571,7 +575,7 @@ Result<Content> Namespace::Open(Ino ino) {
   DIGESTD_ASSIGN_OR_RETURN(auto f, Resolve(ino));
   if (f.fixed) return Fail(EISDIR, "is a directory");
   if (f.synthetic) {
-    if (store_.IsDenied(f.synthetic->digest)) return Fail(ENOENT, "denied");
+    if (Gone(f.synthetic->digest)) return Fail(ENOENT, "denied");
     switch (f.synthetic->kind) {
       case kBlobFile: {
         auto fd = store_.OpenBlob(f.synthetic->digest);

@@ -69,6 +69,9 @@ struct Content {
 struct NamespaceOptions {
   // Absolute path the namespace is mounted at; used in the lowerdir files.
   std::string mountpoint;
+  // Digests hidden besides the store's deny list (images withdrawn by a policy or trust
+  // change); null: none. Called on every lookup and open: must be cheap and thread-safe.
+  std::function<bool(const verify::Digest&)> hidden;
 };
 
 class Namespace {
@@ -119,6 +122,7 @@ class Namespace {
   Result<Attr> SyntheticAttr(Ino ino, const Synthetic& s);
   Result<std::string> LowerdirText(const verify::Digest& manifest);
   bool Denied(const TreeView& view) const;
+  bool Gone(const verify::Digest& d) const;  // denied or hidden
 
   store::Store& store_;
   NamespaceOptions options_;

@@ -469,6 +469,24 @@ Result<std::optional<ImageRecord>> Store::GetImageRecord(const Digest& manifest)
   return std::optional<ImageRecord>(std::move(*rec));
 }
 
+Result<std::vector<ImageRecord>> Store::ListImageRecords() const {
+  std::vector<ImageRecord> out;
+  std::optional<Error> err;
+  DIGESTD_RETURN_IF_ERROR(
+      impl_->index->Scan(Cf::kImages, "", [&](std::string_view k, std::string_view v) {
+        auto rec = DecodeImage(k, v);
+        if (!rec) {
+          impl_->counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+          err = rec.error();
+          return false;
+        }
+        out.push_back(std::move(*rec));
+        return true;
+      }));
+  if (err) return *err;
+  return out;
+}
+
 Result<void> Store::PutLease(const Lease& lease) {
   DIGESTD_RETURN_IF_ERROR(ValidateName("lease id", lease.id));
   DIGESTD_RETURN_IF_ERROR(ValidateName("tenant", lease.tenant));

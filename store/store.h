@@ -202,6 +202,7 @@ class Store {
   // ---- image records (why an image is here; removed with its manifest)
   Result<void> PutImageRecord(const ImageRecord& image);
   Result<std::optional<ImageRecord>> GetImageRecord(const Digest& manifest) const;
+  Result<std::vector<ImageRecord>> ListImageRecords() const;
 
   // ---- leases
   Result<void> PutLease(const Lease& lease);

@@ -249,6 +249,39 @@ TEST_F(DaemonTest, InspectListExplainAndRemove) {
   EXPECT_FALSE(fs::exists(Field(pull.output, "rootfs")));
 }
 
+TEST_F(DaemonTest, RevokingTheSignerWithdrawsCachedImagesFromTheMount) {
+  PushSigned("svc/revoke");
+  const std::string ref = registry_->host() + "/svc/revoke:v1";
+  auto pull = Ctl("pull " + ref);
+  ASSERT_EQ(pull.status, 0) << pull.output;
+  const std::string rootfs = Field(pull.output, "rootfs");
+  const std::string manifest = Field(pull.output, "manifest");
+  ASSERT_EQ(Slurp(rootfs + "/hello.txt"), "hello\n");
+  auto j = nlohmann::json::parse(Ctl("--json inspect " + manifest).output, nullptr, false);
+  const std::string signer = j["policy"]["signer"];
+  ASSERT_TRUE(signer.starts_with("sha256:")) << signer;
+
+  std::ofstream(dir_.path() / "trust.json")
+      << R"({"keys":[],"revocations":[{"id":")" << signer << R"(","reason":"key leaked"}]})";
+  auto reload = Ctl("reload");
+  ASSERT_EQ(reload.status, 0) << reload.output;
+  EXPECT_FALSE(fs::exists(rootfs));  // at once: the kernel's cached entries were dropped
+  auto inspect = nlohmann::json::parse(Ctl("--json inspect " + manifest).output, nullptr, false);
+  EXPECT_EQ(inspect["withdrawn"], true);
+  auto audit = Ctl("audit");
+  EXPECT_NE(audit.output.find("image.withdrawn"), std::string::npos) << audit.output;
+  EXPECT_NE(audit.output.find("key leaked"), std::string::npos) << audit.output;
+  EXPECT_NE(Ctl("metrics").output.find("digestd_hidden_digests 2"), std::string::npos);
+  auto again = Ctl("pull " + ref);
+  EXPECT_EQ(again.status, 1) << again.output;
+  EXPECT_NE(again.output.find("revoked"), std::string::npos) << again.output;
+
+  // Trust restored: the image comes back.
+  std::ofstream(dir_.path() / "trust.json") << R"({"keys":[]})";
+  ASSERT_EQ(Ctl("reload").status, 0);
+  EXPECT_EQ(Slurp(rootfs + "/hello.txt"), "hello\n");
+}
+
 TEST_F(DaemonTest, MalformedRequestsGet4xxAndOthersAreStillServed) {
   // A client that connects and says nothing holds one connection, not the daemon.
   const int idle = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
