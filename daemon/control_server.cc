@@ -15,6 +15,7 @@
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <deque>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
@@ -161,6 +162,9 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
   std::uint64_t pulls_ok = 0;
   std::uint64_t pulls_failed = 0;
   std::uint64_t pull_bytes = 0;
+  std::map<std::string, std::uint64_t> pull_failures;  // by error code
+  std::uint64_t gc_runs = 0;
+  std::uint64_t gc_bytes_freed = 0;
 
   void Audit(std::string_view type, const Peer& peer, json fields) {
     fields["type"] = std::string(type);
@@ -280,6 +284,13 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     line("digestd_api_forbidden_total", "Requests refused by role.", "counter", forbidden);
     line("digestd_pulls_total", "Pulls that committed an image.", "counter", pulls_ok, "{result=\"ok\"}");
     m += "digestd_pulls_total{result=\"failed\"} " + std::to_string(pulls_failed) + "\n";
+    m += "# HELP digestd_pull_failures_total Failed pulls by reason (policy: permission; bad content: digest-mismatch, size-mismatch, corrupt; network: io).\n"
+         "# TYPE digestd_pull_failures_total counter\n";
+    for (const auto& [reason, n] : pull_failures) {
+      m += "digestd_pull_failures_total{reason=\"" + reason + "\"} " + std::to_string(n) + "\n";
+    }
+    line("digestd_gc_runs_total", "Garbage collections run (not dry runs).", "counter", gc_runs);
+    line("digestd_gc_bytes_freed_total", "Bytes of blobs freed by garbage collection.", "counter", gc_bytes_freed);
     line("digestd_pull_bytes_total", "Bytes fetched by successful pulls.", "counter", pull_bytes);
     line("digestd_hidden_digests", "Digests withdrawn from the mount by the last policy/trust re-evaluation.",
          "gauge", deps.hidden ? deps.hidden->size() : 0);
@@ -295,6 +306,18 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       m += "digestd_fuse_ops_total{op=\"read\"} " + std::to_string(f.reads.load()) + "\n";
       line("digestd_fuse_read_bytes_total", "Bytes read through the mount.", "counter", f.read_bytes.load());
       line("digestd_fuse_errors_total", "FUSE replies with an error other than ENOENT.", "counter", f.errors.load());
+      m += "# HELP digestd_fuse_request_seconds Latency of FUSE requests (lookup, getattr, readlink, readdir, read).\n"
+           "# TYPE digestd_fuse_request_seconds histogram\n";
+      std::uint64_t cumulative = 0;
+      for (std::size_t i = 0; i < fusefs::FuseStats::kBuckets; ++i) {
+        cumulative += f.latency_buckets[i].load();
+        const std::string le = i + 1 < fusefs::FuseStats::kBuckets
+                                   ? fmt::format("{}", fusefs::FuseStats::kLatencyBounds[i])
+                                   : std::string("+Inf");
+        m += "digestd_fuse_request_seconds_bucket{le=\"" + le + "\"} " + std::to_string(cumulative) + "\n";
+      }
+      m += "digestd_fuse_request_seconds_sum " + fmt::format("{}", static_cast<double>(f.latency_sum_ns.load()) / 1e9) + "\n";
+      m += "digestd_fuse_request_seconds_count " + std::to_string(f.latency_count.load()) + "\n";
     }
     return m;
   }
@@ -447,6 +470,8 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       };
       auto err = co_await OffThread(deps.registry.blocking(), gc);
       if (err) co_return FromError(*err);
+      ++gc_runs;
+      gc_bytes_freed += report->bytes_freed;
       json swept = json::array();
       for (const auto& b : report->swept) {
         swept.push_back(b.digest.ToString());
@@ -570,6 +595,10 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       };
       gc_error = co_await OffThread(deps.registry.blocking(), gc);
       if (gc_error) co_return FromError(*gc_error);
+      if (!dry_run) {
+        ++gc_runs;
+        gc_bytes_freed += report->bytes_freed;
+      }
       json swept = json::array();
       for (const auto& b : report->swept) swept.push_back(b.digest.ToString());
       Audit("gc", peer, {{"dry_run", dry_run}, {"bytes_freed", report->bytes_freed}, {"blobs", report->swept.size()}});
@@ -691,6 +720,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       auto r = co_await deps.puller.Pull(ref, opts);
       if (!r) {
         ++pulls_failed;
+        ++pull_failures[std::string(ToString(r.error().code()))];
         co_return FromError(r.error());
       }
       ++pulls_ok;
@@ -729,6 +759,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
             last["type"] = "result";
           } else {
             ++self->pulls_failed;
+            ++self->pull_failures[std::string(ToString(r.error().code()))];
             last = json{{"type", "error"}, {"error", r.error().ToString()},
                         {"code", std::string(ToString(r.error().code()))}};
           }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <list>
@@ -130,6 +131,23 @@ FuseMount::Impl& Self(fuse_req_t req) {
   return *static_cast<FuseMount::Impl*>(fuse_req_userdata(req));
 }
 
+// Observes the request's latency when the callback returns (after its reply).
+class OpTimer {
+ public:
+  explicit OpTimer(FuseStats& stats) : stats_(stats), start_(std::chrono::steady_clock::now()) {}
+  ~OpTimer() {
+    stats_.Observe(static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_)
+            .count()));
+  }
+  OpTimer(const OpTimer&) = delete;
+  OpTimer& operator=(const OpTimer&) = delete;
+
+ private:
+  FuseStats& stats_;
+  std::chrono::steady_clock::time_point start_;
+};
+
 void OpInit(void* userdata, struct fuse_conn_info* conn) {
   auto& s = *static_cast<FuseMount::Impl*>(userdata);
   if (s.opts.no_open && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)) s.no_open = true;
@@ -152,6 +170,7 @@ void OpInit(void* userdata, struct fuse_conn_info* conn) {
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   auto& s = Self(req);
+  OpTimer timer(s.stats);
   s.stats.lookups.fetch_add(1, std::memory_order_relaxed);
   auto a = s.ns.Lookup(parent, name);
   const double timeout = s.Timeout(parent);
@@ -185,6 +204,7 @@ void OpForgetMulti(fuse_req_t req, size_t count, struct fuse_forget_data* forget
 
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info*) {
   auto& s = Self(req);
+  OpTimer timer(s.stats);
   s.stats.getattrs.fetch_add(1, std::memory_order_relaxed);
   auto a = s.ns.GetAttr(ino);
   if (!a) {
@@ -197,6 +217,7 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info*) {
 
 void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
   auto& s = Self(req);
+  OpTimer timer(s.stats);
   auto t = s.ns.ReadLink(ino);
   if (!t) {
     fuse_reply_err(req, s.Errno(t.error()));
@@ -229,6 +250,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {
   auto& s = Self(req);
+  OpTimer timer(s.stats);
   s.stats.reads.fetch_add(1, std::memory_order_relaxed);
   auto c = s.ContentFor(ino);
   if (!c) {
@@ -286,6 +308,7 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
 
 void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
   auto& s = Self(req);
+  OpTimer timer(s.stats);
   s.stats.readdirs.fetch_add(1, std::memory_order_relaxed);
   std::vector<char> buf(size);
   std::size_t used = 0;

@@ -46,6 +46,22 @@ struct FuseStats {
   std::atomic<std::uint64_t> reads{0};
   std::atomic<std::uint64_t> read_bytes{0};
   std::atomic<std::uint64_t> errors{0};  // replies with an errno other than ENOENT/ENODATA
+  // Latency of every answered request, a Prometheus-style cumulative histogram: bucket i counts
+  // requests that took at most kLatencyBounds[i] seconds; the last bucket is +Inf.
+  static constexpr double kLatencyBounds[] = {0.00001, 0.00005, 0.0001, 0.0005, 0.001,
+                                              0.005,   0.01,    0.05,   0.1,    1.0};
+  static constexpr std::size_t kBuckets = sizeof(kLatencyBounds) / sizeof(double) + 1;
+  std::atomic<std::uint64_t> latency_buckets[kBuckets] = {};
+  std::atomic<std::uint64_t> latency_count{0};
+  std::atomic<std::uint64_t> latency_sum_ns{0};
+  void Observe(std::uint64_t ns) {
+    const double s = static_cast<double>(ns) / 1e9;
+    std::size_t i = 0;
+    while (i + 1 < kBuckets && s > kLatencyBounds[i]) ++i;
+    latency_buckets[i].fetch_add(1, std::memory_order_relaxed);
+    latency_count.fetch_add(1, std::memory_order_relaxed);
+    latency_sum_ns.fetch_add(ns, std::memory_order_relaxed);
+  }
 };
 
 class FuseMount;

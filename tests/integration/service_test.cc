@@ -132,6 +132,14 @@ TEST_F(DaemonTest, PullThroughTheSocketThenReadTheImageFromTheMount) {
       << metrics.output;
   EXPECT_NE(metrics.output.find("digestd_pulls_total{result=\"failed\"} 1"), std::string::npos)
       << metrics.output;
+  EXPECT_NE(metrics.output.find("digestd_pull_failures_total{reason=\"permission\"} 1"),
+            std::string::npos)
+      << metrics.output;
+  EXPECT_NE(metrics.output.find("digestd_fuse_request_seconds_bucket{le=\"+Inf\"}"),
+            std::string::npos)
+      << metrics.output;
+  EXPECT_EQ(metrics.output.find("digestd_fuse_request_seconds_count 0\n"), std::string::npos)
+      << metrics.output;
 }
 
 // "<key> <value>" line of digestctl's pull summary.
