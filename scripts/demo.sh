@@ -80,6 +80,7 @@ say "   pull: signature and policy first, then every blob and diff_id verified, 
 ctl pull "$HOST/demo/busybox:v1" | tee pull.out
 IMAGE=$(grep '^image ' pull.out | awk '{print $2}' | cut -d: -f2)
 ctl images
+ctl inspect "$HOST/demo/busybox:v1"
 
 say "4. run a command from the mounted image (overlayfs over the mount's layer views)"
 LOWER=$(cat "$WORK/mnt/images/sha256/$IMAGE/lowerdir")

@@ -362,6 +362,35 @@ TEST_F(DaemonTest, ReloadKeepsTheOldPolicyWhenTheNewOneIsBad) {
   EXPECT_NE(audit.output.find("policy.reload"), std::string::npos) << audit.output;
 }
 
+TEST_F(DaemonTest, TellsSystemdWhenReady) {
+  daemon_.Stop();
+  (void)::umount2(mnt_.c_str(), MNT_DETACH);
+  // A NOTIFY_SOCKET as systemd provides for Type=notify.
+  const std::string notify = (dir_.path() / "notify.sock").string();
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, notify.data(), notify.size());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  timeval tv{.tv_sec = 20, .tv_usec = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
+  ChildProcess d;
+  Start(d, "notified.log");
+  ::unsetenv("NOTIFY_SOCKET");
+  char buf[256] = {};
+  const ssize_t n = ::recv(fd, buf, sizeof(buf) - 1, 0);
+  ASSERT_GT(n, 0) << Slurp(log_);
+  EXPECT_EQ(std::string(buf, static_cast<std::size_t>(n)), "READY=1");
+  // By then the mount and the socket were up.
+  EXPECT_EQ(Ctl("health").status, 0);
+  ::kill(d.pid(), SIGTERM);
+  EXPECT_EQ(d.Wait(), 0);
+  const ssize_t m = ::recv(fd, buf, sizeof(buf) - 1, 0);
+  EXPECT_EQ(std::string(buf, static_cast<std::size_t>(std::max<ssize_t>(m, 0))), "STOPPING=1");
+  ::close(fd);
+}
+
 TEST_F(DaemonTest, OneDaemonPerStoreAndSigtermStopsCleanly) {
   ChildProcess second;
   const std::string log2 = (dir_.path() / "second.log").string();
