@@ -104,6 +104,14 @@ class DaemonTest : public PullTest {
   ChildProcess daemon_;
 };
 
+// "<key> <value>" line of digestctl's pull summary.
+std::string Field(const std::string& out, const std::string& key) {
+  const auto at = out.find("\n" + key);
+  if (at == std::string::npos) return "";
+  auto start = out.find_first_not_of(' ', at + 1 + key.size());
+  return out.substr(start, out.find('\n', start) - start);
+}
+
 TEST_F(DaemonTest, PullThroughTheSocketThenReadTheImageFromTheMount) {
   PushSigned("svc/busybox");
   auto pull = Ctl("pull " + registry_->host() + "/svc/busybox:v1");
@@ -118,6 +126,15 @@ TEST_F(DaemonTest, PullThroughTheSocketThenReadTheImageFromTheMount) {
   EXPECT_NE(images.output.find("svc/busybox:v1"), std::string::npos) << images.output;
   auto json = Ctl("--json images");
   EXPECT_NE(json.output.find("\"digest\":\"sha256:"), std::string::npos) << json.output;
+  // A denied digest: gone from the mount at once, and pulling it again is refused.
+  const std::string manifest = Field(pull.output, "manifest");
+  ASSERT_EQ(Ctl("deny add " + manifest + " --reason test").status, 0);
+  EXPECT_FALSE(fs::exists(rootfs + "/hello.txt"));
+  auto denied = Ctl("pull " + registry_->host() + "/svc/busybox:v1");
+  EXPECT_EQ(denied.status, 1) << denied.output;
+  EXPECT_NE(denied.output.find("deny list"), std::string::npos) << denied.output;
+  ASSERT_EQ(Ctl("deny rm " + manifest).status, 0);
+  EXPECT_EQ(Slurp(rootfs + "/hello.txt"), "hello\n");
 
   // An unsigned image is refused with the policy's reason; nothing of it is in the mount.
   PushBusybox("svc/unsigned:v1");
@@ -130,9 +147,9 @@ TEST_F(DaemonTest, PullThroughTheSocketThenReadTheImageFromTheMount) {
   auto metrics = Ctl("metrics");
   EXPECT_NE(metrics.output.find("digestd_pulls_total{result=\"ok\"} 1"), std::string::npos)
       << metrics.output;
-  EXPECT_NE(metrics.output.find("digestd_pulls_total{result=\"failed\"} 1"), std::string::npos)
+  EXPECT_NE(metrics.output.find("digestd_pulls_total{result=\"failed\"} 2"), std::string::npos)
       << metrics.output;
-  EXPECT_NE(metrics.output.find("digestd_pull_failures_total{reason=\"permission\"} 1"),
+  EXPECT_NE(metrics.output.find("digestd_pull_failures_total{reason=\"permission\"} 2"),
             std::string::npos)
       << metrics.output;
   EXPECT_NE(metrics.output.find("digestd_fuse_request_seconds_bucket{le=\"+Inf\"}"),
@@ -140,14 +157,6 @@ TEST_F(DaemonTest, PullThroughTheSocketThenReadTheImageFromTheMount) {
       << metrics.output;
   EXPECT_EQ(metrics.output.find("digestd_fuse_request_seconds_count 0\n"), std::string::npos)
       << metrics.output;
-}
-
-// "<key> <value>" line of digestctl's pull summary.
-std::string Field(const std::string& out, const std::string& key) {
-  const auto at = out.find("\n" + key);
-  if (at == std::string::npos) return "";
-  auto start = out.find_first_not_of(' ', at + 1 + key.size());
-  return out.substr(start, out.find('\n', start) - start);
 }
 
 TEST_F(DaemonTest, PoststopHookOfARuncContainerWipesTheTenantsLease) {
