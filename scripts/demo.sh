@@ -77,7 +77,9 @@ for _ in $(seq 200); do "$CTL" --socket digestd.sock health >/dev/null 2>&1 && b
 ctl() { "$CTL" --socket "$WORK/digestd.sock" "$@"; }
 
 say "   pull: signature and policy first, then every blob and diff_id verified, layers unpacked"
-ctl pull "$HOST/demo/busybox:v1" | tee pull.out
+# Progress goes to stderr: a live bar on a terminal, plain event lines otherwise.
+ctl pull "$HOST/demo/busybox:v1" > pull.out
+cat pull.out
 IMAGE=$(grep '^image ' pull.out | awk '{print $2}' | cut -d: -f2)
 ctl images
 ctl inspect "$HOST/demo/busybox:v1"
