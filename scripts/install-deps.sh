@@ -9,7 +9,7 @@ PACKAGES=(
   # libraries (Boost >= 1.78 for Asio's io_uring backend; 1.81 conflicts with libboost1.74-dev)
   libboost1.81-dev liburing-dev librocksdb-dev libssl-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libtomlplusplus-dev libexpected-dev libarchive-dev libzstd-dev libcli11-dev
-  libfuse3-dev fuse3
+  libfuse3-dev fuse3 meson ninja-build
   # tests
   libgtest-dev libgmock-dev docker-registry skopeo umoci busybox-static runc curl jq strace openssl
   apache2-utils bc python3
@@ -37,3 +37,4 @@ fi
 
 # cosign 2.x from Debian trixie into .tools/ (bookworm has none); the system apt set-up is untouched.
 "$(dirname "$0")/fetch-cosign.sh" >/dev/null
+"$(dirname "$0")/fetch-libfuse.sh" >/dev/null
