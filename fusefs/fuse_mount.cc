@@ -69,6 +69,8 @@ struct FuseMount::Impl {
   bool mounted = false;
   std::atomic<bool> no_open{false};
   std::atomic<bool> no_opendir{false};
+  std::atomic<bool> passthrough{false};
+  std::atomic<bool> passthrough_warned{false};
   std::shared_ptr<spdlog::logger> log = Logger("fusefs");
 
   Impl(store::Store& s, const MountOptions& o)
@@ -150,7 +152,19 @@ class OpTimer {
 
 void OpInit(void* userdata, struct fuse_conn_info* conn) {
   auto& s = *static_cast<FuseMount::Impl*>(userdata);
-  if (s.opts.no_open && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)) s.no_open = true;
+  if (s.opts.passthrough && (conn->capable & FUSE_CAP_PASSTHROUGH)) {
+    conn->want |= FUSE_CAP_PASSTHROUGH;
+    // Backing files live on the store's own filesystem (stacking depth 0), which makes this
+    // mount depth 1 (libfuse sends depth + 1): overlayfs can still stack on it (depth 2, the
+    // kernel's maximum). A store on a stacked filesystem gets no passthrough (the open falls
+    // back to the read path).
+    conn->max_backing_stack_depth = 0;
+    s.passthrough = true;
+  }
+  // No-open would bypass the open where passthrough is set up; with passthrough, opens stay.
+  if (s.opts.no_open && !s.passthrough && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)) {
+    s.no_open = true;
+  }
   // Without opendir the kernel caches every listing (FOPEN_CACHE_DIR); a walk then costs no
   // round trip per directory. See below for how the top directories stay fresh.
   if (s.opts.no_open && (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT)) s.no_opendir = true;
@@ -243,6 +257,22 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     fuse_reply_err(req, s.Errno(c.error()));
     return;
   }
+  if (s.passthrough && (*c)->fd) {
+    const int backing_id = fuse_passthrough_open(req, (*c)->fd.Get());
+    if (backing_id > 0) {
+      fi->backing_id = backing_id;
+      fi->fh = static_cast<std::uint64_t>(backing_id);
+      s.stats.passthrough_opens.fetch_add(1, std::memory_order_relaxed);
+      fuse_reply_open(req, fi);
+      return;
+    }
+    s.stats.passthrough_fallbacks.fetch_add(1, std::memory_order_relaxed);
+    if (!s.passthrough_warned.exchange(true)) {
+      s.log->warn("FUSE passthrough refused for inode {} (errno {}); serving reads through the "
+                  "daemon where it is refused",
+                  ino, errno);
+    }
+  }
   fi->fh = 0;
   fi->keep_cache = 1;
   fuse_reply_open(req, fi);
@@ -281,7 +311,10 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
   fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
 }
 
-void OpRelease(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
+void OpRelease(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
+  if (fi->fh > 0) (void)fuse_passthrough_close(req, static_cast<int>(fi->fh));
+  fuse_reply_err(req, 0);
+}
 
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   auto& s = Self(req);
@@ -527,6 +560,7 @@ void FuseMount::Invalidate(const verify::Digest& digest) {
 }
 
 Namespace& FuseMount::ns() { return impl_->ns; }
+bool FuseMount::passthrough_active() const { return impl_->passthrough; }
 const FuseStats& FuseMount::stats() const { return impl_->stats; }
 const MountOptions& FuseMount::options() const { return impl_->opts; }
 
@@ -582,8 +616,9 @@ Result<FuseMountPtr> FuseMount::Mount(store::Store& store, const MountOptions& o
       if (!ra) mount->impl_->log->warn("could not set {} (read-ahead stays at the default)", bdi);
     }
   }
-  mount->impl_->log->info("mounted at {} threads={} read_ahead_kb={}", options.mountpoint,
-                          options.max_threads, options.read_ahead_kb);
+  mount->impl_->log->info("mounted at {} threads={} read_ahead_kb={} passthrough={}",
+                          options.mountpoint, options.max_threads, options.read_ahead_kb,
+                          mount->impl_->passthrough.load());
   return mount;
 }
 

@@ -32,7 +32,11 @@ struct MountOptions {
   unsigned read_ahead_kb = 1024;
   double tree_timeout_s = 4 * 3600.0;
   double dynamic_timeout_s = 1.0;
-  bool no_open = true;  // use FUSE_CAP_NO_OPEN_SUPPORT when the kernel has it
+  bool no_open = true;  // use FUSE_CAP_NO_OPEN_SUPPORT when the kernel has it (not with passthrough)
+  // FUSE passthrough (kernel >= 6.9, libfuse >= 3.16): reads of regular files go from the kernel
+  // straight to the backing file, never through the daemon. Falls back to the read path where
+  // the kernel or the store's filesystem refuses it.
+  bool passthrough = true;
   bool debug = false;   // libfuse's own request log on stderr
   std::function<bool(const verify::Digest&)> hidden;  // see NamespaceOptions::hidden
 };
@@ -46,6 +50,8 @@ struct FuseStats {
   std::atomic<std::uint64_t> reads{0};
   std::atomic<std::uint64_t> read_bytes{0};
   std::atomic<std::uint64_t> errors{0};  // replies with an errno other than ENOENT/ENODATA
+  std::atomic<std::uint64_t> passthrough_opens{0};      // opens served by the backing file
+  std::atomic<std::uint64_t> passthrough_fallbacks{0};  // opens where passthrough was refused
   // Latency of every answered request, a Prometheus-style cumulative histogram: bucket i counts
   // requests that took at most kLatencyBounds[i] seconds; the last bucket is +Inf.
   static constexpr double kLatencyBounds[] = {0.00001, 0.00005, 0.0001, 0.0005, 0.001,
@@ -83,6 +89,9 @@ class FuseMount {
   // Drops the kernel's cached entries for `digest` (blob, layer, image, and every image using
   // it) so that a denied digest is gone from the mount at once, not after the entry timeout.
   void Invalidate(const verify::Digest& digest);
+
+  // Whether the kernel accepted FUSE passthrough for this mount.
+  bool passthrough_active() const;
 
   Namespace& ns();
   const FuseStats& stats() const;

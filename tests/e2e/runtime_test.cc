@@ -67,6 +67,7 @@ class RuntimeTest : public PullTest {
 };
 
 TEST_F(RuntimeTest, BusyboxRunsFromTheMountWithChrootAndRunc) {
+  ASSERT_TRUE(mount_->passthrough_active());  // the default, where the kernel has it
   ASSERT_EQ(builder_.Busybox("bb"), "");
   const std::string image = PushSignPull("bb", "e2e/busybox");
   ASSERT_FALSE(image.empty());
@@ -89,6 +90,26 @@ TEST_F(RuntimeTest, BusyboxRunsFromTheMountWithChrootAndRunc) {
   EXPECT_NE(r.output.find("chroot-ok"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("hello"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("runc-ok"), std::string::npos) << r.output;
+  EXPECT_GT(mount_->stats().passthrough_opens.load(), 0u);
+}
+
+TEST_F(RuntimeTest, BusyboxRunsWithPassthroughOff) {
+  mount_.reset();
+  auto m = fusefs::FuseMount::Mount(*store_, {.mountpoint = mnt_, .passthrough = false});
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  mount_ = std::move(*m);
+  ASSERT_FALSE(mount_->passthrough_active());
+  ASSERT_EQ(builder_.Busybox("bb2"), "");
+  const std::string image = PushSignPull("bb2", "e2e/busybox-nopt");
+  ASSERT_FALSE(image.empty());
+  const std::string t = (dir_.path() / "ovl2").string();
+  auto r = InPrivateMountNamespace(
+      "set -e; T=" + t + "; mkdir -p $T; mount -t tmpfs tmpfs $T; mkdir $T/u $T/w $T/root; "
+      "mount -t overlay overlay -o lowerdir=" + Slurp(image + "/lowerdir") +
+      ",upperdir=$T/u,workdir=$T/w $T/root; chroot $T/root /bin/busybox sh -c 'echo no-passthrough-ok'");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("no-passthrough-ok"), std::string::npos) << r.output;
+  EXPECT_GT(mount_->stats().reads.load(), 0u);
 }
 
 TEST_F(RuntimeTest, DeletionsAndOpaqueDirectoryMatchUmociUnpack) {

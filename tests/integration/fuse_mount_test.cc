@@ -184,6 +184,47 @@ TEST_F(FuseMountTest, DeniedLayerDisappears) {
   EXPECT_TRUE(fs::exists(Layer(0) + "/etc/passwd"));
 }
 
+TEST_F(FuseMountTest, PassthroughReadsNeverReachTheDaemon) {
+  std::string big(64u << 20, '\0');
+  std::uint64_t x = 99;
+  for (std::size_t i = 0; i + 8 <= big.size(); i += 8) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    std::memcpy(big.data() + i, &x, 8);
+  }
+  auto img = PutImage(*store_, {TarBuilder().File("big", big).Finish()});
+  ASSERT_TRUE(img.has_value()) << img.error().ToString();
+  const std::string path = mnt_ + "/layers/sha256/" + std::string(img->layers[0].hex()) + "/big";
+  for (bool passthrough : {true, false}) {
+    mount_.reset();
+    auto m = FuseMount::Mount(*store_, {.mountpoint = mnt_, .passthrough = passthrough});
+    ASSERT_TRUE(m.has_value()) << m.error().ToString();
+    mount_ = std::move(*m);
+    ASSERT_EQ(mount_->passthrough_active(), passthrough);
+    EXPECT_EQ(Slurp(path), big) << "passthrough=" << passthrough;
+    if (passthrough) {
+      EXPECT_EQ(mount_->stats().reads.load(), 0u);  // the kernel read the backing file itself
+      EXPECT_GT(mount_->stats().passthrough_opens.load(), 0u);
+      EXPECT_EQ(mount_->stats().passthrough_fallbacks.load(), 0u);
+    } else {
+      EXPECT_GT(mount_->stats().reads.load(), 0u);
+    }
+  }
+}
+
+TEST_F(FuseMountTest, PassthroughOpenOutlivesADenyButNewOpensFail) {
+  ASSERT_TRUE(mount_->passthrough_active());
+  const std::string path = Layer(0) + "/etc/passwd";
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_OK(store_->Deny(image_.layers[0], "test"));
+  mount_->Invalidate(image_.layers[0]);
+  EXPECT_EQ(::open(path.c_str(), O_RDONLY), -1);
+  EXPECT_EQ(errno, ENOENT);
+  char buf[32] = {};
+  EXPECT_EQ(::pread(fd, buf, sizeof(buf), 0), 10);  // granted before the deny: lives until close
+  ::close(fd);
+}
+
 TEST_F(FuseMountTest, InvalidateMakesADeniedDigestVanishAtOnce) {
   // Default timeouts: top entries live 1 s in the kernel's cache, tree entries 4 h.
   mount_.reset();
