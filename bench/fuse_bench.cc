@@ -265,8 +265,14 @@ int main(int argc, char** argv) {
 
   // 3. The mount.
   const std::string mnt = (root / "mnt").string();
-  const digestd::fusefs::MountOptions mount_options{.mountpoint = mnt};
+  // Two mounts of the same store: the read path through the daemon (the figures without a
+  // suffix) and FUSE passthrough (the *_passthrough figures).
+  const digestd::fusefs::MountOptions mount_options{.mountpoint = mnt, .passthrough = false};
   auto mount = Check(digestd::fusefs::FuseMount::Mount(*store, mount_options), "mount");
+  const std::string mnt_pt = (root / "mnt-pt").string();
+  auto mount_pt = Check(digestd::fusefs::FuseMount::Mount(*store, {.mountpoint = mnt_pt}), "mount");
+  if (!mount_pt->passthrough_active()) std::printf("# passthrough: refused by this kernel\n");
+  const std::string pt_big = mnt_pt + "/layers/sha256/" + std::string(big_layer.hex()) + "/big";
   const std::string fuse_big = mnt + "/layers/sha256/" + std::string(big_layer.hex()) + "/big";
   const std::string native_big = (root / "store/files/sha256" /
                                   std::string(big_content.hex().substr(0, 2)) /
@@ -291,10 +297,14 @@ int main(int argc, char** argv) {
   const double seq_warm_fuse = seq(fuse_big, false);
   const double seq_cold_native = seq(native_big, true);
   const double seq_cold_fuse = seq(fuse_big, true);
+  const double seq_warm_pt = seq(pt_big, false);
+  const double seq_cold_pt = seq(pt_big, true);
   Print("seq_warm_native", seq_warm_native, "MB/s");
   Print("seq_warm_fuse", seq_warm_fuse, "MB/s");
   Print("seq_cold_native", seq_cold_native, "MB/s");
   Print("seq_cold_fuse", seq_cold_fuse, "MB/s");
+  Print("seq_warm_passthrough", seq_warm_pt, "MB/s");
+  Print("seq_cold_passthrough", seq_cold_pt, "MB/s");
 
   const int ops = 20000;
   auto rand = [&](const std::string& path) {
@@ -305,8 +315,10 @@ int main(int argc, char** argv) {
   };
   const double rand_native = rand(native_big);
   const double rand_fuse = rand(fuse_big);
+  const double rand_pt = rand(pt_big);
   Print("rand4k_warm_native", rand_native, "ops/s");
   Print("rand4k_warm_fuse", rand_fuse, "ops/s");
+  Print("rand4k_warm_passthrough", rand_pt, "ops/s");
 
   std::vector<std::string> native_files, fuse_files;
   std::uint64_t native_entries = 0, fuse_entries = 0;
@@ -349,8 +361,17 @@ int main(int argc, char** argv) {
   Ratio("fuse_rand4k_warm", rand_fuse / rand_native);
   Ratio("fuse_meta", meta_fuse / meta_native);
   Ratio("fuse_smallfile_warm", small_fuse / small_native);
+  Ratio("fuse_seq_warm_passthrough", seq_warm_pt / seq_warm_native);
+  Ratio("fuse_seq_cold_passthrough", seq_cold_pt / seq_cold_native);
+  Ratio("fuse_rand4k_warm_passthrough", rand_pt / rand_native);
+  std::printf("# passthrough mount: daemon reads=%llu passthrough opens=%llu fallbacks=%llu\n",
+              static_cast<unsigned long long>(mount_pt->stats().reads.load()),
+              static_cast<unsigned long long>(mount_pt->stats().passthrough_opens.load()),
+              static_cast<unsigned long long>(mount_pt->stats().passthrough_fallbacks.load()));
 
   Check(mount->Unmount(), "unmount");
+  Check(mount_pt->Unmount(), "unmount");
+  mount_pt.reset();
   mount.reset();
   store.reset();
   if (!keep) fs::remove_all(root);

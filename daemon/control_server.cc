@@ -304,7 +304,13 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       m += "digestd_fuse_ops_total{op=\"getattr\"} " + std::to_string(f.getattrs.load()) + "\n";
       m += "digestd_fuse_ops_total{op=\"readdir\"} " + std::to_string(f.readdirs.load()) + "\n";
       m += "digestd_fuse_ops_total{op=\"read\"} " + std::to_string(f.reads.load()) + "\n";
-      line("digestd_fuse_read_bytes_total", "Bytes read through the mount.", "counter", f.read_bytes.load());
+      line("digestd_fuse_read_bytes_total", "Bytes read through the daemon (not passthrough).", "counter", f.read_bytes.load());
+      line("digestd_fuse_passthrough", "1 when the kernel accepted FUSE passthrough for the mount.", "gauge",
+           deps.mount->passthrough_active() ? 1 : 0);
+      line("digestd_fuse_passthrough_opens_total", "Opens served by the backing file (passthrough).", "counter",
+           f.passthrough_opens.load());
+      line("digestd_fuse_passthrough_fallbacks_total", "Opens where passthrough was refused (read path used).",
+           "counter", f.passthrough_fallbacks.load());
       line("digestd_fuse_errors_total", "FUSE replies with an error other than ENOENT.", "counter", f.errors.load());
       m += "# HELP digestd_fuse_request_seconds Latency of FUSE requests (lookup, getattr, readlink, readdir, read).\n"
            "# TYPE digestd_fuse_request_seconds histogram\n";
