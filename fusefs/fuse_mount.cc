@@ -3,6 +3,10 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#if FUSE_MAJOR_VERSION < 3 || (FUSE_MAJOR_VERSION == 3 && FUSE_MINOR_VERSION < 16)
+#error "libfuse >= 3.16 (passthrough) is required: run scripts/fetch-libfuse.sh"
+#endif
+
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
