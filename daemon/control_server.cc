@@ -197,18 +197,6 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     return j;
   }
 
-  // Reads a small blob (manifest, config) whole.
-  Result<std::string> ReadBlob(const verify::Digest& d, std::uint64_t cap) {
-    DIGESTD_ASSIGN_OR_RETURN(auto info, deps.store.Stat(d));
-    if (info.size > cap) return MakeError(Module::kDaemon, Errc::kTooLarge, d.ToString() + " is too large to inspect");
-    DIGESTD_ASSIGN_OR_RETURN(auto fd, deps.store.OpenBlob(d));
-    std::string bytes(static_cast<std::size_t>(info.size), '\0');
-    if (::pread(fd.Get(), bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
-      return SysError(Module::kDaemon, "read " + d.ToString());
-    }
-    return bytes;
-  }
-
   Result<json> Inspect(const verify::Digest& manifest) {
     DIGESTD_ASSIGN_OR_RETURN(auto record, deps.store.GetImageRecord(manifest));
     json out{{"manifest", manifest.ToString()},
@@ -226,12 +214,12 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     }
     out["image_manifest"] = image.ToString();
     DIGESTD_ASSIGN_OR_RETURN(auto info, deps.store.Stat(image));
-    DIGESTD_ASSIGN_OR_RETURN(auto bytes, ReadBlob(image, 64u << 20));
+    DIGESTD_ASSIGN_OR_RETURN(auto bytes, deps.store.ReadBlob(image, verify::kDefaultManifestCap));
     DIGESTD_ASSIGN_OR_RETURN(auto m, verify::ParseImageManifest(bytes, info.media_type));
     out["media_type"] = m.media_type;
     std::uint64_t total = info.size + static_cast<std::uint64_t>(m.config.size);
     out["config"] = {{"digest", m.config.digest.ToString()}, {"size", m.config.size}};
-    if (auto cbytes = ReadBlob(m.config.digest, 64u << 20)) {
+    if (auto cbytes = deps.store.ReadBlob(m.config.digest, verify::kDefaultManifestCap)) {
       if (auto c = verify::ParseImageConfig(*cbytes)) out["platform"] = c->platform.String();
     }
     json layers = json::array();

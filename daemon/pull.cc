@@ -11,7 +11,6 @@
 #include <set>
 
 #include "common/log.h"
-#include "store/layer_digest.h"
 #include "verify/oci.h"
 
 namespace digestd::daemon {
@@ -292,14 +291,9 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   const std::optional<Digest> no_diff_id;
   auto config_fetched = co_await fetch(config_desc, no_diff_id);
   if (!config_fetched) co_return cleanup(config_fetched.error());
-  auto config_fd = store_.OpenBlob(manifest->config.digest);
-  if (!config_fd) co_return cleanup(config_fd.error());
-  std::string config_bytes(static_cast<std::size_t>(manifest->config.size), '\0');
-  if (::pread(config_fd->Get(), config_bytes.data(), config_bytes.size(), 0) !=
-      static_cast<ssize_t>(config_bytes.size())) {
-    co_return cleanup(SysError(Module::kDaemon, "read config blob"));
-  }
-  auto config = verify::ParseImageConfig(config_bytes, limits);
+  auto config_bytes = store_.ReadBlob(manifest->config.digest, limits.max_bytes);
+  if (!config_bytes) co_return cleanup(config_bytes.error());
+  auto config = verify::ParseImageConfig(*config_bytes, limits);
   if (!config) co_return cleanup(config.error());
   if (config->diff_ids.size() != manifest->layers.size()) {
     co_return cleanup(PullError(Errc::kCorrupt,

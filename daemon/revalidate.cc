@@ -1,7 +1,5 @@
 #include "daemon/revalidate.h"
 
-#include <unistd.h>
-
 #include "verify/oci.h"
 
 namespace digestd::daemon {
@@ -10,12 +8,10 @@ namespace {
 // The layers of an image manifest in the store (empty if it cannot be read).
 std::vector<verify::Digest> LayersOf(const store::Store& store, const verify::Digest& manifest) {
   auto info = store.Stat(manifest);
-  if (!info || info->size > (64u << 20)) return {};
-  auto fd = store.OpenBlob(manifest);
-  if (!fd) return {};
-  std::string bytes(static_cast<std::size_t>(info->size), '\0');
-  if (::pread(fd->Get(), bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) return {};
-  auto m = verify::ParseImageManifest(bytes, info->media_type);
+  if (!info) return {};
+  auto bytes = store.ReadBlob(manifest, verify::kDefaultManifestCap);
+  if (!bytes) return {};
+  auto m = verify::ParseImageManifest(*bytes, info->media_type);
   if (!m) return {};
   std::vector<verify::Digest> out;
   for (const auto& l : m->layers) out.push_back(l.digest);

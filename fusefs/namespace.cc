@@ -248,13 +248,19 @@ Result<std::shared_ptr<TreeView>> Namespace::LayerView(const Digest& layer) {
   items.reserve(source->entries.size());
   for (const auto& e : source->entries) items.push_back({e.path, {&e, e.link_group}});
   TreeBuilder::Build(*view, items);
+  return Publish(layer_views_, layer, std::move(view));
+}
 
+std::shared_ptr<Namespace::TreeView> Namespace::Publish(
+    std::unordered_map<std::string, std::shared_ptr<TreeView>>& by_digest, const Digest& digest,
+    std::shared_ptr<TreeView> view) {
   std::lock_guard lock(mu_);
-  if (auto it = layer_views_.find(layer.ToString()); it != layer_views_.end()) return it->second;
+  // Built outside the lock: another thread may have published the same view meanwhile.
+  if (auto it = by_digest.find(digest.ToString()); it != by_digest.end()) return it->second;
   view->base = next_ino_;
   next_ino_ += view->nodes.size();
   views_.emplace(view->base, view);
-  layer_views_.emplace(layer.ToString(), view);
+  by_digest.emplace(digest.ToString(), view);
   return view;
 }
 
@@ -263,13 +269,9 @@ Result<std::vector<Digest>> Namespace::ImageLayers(const Digest& manifest) {
   if (!info || !IsImageManifestType(info->media_type)) {
     return Fail(ENOENT, "no image manifest " + manifest.ToString());
   }
-  auto fd = store_.OpenBlob(manifest);
-  if (!fd) return Fail(ENOENT, fd.error().ToString());
-  std::string bytes(static_cast<std::size_t>(std::min<std::uint64_t>(info->size, 64u << 20)), '\0');
-  if (::pread(fd->Get(), bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
-    return Fail(EIO, "read manifest " + manifest.ToString());
-  }
-  auto m = verify::ParseImageManifest(bytes, info->media_type);
+  auto bytes = store_.ReadBlob(manifest, verify::kDefaultManifestCap);
+  if (!bytes) return Fail(EIO, bytes.error().ToString());
+  auto m = verify::ParseImageManifest(*bytes, info->media_type);
   if (!m) return Fail(EIO, m.error().ToString());
   std::vector<Digest> layers;
   for (const auto& l : m->layers) layers.push_back(l.digest);
@@ -337,14 +339,7 @@ Result<std::shared_ptr<TreeView>> Namespace::ImageView(const Digest& manifest) {
   for (const auto& [path, m] : merged) items.push_back({path, {m.entry, m.link_key}});
   TreeBuilder::Build(*view, items);
   // Names point into `merged`'s keys only while building; children own their names.
-
-  std::lock_guard lock(mu_);
-  if (auto it = image_views_.find(manifest.ToString()); it != image_views_.end()) return it->second;
-  view->base = next_ino_;
-  next_ino_ += view->nodes.size();
-  views_.emplace(view->base, view);
-  image_views_.emplace(manifest.ToString(), view);
-  return view;
+  return Publish(image_views_, manifest, std::move(view));
 }
 
 Result<std::string> Namespace::LowerdirText(const Digest& manifest) {

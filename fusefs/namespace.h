@@ -118,6 +118,11 @@ class Namespace {
   Result<std::shared_ptr<TreeView>> LayerView(const verify::Digest& layer);
   Result<std::shared_ptr<TreeView>> ImageView(const verify::Digest& manifest);
   Result<std::vector<verify::Digest>> ImageLayers(const verify::Digest& manifest);
+  // Gives a freshly built view its inode range and records it under `digest` (or returns the
+  // one another thread recorded first).
+  std::shared_ptr<TreeView> Publish(
+      std::unordered_map<std::string, std::shared_ptr<TreeView>>& by_digest,
+      const verify::Digest& digest, std::shared_ptr<TreeView> view);
   Ino SyntheticIno(int kind, const verify::Digest& digest);
   Result<Attr> SyntheticAttr(Ino ino, const Synthetic& s);
   Result<std::string> LowerdirText(const verify::Digest& manifest);

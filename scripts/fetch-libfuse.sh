@@ -17,36 +17,9 @@ if [ -f "$PREFIX/.built" ]; then
   exit 0
 fi
 
-uri=""
-for f in /etc/apt/sources.list.d/*.sources; do
-  [ -f "$f" ] || continue
-  uri=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' "$f")
-  [ -n "$uri" ] && break
-done
-if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-  uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/) { print $i; exit } }' /etc/apt/sources.list)
-fi
-[ -n "$uri" ] || { echo "fetch-libfuse: no Debian archive URI in the apt sources" >&2; exit 1; }
-
+. scripts/lib/trixie-apt.sh
 APTDIR="$TOOLS/apt-trixie-src"
-mkdir -p "$APTDIR/lists/partial" "$APTDIR/cache/archives/partial" "$APTDIR/etc/preferences.d" \
-  "$APTDIR/etc/apt.conf.d"
-cat > "$APTDIR/sources.list" <<SRC
-deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri trixie main
-SRC
-cat > "$APTDIR/apt.conf" <<CONF
-Dir::Etc::SourceList "$APTDIR/sources.list";
-Dir::Etc::SourceParts "/nonexistent";
-Dir::Etc::Preferences "$APTDIR/etc/preferences";
-Dir::Etc::PreferencesParts "$APTDIR/etc/preferences.d";
-Dir::Etc::Parts "$APTDIR/etc/apt.conf.d";
-Dir::State::Lists "$APTDIR/lists";
-Dir::State::status "/var/lib/dpkg/status";
-Dir::Cache "$APTDIR/cache";
-Dir::Cache::archives "$APTDIR/cache/archives";
-CONF
-export APT_CONFIG="$APTDIR/apt.conf"
-apt-get update -qq -o APT::Sandbox::User=root >&2
+trixie_apt "$APTDIR" deb-src
 SRC_DIR="$APTDIR/src"
 rm -rf "$SRC_DIR" && mkdir -p "$SRC_DIR"
 (cd "$SRC_DIR" && apt-get source -qq --download-only -o APT::Sandbox::User=root "fuse3=$VERSION" >&2)

@@ -328,6 +328,20 @@ Result<UniqueFd> Store::OpenBlob(const Digest& digest) const {
   return fd;
 }
 
+Result<std::string> Store::ReadBlob(const Digest& digest, std::uint64_t cap) const {
+  DIGESTD_ASSIGN_OR_RETURN(auto info, Stat(digest));
+  if (info.size > cap) {
+    return StoreError(Errc::kTooLarge, digest.ToString() + " is " + std::to_string(info.size) +
+                                           " bytes, over the " + std::to_string(cap) + " read here");
+  }
+  DIGESTD_ASSIGN_OR_RETURN(UniqueFd fd, OpenBlob(digest));
+  std::string bytes(static_cast<std::size_t>(info.size), '\0');
+  if (::pread(fd.Get(), bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
+    return SysError(Module::kStore, "read " + digest.ToString());
+  }
+  return bytes;
+}
+
 Result<BlobInfo> Store::Stat(const Digest& digest) const {
   DIGESTD_ASSIGN_OR_RETURN(auto info, impl_->GetBlobRecord(digest));
   if (!info) return StoreError(Errc::kNotFound, "no blob " + digest.ToString());
@@ -423,21 +437,7 @@ Result<RefRecord> Store::GetRef(std::string_view reference) const {
 }
 
 Result<std::vector<RefRecord>> Store::ListRefs() const {
-  std::vector<RefRecord> out;
-  std::optional<Error> err;
-  DIGESTD_RETURN_IF_ERROR(
-      impl_->index->Scan(Cf::kRefs, "", [&](std::string_view k, std::string_view v) {
-        auto ref = DecodeRef(k, v);
-        if (!ref) {
-          impl_->counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
-          err = ref.error();
-          return false;
-        }
-        out.push_back(std::move(*ref));
-        return true;
-      }));
-  if (err) return *err;
-  return out;
+  return impl_->DecodeAll<RefRecord>(Cf::kRefs, DecodeRef);
 }
 
 Result<void> Store::RemoveRef(std::string_view reference) {
@@ -449,7 +449,7 @@ Result<void> Store::RemoveRef(std::string_view reference) {
   return impl_->index->Write(batch);
 }
 
-// ---- leases
+// ---- image records
 
 Result<void> Store::PutImageRecord(const ImageRecord& image) {
   std::shared_lock maint(impl_->maint_mu);
@@ -470,22 +470,10 @@ Result<std::optional<ImageRecord>> Store::GetImageRecord(const Digest& manifest)
 }
 
 Result<std::vector<ImageRecord>> Store::ListImageRecords() const {
-  std::vector<ImageRecord> out;
-  std::optional<Error> err;
-  DIGESTD_RETURN_IF_ERROR(
-      impl_->index->Scan(Cf::kImages, "", [&](std::string_view k, std::string_view v) {
-        auto rec = DecodeImage(k, v);
-        if (!rec) {
-          impl_->counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
-          err = rec.error();
-          return false;
-        }
-        out.push_back(std::move(*rec));
-        return true;
-      }));
-  if (err) return *err;
-  return out;
+  return impl_->DecodeAll<ImageRecord>(Cf::kImages, DecodeImage);
 }
+
+// ---- leases
 
 Result<void> Store::PutLease(const Lease& lease) {
   DIGESTD_RETURN_IF_ERROR(ValidateName("lease id", lease.id));
@@ -508,21 +496,7 @@ Result<Lease> Store::GetLease(std::string_view id) const {
 }
 
 Result<std::vector<Lease>> Store::ListLeases() const {
-  std::vector<Lease> out;
-  std::optional<Error> err;
-  DIGESTD_RETURN_IF_ERROR(
-      impl_->index->Scan(Cf::kLeases, "", [&](std::string_view k, std::string_view v) {
-        auto lease = DecodeLease(k, v);
-        if (!lease) {
-          impl_->counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
-          err = lease.error();
-          return false;
-        }
-        out.push_back(std::move(*lease));
-        return true;
-      }));
-  if (err) return *err;
-  return out;
+  return impl_->DecodeAll<Lease>(Cf::kLeases, DecodeLease);
 }
 
 Result<void> Store::RemoveLease(std::string_view id) {
@@ -572,21 +546,7 @@ bool Store::IsDenied(const Digest& digest) const {
 }
 
 Result<std::vector<DenyRecord>> Store::ListDenied() const {
-  std::vector<DenyRecord> out;
-  std::optional<Error> err;
-  DIGESTD_RETURN_IF_ERROR(
-      impl_->index->Scan(Cf::kDeny, "", [&](std::string_view k, std::string_view v) {
-        auto rec = DecodeDeny(k, v);
-        if (!rec) {
-          impl_->counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
-          err = rec.error();
-          return false;
-        }
-        out.push_back(std::move(*rec));
-        return true;
-      }));
-  if (err) return *err;
-  return out;
+  return impl_->DecodeAll<DenyRecord>(Cf::kDeny, DecodeDeny);
 }
 
 // ---- audit

@@ -154,6 +154,8 @@ class Store {
   // Read-only fd to the blob's file. kNotFound if absent; kPermission if denied.
   Result<UniqueFd> OpenBlob(const Digest& digest) const;
   Result<BlobInfo> Stat(const Digest& digest) const;
+  // A whole small blob (a manifest, a config) in memory; kTooLarge when it is over `cap` bytes.
+  Result<std::string> ReadBlob(const Digest& digest, std::uint64_t cap) const;
   // Blobs in digest order, starting after `after`; at most `limit` (1..10000) per page.
   Result<BlobPage> ListBlobs(const std::optional<Digest>& after, std::size_t limit) const;
   // Removes file, record and its edges. kNotFound if absent.

@@ -85,6 +85,25 @@ struct Store::Impl {
   static std::string ShardPath(const Digest& d);
 
   Result<std::optional<BlobInfo>> GetBlobRecord(const Digest& d) const;
+  // Every record of `cf`, decoded strictly: the first corrupt one is the error (and a counter),
+  // never a partial list. `decode(key, value)` returns Result<T>.
+  template <class T, class Decode>
+  Result<std::vector<T>> DecodeAll(Cf cf, const Decode& decode) const {
+    std::vector<T> out;
+    std::optional<Error> err;
+    DIGESTD_RETURN_IF_ERROR(index->Scan(cf, "", [&](std::string_view k, std::string_view v) {
+      auto rec = decode(k, v);
+      if (!rec) {
+        counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+        err = rec.error();
+        return false;
+      }
+      out.push_back(std::move(*rec));
+      return true;
+    }));
+    if (err) return *err;
+    return out;
+  }
   Result<std::vector<Digest>> Edges(Cf cf, const Digest& d) const;
   // Adds deletes of the blob record and its outgoing edges (and their backrefs) to `batch`.
   Result<void> AddBlobDeletes(Index::Batch& batch, const Digest& d) const;

@@ -210,16 +210,21 @@ struct PendingTree::State {
   std::unique_ptr<FileObjectSink> sink;
   bool committed = false;
 
-  // Unpins, removes the file objects only this unpack created, audits.
-  Error Fail(Error e) {
-    if (sink) {
-      sink->Unpin();
-      if (auto swept = impl->SweepFiles(&sink->created()); !swept) {
-        impl->log->warn("cleanup after failed unpack of {}: {}", info.layer.ToString(),
-                        swept.error().ToString());
-      }
-      sink.reset();
+  // Unpins and removes the file objects only this unpack created (best effort: GC sweeps what
+  // is left). Nothing to do once committed.
+  void Discard() {
+    if (!sink || committed) return;
+    sink->Unpin();
+    if (auto swept = impl->SweepFiles(&sink->created()); !swept) {
+      impl->log->warn("cleanup after failed unpack of {}: {}", info.layer.ToString(),
+                      swept.error().ToString());
     }
+    sink.reset();
+  }
+
+  // Discards, logs and audits the refusal.
+  Error Fail(Error e) {
+    Discard();
     impl->log->warn("unpack of {} refused: {}", info.layer.ToString(), e.ToString());
     impl->AuditInternal("store.unpack.refused", info.layer.ToString(), e.context());
     return std::move(e).Wrap("unpack layer " + info.layer.ToString());
@@ -228,10 +233,7 @@ struct PendingTree::State {
 
 PendingTree::PendingTree(std::unique_ptr<State> state) : s_(std::move(state)) {}
 PendingTree::~PendingTree() {
-  if (s_ && s_->sink && !s_->committed) {
-    s_->sink->Unpin();
-    (void)s_->impl->SweepFiles(&s_->sink->created());  // best effort; GC sweeps the rest
-  }
+  if (s_) s_->Discard();
 }
 const TreeInfo& PendingTree::info() const { return s_->info; }
 
@@ -341,21 +343,7 @@ Result<std::optional<TreeInfo>> Store::GetTreeInfo(const Digest& layer) const {
 }
 
 Result<std::vector<TreeInfo>> Store::ListTrees() const {
-  std::vector<TreeInfo> out;
-  std::optional<Error> err;
-  DIGESTD_RETURN_IF_ERROR(
-      impl_->index->Scan(Cf::kTrees, "", [&](std::string_view k, std::string_view v) {
-        auto info = DecodeTreeInfo(k, v);
-        if (!info) {
-          impl_->counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
-          err = info.error();
-          return false;
-        }
-        out.push_back(std::move(*info));
-        return true;
-      }));
-  if (err) return *err;
-  return out;
+  return impl_->DecodeAll<TreeInfo>(Cf::kTrees, DecodeTreeInfo);
 }
 
 Result<LayerTree> Store::LoadTree(const Digest& layer) const {

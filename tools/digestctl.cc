@@ -245,17 +245,30 @@ std::string ErrorText(const std::string& body) {
   return body;
 }
 
-int RunApi(const std::string& socket, const std::string& method, const std::string& target,
-           const std::string& body, bool json, const std::function<void(const nlohmann::json&)>& human) {
-  auto r = digestd::tools::CallApi(socket, method, target, body);
+// Calls the API. Without a 2xx answer, says why on stderr, sets *exit_code and returns nullopt.
+std::optional<digestd::tools::ApiResponse> Call(
+    const std::string& socket, const std::string& method, const std::string& target,
+    const std::string& body, int* exit_code,
+    const std::function<void(std::string_view)>& on_line = {}) {
+  auto r = digestd::tools::CallApi(socket, method, target, body, on_line);
   if (!r) {
     std::cerr << "digestctl: " << r.error().ToString() << "\n";
-    return kUnreachable;
+    *exit_code = kUnreachable;
+    return std::nullopt;
   }
   if (r->status < 200 || r->status >= 300) {
     std::cerr << "digestctl: " << r->status << ": " << ErrorText(r->body) << "\n";
-    return ExitFor(r->status);
+    *exit_code = ExitFor(r->status);
+    return std::nullopt;
   }
+  return std::move(*r);
+}
+
+int RunApi(const std::string& socket, const std::string& method, const std::string& target,
+           const std::string& body, bool json, const std::function<void(const nlohmann::json&)>& human) {
+  int exit_code = kOk;
+  auto r = Call(socket, method, target, body, &exit_code);
+  if (!r) return exit_code;
   if (json || !human) {
     std::cout << r->body;
     return kOk;
@@ -310,15 +323,8 @@ int RunPull(const std::string& socket, const std::string& reference, const std::
     if (e.contains("digest")) std::cerr << " " << e["digest"].get<std::string>();
     std::cerr << "\n";
   };
-  auto r = digestd::tools::CallApi(socket, "POST", "/v1/pull?stream=1", req.dump(), on_line);
-  if (!r) {
-    std::cerr << "digestctl: " << r.error().ToString() << "\n";
-    return kUnreachable;
-  }
-  if (r->status != 200) {
-    std::cerr << "digestctl: " << r->status << ": " << ErrorText(r->body) << "\n";
-    return ExitFor(r->status);
-  }
+  int exit_code = kOk;
+  if (!Call(socket, "POST", "/v1/pull?stream=1", req.dump(), &exit_code, on_line)) return exit_code;
   if (last.is_null()) {
     std::cerr << "digestctl: the pull stream ended without a result\n";
     return kDenied;
@@ -610,15 +616,10 @@ int main(int argc, char** argv) {
     });
   }
   if (*explain) {
-    auto r = digestd::tools::CallApi(socket, "POST", "/v1/policy/eval", nlohmann::json{{"reference", eval_api_ref}}.dump());
-    if (!r) {
-      std::cerr << "digestctl: " << r.error().ToString() << "\n";
-      return kUnreachable;
-    }
-    if (r->status != 200) {
-      std::cerr << "digestctl: " << r->status << ": " << ErrorText(r->body) << "\n";
-      return ExitFor(r->status);
-    }
+    int exit_code = kOk;
+    auto r = Call(socket, "POST", "/v1/policy/eval",
+                  nlohmann::json{{"reference", eval_api_ref}}.dump(), &exit_code);
+    if (!r) return exit_code;
     auto j = nlohmann::json::parse(r->body, nullptr, false);
     if (json) std::cout << r->body;
     else std::cout << (j.value("allowed", false) ? "allowed: " : "denied: ") << j.value("reason", "") << "\n";

@@ -14,17 +14,10 @@
 namespace digestd::daemon {
 namespace {
 
+using digestd::testing::kTreeListing;
+using digestd::testing::Slurp;
 using digestd::testing::TarBuilder;
 
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Paths, types, modes, owners, link targets and content hashes of a tree, sorted.
-constexpr const char* kListing =
-    "find . -mindepth 1 -printf \"%P|%y|%m|%U|%G|%l\\n\" | LC_ALL=C sort"
-    " && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum";
 
 class RuntimeTest : public PullTest {
  protected:
@@ -137,13 +130,13 @@ TEST_F(RuntimeTest, DeletionsAndOpaqueDirectoryMatchUmociUnpack) {
   const std::string bundle = (dir_.path() / "umoci-bundle").string();
   auto unpack = Shell("umoci unpack --image " + builder_.layout() + ":ml " + bundle + " 2>&1");
   ASSERT_EQ(unpack.status, 0) << unpack.output;
-  auto want = Shell("cd " + bundle + "/rootfs && " + kListing);
+  auto want = Shell("cd " + bundle + "/rootfs && " + kTreeListing);
   ASSERT_EQ(want.status, 0) << want.output;
   ASSERT_NE(want.output.find("opt/a/new"), std::string::npos) << want.output;
   ASSERT_EQ(want.output.find("opt/a/keep"), std::string::npos) << want.output;
   ASSERT_EQ(want.output.find("hello.txt|"), std::string::npos) << want.output;
 
-  auto merged = Shell("cd " + image + "/rootfs && " + kListing);
+  auto merged = Shell("cd " + image + "/rootfs && " + kTreeListing);
   ASSERT_EQ(merged.status, 0) << merged.output;
   EXPECT_EQ(merged.output, want.output);
 
@@ -151,7 +144,7 @@ TEST_F(RuntimeTest, DeletionsAndOpaqueDirectoryMatchUmociUnpack) {
   fs::create_directories(target);
   auto stacked = InPrivateMountNamespace("set -e; mount -t overlay overlay -o lowerdir=" +
                                          Slurp(image + "/lowerdir") + " " + target + "; cd " +
-                                         target + "; " + kListing);
+                                         target + "; " + kTreeListing);
   ASSERT_EQ(stacked.status, 0) << stacked.output;
   EXPECT_EQ(stacked.output, want.output);
 }

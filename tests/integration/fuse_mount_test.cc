@@ -29,19 +29,14 @@ using digestd::testing::ChildProcess;
 using digestd::testing::PutImage;
 using digestd::testing::Shell;
 using digestd::testing::StoredImage;
+using digestd::testing::kTreeListing;
+using digestd::testing::Slurp;
 using digestd::testing::TarBuilder;
 using digestd::testing::TempDir;
 
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Paths, types, modes, owners, link targets and content hashes of a tree, sorted.
+// The tree under `dir` as kTreeListing prints it.
 std::string Listing(const std::string& dir) {
-  auto r = Shell("cd " + dir +
-                 " && find . -mindepth 1 -printf '%P|%y|%m|%U|%G|%l\\n' | LC_ALL=C sort"
-                 " && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum");
+  auto r = Shell("cd " + dir + " && " + kTreeListing);
   EXPECT_EQ(r.status, 0) << r.output;
   return r.output;
 }
@@ -85,6 +80,17 @@ class FuseMountTest : public ::testing::Test {
   void TearDown() override {
     mount_.reset();
     if (!mnt_.empty()) (void)::umount2(mnt_.c_str(), MNT_DETACH);
+  }
+  // Unmounts ours and mounts a store of its own (the child must not share our store's lock) at
+  // the same mount point from the helper process; returns once it says "ready".
+  void StartChildMount(ChildProcess& child, const std::string& store_name, const std::string& log) {
+    mount_.reset();
+    ASSERT_TRUE(child.Start({DIGESTD_FUSE_CHILD, (dir_.path() / store_name).string(), mnt_}, log));
+    for (int i = 0; i < 500 && Slurp(log).find("ready") == std::string::npos; ++i) {
+      ASSERT_TRUE(child.Running()) << Slurp(log);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_NE(Slurp(log).find("ready"), std::string::npos) << Slurp(log);
   }
   std::string Layer(std::size_t i) const {
     return mnt_ + "/layers/sha256/" + std::string(image_.layers[i].hex());
@@ -163,9 +169,7 @@ TEST_F(FuseMountTest, OverlayStackOfLayerViewsEqualsMergedRootfs) {
   fs::create_directories(target);
   // A private mount namespace: nothing leaks to the host even if the test dies.
   auto r = Shell("unshare -m sh -c 'mount -t overlay overlay -o lowerdir=" + lowerdir + " " +
-                 target + " && cd " + target +
-                 " && find . -mindepth 1 -printf \"%P|%y|%m|%U|%G|%l\\n\" | LC_ALL=C sort"
-                 " && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum' 2>&1");
+                 target + " && cd " + target + " && " + kTreeListing + "' 2>&1");
   ASSERT_EQ(r.status, 0) << r.output;
   const std::string merged = Listing(Image() + "/rootfs");
   EXPECT_EQ(r.output, merged);
@@ -279,17 +283,10 @@ TEST_F(FuseMountTest, TopListingsFollowTheStore) {
 }
 
 TEST_F(FuseMountTest, StaleMountOfACrashedDaemonIsCleared) {
-  mount_.reset();
-  // A second store: the child must not share our store's lock.
-  const std::string other = (dir_.path() / "store2").string();
   const std::string log = (dir_.path() / "child.log").string();
   ChildProcess child;
-  ASSERT_TRUE(child.Start({DIGESTD_FUSE_CHILD, other, mnt_}, log));
-  for (int i = 0; i < 500 && Slurp(log).find("ready") == std::string::npos; ++i) {
-    ASSERT_TRUE(child.Running()) << Slurp(log);
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_NE(Slurp(log).find("ready"), std::string::npos) << Slurp(log);
+  StartChildMount(child, "store2", log);
+  if (HasFatalFailure()) return;
   ::kill(child.pid(), SIGKILL);
   child.Stop();
   struct statvfs st {};
@@ -303,16 +300,10 @@ TEST_F(FuseMountTest, StaleMountOfACrashedDaemonIsCleared) {
 }
 
 TEST_F(FuseMountTest, SigtermUnmountsCleanly) {
-  mount_.reset();
-  const std::string other = (dir_.path() / "store3").string();
   const std::string log = (dir_.path() / "child3.log").string();
   ChildProcess child;
-  ASSERT_TRUE(child.Start({DIGESTD_FUSE_CHILD, other, mnt_}, log));
-  for (int i = 0; i < 500 && Slurp(log).find("ready") == std::string::npos; ++i) {
-    ASSERT_TRUE(child.Running()) << Slurp(log);
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_NE(Slurp(log).find("ready"), std::string::npos) << Slurp(log);
+  StartChildMount(child, "store3", log);
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(fs::exists(mnt_ + "/layers/sha256"));
   ::kill(child.pid(), SIGTERM);
   const int status = child.Wait();

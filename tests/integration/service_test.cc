@@ -18,11 +18,7 @@ namespace digestd::daemon {
 namespace {
 
 using digestd::testing::ChildProcess;
-
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using digestd::testing::Slurp;
 
 // Sends raw bytes on a new connection to `socket` and returns what comes back until EOF (or
 // nothing after 5 s).

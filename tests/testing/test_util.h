@@ -7,6 +7,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #define ASSERT_OK(expr)                                                   \
@@ -30,6 +32,19 @@
   } while (0)
 
 namespace digestd::testing {
+
+// A whole file's bytes ("" when it cannot be read).
+inline std::string Slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A shell command printing the tree under the current directory: paths, types, modes, owners,
+// link targets (sorted), then the sha256 of every regular file. Two trees are the same for a
+// container when these outputs are equal.
+inline constexpr const char* kTreeListing =
+    "find . -mindepth 1 -printf \"%P|%y|%m|%U|%G|%l\\n\" | LC_ALL=C sort"
+    " && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum";
 
 // A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
 class TempDir {

@@ -1,12 +1,11 @@
 // Layers verified against their diff_id while they stream into the store.
 
 #include <gtest/gtest.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include <filesystem>
 
 #include "store/store.h"
+#include "testing/tar_builder.h"
 #include "testing/test_util.h"
 #include "verify/hasher.h"
 
@@ -17,25 +16,9 @@ using digestd::testing::TempDir;
 using verify::DigestAlgorithm;
 using verify::Hasher;
 
-std::string Gzip(std::string_view in) {
-  z_stream zs{};
-  deflateInit2(&zs, 1, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
-  std::string out(deflateBound(&zs, in.size()) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  zs.avail_in = static_cast<uInt>(in.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  deflate(&zs, Z_FINISH);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
-
-std::string Zstd(std::string_view in) {
-  std::string out(ZSTD_compressBound(in.size()), '\0');
-  out.resize(ZSTD_compress(out.data(), out.size(), in.data(), in.size(), 1));
-  return out;
-}
+// Same compression as real layers get; the helpers live with the tar builder.
+std::string Gzip(std::string_view in) { return digestd::testing::TarBuilder::Gzip(in); }
+std::string Zstd(std::string_view in) { return digestd::testing::TarBuilder::Zstd(in); }
 
 std::string Pseudo(std::size_t n) {
   std::string s(n, '\0');
