@@ -3,6 +3,7 @@
 // Offline commands (no daemon needed):
 //   fsck              re-hash every blob of a store (the daemon must not hold it)
 //   verify-signature  check one cosign signature with one public key
+//   verify-bundle     a sigstore bundle (keyless or key-signed) against a trusted root
 //   verify-image      the full policy decision for an image from files fetched from a registry
 //   policy eval       what the policy says about a reference before anything is fetched
 //
@@ -33,6 +34,8 @@
 #include "verify/base64.h"
 #include "verify/evidence_dir.h"
 #include "verify/hasher.h"
+#include "verify/keyless.h"
+#include "verify/sigstore_root.h"
 #include "verify/oci.h"
 #include "verify/policy.h"
 #include "verify/public_key.h"
@@ -145,6 +148,66 @@ int RunVerifySignature(const std::string& key_path, const std::string& payload_p
   }
   std::cout << "Verified OK (key " << (*key)->fingerprint() << ", "
             << verify::ToString((*key)->type()) << ")\n";
+  return kOk;
+}
+
+int RunVerifyBundle(const std::string& root_path, const std::string& bundle_path,
+                    const std::string& artifact_path, const std::string& artifact_digest,
+                    const std::string& key_path, const std::string& identity,
+                    const std::string& issuer, bool json) {
+  constexpr std::string_view kCmd = "verify-bundle";
+  if (artifact_path.empty() == artifact_digest.empty()) {
+    return BadInput(kCmd, digestd::MakeError(digestd::Module::kTools, digestd::Errc::kInvalidArgument,
+                                    "give exactly one of --artifact and --artifact-digest"));
+  }
+  if (identity.empty() != issuer.empty()) {
+    return BadInput(kCmd, digestd::MakeError(digestd::Module::kTools, digestd::Errc::kInvalidArgument,
+                                    "--identity and --issuer go together"));
+  }
+  auto root = verify::SigstoreTrustedRoot::LoadFile(root_path);
+  if (!root) return BadInput(kCmd, root.error());
+  auto bundle = verify::ReadFileCapped(bundle_path, verify::kMaxBundle);
+  if (!bundle) return BadInput(kCmd, bundle.error());
+  verify::BundleArtifact artifact;
+  if (!artifact_path.empty()) {
+    auto bytes = verify::ReadFileCapped(artifact_path, 256u << 20);
+    if (!bytes) return BadInput(kCmd, bytes.error());
+    artifact.bytes = std::move(*bytes);
+  } else {
+    auto d = verify::Digest::Parse(artifact_digest);
+    if (!d) return BadInput(kCmd, d.error());
+    artifact.digest = *d;
+  }
+  verify::BundleExpectation expect{.identity = identity, .issuer = issuer};
+  if (!key_path.empty()) {
+    auto pem = verify::ReadFileCapped(key_path, 64 << 10);
+    if (!pem) return BadInput(kCmd, pem.error());
+    auto key = verify::PublicKey::FromPem(*pem);
+    if (!key) return BadInput(kCmd, std::move(key).error().Wrap("key " + key_path));
+    expect.key = *key;
+  }
+  auto v = verify::VerifyBundle(*bundle, artifact, *root, expect);
+  if (!v) {
+    const std::string& why = v.error().context();
+    const std::string reason = why.substr(0, why.find(':'));
+    if (json) {
+      std::cout << nlohmann::json{{"valid", false}, {"reason", reason}, {"detail", why}}.dump()
+                << "\n";
+    } else {
+      std::cout << "INVALID: " << why << "\n";
+    }
+    return kDenied;
+  }
+  if (json) {
+    std::cout << nlohmann::json{{"valid", true}, {"keyless", v->keyless},
+                                {"identity", v->identity}, {"issuer", v->issuer},
+                                {"trustedTimes", v->trusted_times}}.dump()
+              << "\n";
+  } else {
+    std::cout << "Verified OK";
+    if (v->keyless) std::cout << " (identity " << v->identity << ", issuer " << v->issuer << ")";
+    std::cout << ", signed at " << verify::FormatRfc3339(v->trusted_times.front()) << "\n";
+  }
   return kOk;
 }
 
@@ -414,6 +477,16 @@ int main(int argc, char** argv) {
   vsig->add_option("--payload", payload, "the signed payload, exact bytes")->required();
   vsig->add_option("--signature", signature, "base64 signature text")->required();
 
+  std::string vb_root, vb_bundle, vb_artifact, vb_digest, vb_key, vb_identity, vb_issuer;
+  auto* vbundle = app.add_subcommand("verify-bundle", "verify a sigstore bundle offline");
+  vbundle->add_option("--trusted-root", vb_root, "sigstore trusted_root.json")->required();
+  vbundle->add_option("--bundle", vb_bundle, "the bundle (.sigstore.json)")->required();
+  vbundle->add_option("--artifact", vb_artifact, "the signed file");
+  vbundle->add_option("--artifact-digest", vb_digest, "or its digest, sha256:HEX");
+  vbundle->add_option("--key", vb_key, "public key (SPKI PEM) of a key-signed bundle");
+  vbundle->add_option("--identity", vb_identity, "required certificate identity (SAN)");
+  vbundle->add_option("--issuer", vb_issuer, "required OIDC issuer");
+
   std::string trust, policy, manifest, reference, sigdir, at;
   auto* vimg = app.add_subcommand("verify-image", "policy decision for an image from files");
   vimg->add_option("--trust", trust, "trust file (keys, windows, revocations)");
@@ -500,6 +573,10 @@ int main(int argc, char** argv) {
   }
   if (*fsck) return RunFsck(root, repair, json);
   if (*vsig) return RunVerifySignature(key, payload, signature);
+  if (*vbundle) {
+    return RunVerifyBundle(vb_root, vb_bundle, vb_artifact, vb_digest, vb_key, vb_identity,
+                           vb_issuer, json);
+  }
   if (*vimg) return RunVerifyImage(trust, policy, manifest, reference, sigdir, at, json);
   if (*eval) return RunPolicyEval(policy, trust, eval_ref, json);
   if (*sign) return RunSign(sign_key, sign_config, sign_insecure, sign_ref);

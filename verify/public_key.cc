@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include "verify/hasher.h"
@@ -95,6 +96,56 @@ Result<PublicKeyPtr> PublicKey::FromDer(std::string_view spki_der) {
       return Bad("unsupported public key type (want ECDSA P-256/P-384, RSA or Ed25519)");
   }
   return PublicKeyPtr(std::move(key));
+}
+
+Result<PublicKeyPtr> PublicKey::FromRsaPkcs1Der(std::string_view der) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  EVP_PKEY* pkey = d2i_PublicKey(EVP_PKEY_RSA, nullptr, &p, static_cast<long>(der.size()));
+  if (pkey == nullptr || p != reinterpret_cast<const unsigned char*>(der.data()) + der.size()) {
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return Bad("cannot parse the PKCS#1 RSA public key");
+  }
+  unsigned char* spki = nullptr;
+  const int len = i2d_PUBKEY(pkey, &spki);
+  EVP_PKEY_free(pkey);
+  if (len <= 0) return Bad("cannot encode the RSA public key");
+  std::string out(reinterpret_cast<char*>(spki), static_cast<std::size_t>(len));
+  OPENSSL_free(spki);
+  return FromDer(out);
+}
+
+Result<void> PublicKey::VerifyDigest(std::string_view digest_bytes,
+                                     std::string_view signature) const {
+  if (signature.empty() || signature.size() > 4096) return Bad("signature is empty or too long");
+  const EVP_MD* md = nullptr;
+  switch (digest_bytes.size()) {
+    case 32: md = EVP_sha256(); break;
+    case 48: md = EVP_sha384(); break;
+    case 64: md = EVP_sha512(); break;
+    default: return Bad("digest of unsupported length " + std::to_string(digest_bytes.size()));
+  }
+  if (type_ == KeyType::kEd25519) {
+    return MakeError(Module::kVerify, Errc::kUnsupported,
+                     "an Ed25519 signature cannot be verified against a digest; give the artifact");
+  }
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new(Pkey(pkey_), nullptr);
+  if (ctx == nullptr) return MakeError(Module::kVerify, Errc::kInternal, "EVP_PKEY_CTX_new");
+  int ok = EVP_PKEY_verify_init(ctx);
+  if (ok == 1 && type_ == KeyType::kRsa) ok = EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING);
+  if (ok == 1) ok = EVP_PKEY_CTX_set_signature_md(ctx, md);
+  if (ok == 1) {
+    ok = EVP_PKEY_verify(ctx, reinterpret_cast<const unsigned char*>(signature.data()),
+                         signature.size(), reinterpret_cast<const unsigned char*>(digest_bytes.data()),
+                         digest_bytes.size());
+  }
+  EVP_PKEY_CTX_free(ctx);
+  if (ok != 1) {
+    ERR_clear_error();
+    return Bad("signature does not verify with key " + fingerprint_ + " (" +
+               std::string(ToString(type_)) + ")");
+  }
+  return {};
 }
 
 Result<void> PublicKey::Verify(std::string_view message, std::string_view signature) const {

@@ -24,6 +24,8 @@ class PublicKey {
   // 2048 bits are refused.
   static Result<PublicKeyPtr> FromPem(std::string_view pem);
   static Result<PublicKeyPtr> FromDer(std::string_view spki_der);
+  // A bare PKCS#1 RSAPublicKey (sigstore trusted roots carry CT log keys this way).
+  static Result<PublicKeyPtr> FromRsaPkcs1Der(std::string_view der);
   ~PublicKey();
 
   KeyType type() const { return type_; }
@@ -34,6 +36,10 @@ class PublicKey {
   // Verifies `signature` (DER for ECDSA, raw for RSA and Ed25519) over `message`.
   // kInvalidArgument: the signature does not verify (the message says so plainly).
   Result<void> Verify(std::string_view message, std::string_view signature) const;
+
+  // Verifies `signature` over a message of which only the digest is known (ECDSA and RSA; an
+  // Ed25519 signature cannot be checked against a digest).
+  Result<void> VerifyDigest(std::string_view digest_bytes, std::string_view signature) const;
 
   // For code elsewhere in verify/ that needs the OpenSSL key (EVP_PKEY*).
   void* evp() const { return pkey_; }
