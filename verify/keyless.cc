@@ -64,6 +64,7 @@ struct Parsed {
   int version = 0;  // 1, 2, 3
   std::optional<CertificatePtr> leaf;
   std::vector<CertificatePtr> intermediates;  // from x509CertificateChain, after the leaf
+  std::vector<CertificatePtr> roots_in_chain;  // self-signed certificates in that chain
   bool key_signed = false;
   std::vector<TlogEntry> tlog;
   std::vector<std::string> timestamps;  // DER TimeStampResp
@@ -117,20 +118,29 @@ Result<Parsed> ParseBundle(std::string_view text) {
     if (certs == chain->end() || !certs->is_array() || certs->empty()) {
       return Malformed("x509CertificateChain has no certificates");
     }
-    for (std::size_t i = 0; i < certs->size() && i < 10; ++i) {
+    if (certs->size() > 10) return Malformed("x509CertificateChain over 10 certificates");
+    CertificatePtr previous;
+    for (std::size_t i = 0; i < certs->size(); ++i) {
       DIGESTD_ASSIGN_OR_RETURN(std::string der,
                                B64((*certs)[i], "rawBytes", "x509CertificateChain"));
       auto c = Certificate::FromDer(der);
       if (!c) return Malformed("certificate " + std::to_string(i) + ": " + c.error().context());
+      // The chain is ordered leaf first, each certificate issued by the next.
+      if (previous && X509_check_issued(static_cast<X509*>((*c)->x509()),
+                                        static_cast<X509*>(previous->x509())) != X509_V_OK) {
+        return Fail(BundleFailure::kCertificateChain,
+                    "the bundle's chain is out of order: certificate " + std::to_string(i) +
+                        " did not issue certificate " + std::to_string(i - 1));
+      }
+      previous = *c;
       if (i == 0) {
         b.leaf = *c;
       } else {
         if ((*c)->SelfSigned()) {
-          return Fail(BundleFailure::kCertificateChain,
-                      "the bundle's chain contains a root certificate; roots come only from the "
-                      "trusted root");
+          b.roots_in_chain.push_back(*c);  // judged against the trusted root later
+        } else {
+          b.intermediates.push_back(*c);
         }
-        b.intermediates.push_back(*c);
       }
     }
   } else if (auto cert = vm->find("certificate"); cert != vm->end()) {
@@ -152,7 +162,7 @@ Result<Parsed> ParseBundle(std::string_view text) {
       b.tlog.push_back(std::move(*entry));
     }
   }
-  if (auto tv = vm->find("timestampVerificationData"); tv != vm->end()) {
+  if (auto tv = vm->find("timestampVerificationData"); tv != vm->end() && !tv->is_null()) {
     if (!tv->is_object()) return Malformed("timestampVerificationData is not an object");
     if (auto ts = tv->find("rfc3161Timestamps"); ts != tv->end()) {
       if (!ts->is_array()) return Malformed("rfc3161Timestamps is not an array");
@@ -503,9 +513,19 @@ Result<BundleVerdict> VerifyBundle(std::string_view bundle_json, const BundleArt
         }
       }
     }
-    Result<void> ok = artifact.bytes ? signer.key->Verify(*artifact.bytes, b.signature)
-                                     : signer.key->VerifyDigest(Unhex(artifact.digest->hex()),
-                                                                b.signature);
+    // Sigstore hashes the message with the messageDigest's algorithm (SHA-256 by default)
+    // whatever the curve, so ECDSA and RSA are checked against that digest; Ed25519 signs the
+    // message itself.
+    const DigestAlgorithm alg =
+        b.message_digest ? b.message_digest->algorithm() : DigestAlgorithm::kSha256;
+    Result<void> ok;
+    if (artifact.bytes && signer.key->type() == KeyType::kEd25519) {
+      ok = signer.key->Verify(*artifact.bytes, b.signature);
+    } else if (artifact.bytes) {
+      ok = signer.key->VerifyDigest(Hash(Md(alg), *artifact.bytes), b.signature);
+    } else {
+      ok = signer.key->VerifyDigest(Unhex(artifact.digest->hex()), b.signature);
+    }
     if (!ok) return Fail(BundleFailure::kSignature, ok.error().context());
   }
 
@@ -557,7 +577,19 @@ Result<BundleVerdict> VerifyBundle(std::string_view bundle_json, const BundleArt
                     (ts_error.empty() ? std::string() : " (" + ts_error + ")"));
   }
 
-  // 5. Keyless: the certificate at every trusted time, its SCT and identity.
+  // 5. Keyless: the certificate at every trusted time, its SCT and identity. A root inside the
+  // bundle's chain is refused unless it is a copy of a root the trusted root already holds (v0.1
+  // bundles often end their chain with Fulcio's root): a bundle never brings its own anchor.
+  for (const auto& r : b.roots_in_chain) {
+    bool known = false;
+    for (const auto& ca : root.certificate_authorities()) {
+      known = known || (!ca.chain_der.empty() && ca.chain_der.back() == r->der());
+    }
+    if (!known) {
+      return Fail(BundleFailure::kCertificateChain,
+                  "the bundle's chain contains a root certificate the trusted root does not hold");
+    }
+  }
   if (!b.key_signed) {
     DIGESTD_RETURN_IF_ERROR(CheckKeyless(**b.leaf, b.intermediates, root, v.trusted_times, expect, v));
   }

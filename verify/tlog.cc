@@ -148,11 +148,11 @@ Result<TlogEntry> ParseTlogEntry(const json& j) {
   e.version = (*kv)["version"];
   DIGESTD_ASSIGN_OR_RETURN(std::int64_t t, Int64Field(j, "integratedTime", kWhat, false, 0));
   if (t != 0) e.integrated_time = t;
-  if (auto ip = j.find("inclusionPromise"); ip != j.end()) {
+  if (auto ip = j.find("inclusionPromise"); ip != j.end() && !ip->is_null()) {
     if (!ip->is_object()) return Bad("tlog entry: inclusionPromise is not an object");
     DIGESTD_ASSIGN_OR_RETURN(e.set, B64Field(*ip, "signedEntryTimestamp", "inclusionPromise"));
   }
-  if (auto pr = j.find("inclusionProof"); pr != j.end()) {
+  if (auto pr = j.find("inclusionProof"); pr != j.end() && !pr->is_null()) {
     if (!pr->is_object()) return Bad("tlog entry: inclusionProof is not an object");
     InclusionProof p;
     DIGESTD_ASSIGN_OR_RETURN(p.log_index, Int64Field(*pr, "logIndex", "inclusionProof"));

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "testing/test_util.h"
+#include "testing/vectors.h"
 #include "verify/base64.h"
 #include "verify/evidence_dir.h"
 #include "verify/hasher.h"
@@ -20,17 +21,10 @@ namespace {
 namespace fs = std::filesystem;
 using digestd::testing::TempDir;
 
-const fs::path kVectors = DIGESTD_VECTORS_DIR;
+const fs::path kVectors = digestd::testing::VectorsDir();
 const fs::path kFixtures = kVectors / "containers-image/signature/fixtures";
 constexpr std::int64_t kNow = 1'780'000'000;
 
-#define REQUIRE_VECTORS()                                                              \
-  do {                                                                                 \
-    if (!fs::exists(kVectors / "INDEX.md")) {                                          \
-      GTEST_SKIP() << "signature vectors not found at " << kVectors                   \
-                   << " (they live in ../shared/vectors beside the checkout, as in CI)"; \
-    }                                                                                  \
-  } while (0)
 
 std::string Read(const fs::path& p) {
   auto r = ReadFileCapped(p, 16 << 20);
@@ -60,7 +54,7 @@ Decision EvaluateDir(const std::string& dir, const fs::path& key, std::string_vi
 constexpr std::string_view kSample = "192.168.64.2:5000/cosign-signed-single-sample";
 
 TEST(ContainersImageVectors, KeySignedVerdicts) {
-  REQUIRE_VECTORS();
+  DIGESTD_REQUIRE_VECTORS();
   const fs::path key_a = kFixtures / "cosign.pub", key_b = kFixtures / "cosign2.pub";
   struct Case {
     std::string dir;
@@ -107,7 +101,7 @@ TEST(ContainersImageVectors, KeySignedVerdicts) {
 }
 
 TEST(ContainersImageVectors, NoManifestAndUnknownKey) {
-  REQUIRE_VECTORS();
+  DIGESTD_REQUIRE_VECTORS();
   // A signature without the image manifest cannot be judged: there is no digest to compare.
   EXPECT_FALSE(ReadFileCapped(kFixtures / "dir-img-cosign-no-manifest/manifest.json", 1 << 20));
   // A valid signature by a key nobody configured.
@@ -128,7 +122,7 @@ TEST(ContainersImageVectors, NoManifestAndUnknownKey) {
 }
 
 TEST(ContainersImageVectors, DerivedSignaturesVerifyWithOpenSslSemantics) {
-  REQUIRE_VECTORS();
+  DIGESTD_REQUIRE_VECTORS();
   const fs::path derived = kVectors / "containers-image/derived";
   auto key = PublicKey::FromPem(Read(kFixtures / "cosign.pub"));
   ASSERT_OK(key);
@@ -147,7 +141,7 @@ TEST(ContainersImageVectors, DerivedSignaturesVerifyWithOpenSslSemantics) {
 }
 
 TEST(CosignVectors, BlobAttestationsWithDsse) {
-  REQUIRE_VECTORS();
+  DIGESTD_REQUIRE_VECTORS();
   const fs::path dir = kVectors / "cosign/extracted/verify_blob_attestation";
   const Digest blob = Hasher::Of(DigestAlgorithm::kSha256, Read(dir / "blob"));
   const Digest other = Hasher::Of(DigestAlgorithm::kSha256, Read(dir / "other-blob"));
@@ -174,7 +168,7 @@ TEST(CosignVectors, BlobAttestationsWithDsse) {
 }
 
 TEST(CosignV3Vectors, KeySignedBundleAsOciReferrer) {
-  REQUIRE_VECTORS();
+  DIGESTD_REQUIRE_VECTORS();
   const fs::path td = kVectors / "tobby-fetch/internal/sigverify/testdata";
   const Digest subject = *Digest::Parse(
       "sha256:d7d5640c741c60b47fa4b5530daa20a6469b55754a89dd42adbadadb59f9093c");
@@ -210,7 +204,7 @@ TEST(CosignV3Vectors, KeySignedBundleAsOciReferrer) {
 }
 
 TEST(CosignV3Vectors, ClassicCosignLayoutCapture) {
-  REQUIRE_VECTORS();
+  DIGESTD_REQUIRE_VECTORS();
   const fs::path cc = kVectors / "tobby-fetch/extracted/cosign_compat_test";
   const std::string manifest_name =
       "sha256-f20c43161d73848408ef247f0ec7111b19fe58ffebc0cbcaa0d2c8bda4967268.sig.manifest.json";
