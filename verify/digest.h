@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,13 @@ enum class DigestAlgorithm : std::uint8_t { kSha256, kSha512 };
 std::string_view ToString(DigestAlgorithm alg);  // "sha256", "sha512"
 // Number of hex digits in a digest of `alg`.
 std::size_t HexLength(DigestAlgorithm alg);
+
+// Lowercase hex of raw bytes, and back (nullopt unless even-length lowercase hex).
+std::string HexEncode(std::string_view raw);
+std::optional<std::string> HexDecode(std::string_view hex);
+
+// The raw bytes of a digest.
+std::string DigestBytes(const class Digest& d);
 Result<DigestAlgorithm> ParseDigestAlgorithm(std::string_view name);
 
 class Digest {

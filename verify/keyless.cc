@@ -36,25 +36,6 @@ std::string Hash(const EVP_MD* md, std::string_view data) {
   return std::string(reinterpret_cast<char*>(out), n);
 }
 
-std::string Hex(std::string_view raw) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
-}
-
-std::string Unhex(std::string_view hex) {
-  std::string out;
-  auto val = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<char>(val(hex[i]) * 16 + val(hex[i + 1])));
-  }
-  return out;
-}
-
 const EVP_MD* Md(DigestAlgorithm a) {
   return a == DigestAlgorithm::kSha512 ? EVP_sha512() : EVP_sha256();
 }
@@ -278,7 +259,7 @@ Result<void> MatchBody(const TlogEntry& e, const Parsed& b, const Signer& signer
   if (e.kind == "hashedrekord" && e.version == "0.0.1") {
     if (b.dsse) return mismatch("kind (a DSSE bundle cannot be a hashedrekord 0.0.1)");
     if (Str(spec, {"data", "hash", "algorithm"}) != "sha256") return mismatch("hash algorithm");
-    if (!artifact_sha256 || Str(spec, {"data", "hash", "value"}) != Hex(*artifact_sha256)) {
+    if (!artifact_sha256 || Str(spec, {"data", "hash", "value"}) != HexEncode(*artifact_sha256)) {
       return mismatch("artifact hash");
     }
     if (B64Str(spec, {"signature", "content"}) != b.signature) return mismatch("signature");
@@ -310,7 +291,7 @@ Result<void> MatchBody(const TlogEntry& e, const Parsed& b, const Signer& signer
     return {};
   }
   if (!b.dsse) return mismatch("kind (" + e.kind + " needs a DSSE bundle)");
-  const std::string payload_hash = Hex(Hash(EVP_sha256(), b.dsse->payload));
+  const std::string payload_hash = HexEncode(Hash(EVP_sha256(), b.dsse->payload));
   if (e.kind == "dsse" && e.version == "0.0.1") {
     if (Str(spec, {"payloadHash", "algorithm"}) != "sha256" ||
         Str(spec, {"payloadHash", "value"}) != payload_hash) {
@@ -470,7 +451,7 @@ Result<BundleVerdict> VerifyBundle(std::string_view bundle_json, const BundleArt
   if (artifact.bytes) {
     artifact_sha256 = Hash(EVP_sha256(), *artifact.bytes);
   } else if (artifact.digest && artifact.digest->algorithm() == DigestAlgorithm::kSha256) {
-    artifact_sha256 = Unhex(artifact.digest->hex());
+    artifact_sha256 = DigestBytes(*artifact.digest);
   }
   if (b.dsse) {
     auto ok = signer.key->Verify(Pae(b.dsse->payload_type, b.dsse->payload), b.signature);
@@ -505,7 +486,7 @@ Result<BundleVerdict> VerifyBundle(std::string_view bundle_json, const BundleArt
       const DigestAlgorithm a = b.message_digest->algorithm();
       const bool comparable = artifact.bytes || (artifact.digest && artifact.digest->algorithm() == a);
       if (comparable) {
-        const std::string mine = artifact.bytes ? Hex(Hash(Md(a), *artifact.bytes))
+        const std::string mine = artifact.bytes ? HexEncode(Hash(Md(a), *artifact.bytes))
                                                 : std::string(artifact.digest->hex());
         if (mine != b.message_digest->hex()) {
           return Fail(BundleFailure::kArtifact,
@@ -524,7 +505,7 @@ Result<BundleVerdict> VerifyBundle(std::string_view bundle_json, const BundleArt
     } else if (artifact.bytes) {
       ok = signer.key->VerifyDigest(Hash(Md(alg), *artifact.bytes), b.signature);
     } else {
-      ok = signer.key->VerifyDigest(Unhex(artifact.digest->hex()), b.signature);
+      ok = signer.key->VerifyDigest(DigestBytes(*artifact.digest), b.signature);
     }
     if (!ok) return Fail(BundleFailure::kSignature, ok.error().context());
   }
@@ -660,7 +641,7 @@ Result<BundleVerdict> VerifyCosignKeyless(const SimpleSignature& sig, const Sigs
         log_hex.find_first_not_of("0123456789abcdef") != std::string::npos) {
       return Malformed("Rekor bundle logID is not 64 lowercase hex digits");
     }
-    e.log_id = Unhex(log_hex);
+    e.log_id = *HexDecode(log_hex);
   }
   const LogKey* log = root.FindTlog(e.log_id);
   if (log == nullptr) return Fail(BundleFailure::kTlogUnknown, "SET from a log not trusted");

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "verify/base64.h"
+#include "verify/digest.h"
 
 namespace digestd::verify {
 namespace {
@@ -26,16 +27,6 @@ std::string Sha256(std::string_view a, std::string_view b = {}, std::string_view
   EVP_DigestFinal_ex(ctx, out, &n);
   EVP_MD_CTX_free(ctx);
   return std::string(reinterpret_cast<char*>(out), n);
-}
-
-std::string Hex(std::string_view raw) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
 }
 
 // Bundles write int64 fields as decimal strings (protobuf JSON); plain numbers are accepted too.
@@ -193,7 +184,7 @@ Result<void> VerifySignedEntryTimestamp(const TlogEntry& e, const LogKey& log) {
   // Canonical JSON (RFC 8785 for these types): keys sorted, no whitespace.
   const json canon = {{"body", e.body_b64},
                       {"integratedTime", *e.integrated_time},
-                      {"logID", Hex(e.log_id)},
+                      {"logID", HexEncode(e.log_id)},
                       {"logIndex", e.log_index}};
   auto ok = log.key->Verify(canon.dump(), *e.set);
   if (!ok) return Bad("signed entry timestamp does not verify with the log key");

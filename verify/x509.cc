@@ -239,12 +239,8 @@ Result<void> VerifyEmbeddedSct(const Certificate& leaf, const Certificate& issue
   if (tbs.empty() || issuer_spki.empty() || tbs.size() >= (1u << 24)) {
     last = "cannot rebuild the precertificate";
   } else {
-    const Digest issuer_hash = Hasher::Of(DigestAlgorithm::kSha256, issuer_spki);
-    std::string issuer_key_hash;
-    for (std::size_t i = 0; i < issuer_hash.hex().size(); i += 2) {
-      issuer_key_hash.push_back(
-          static_cast<char>(std::stoi(std::string(issuer_hash.hex().substr(i, 2)), nullptr, 16)));
-    }
+    const std::string issuer_key_hash =
+        DigestBytes(Hasher::Of(DigestAlgorithm::kSha256, issuer_spki));
     for (int i = 0; i < sk_SCT_num(scts) && !ok; ++i) {
       SCT* sct = sk_SCT_value(scts, i);
       if (SCT_get_version(sct) != SCT_VERSION_V1) continue;

@@ -288,10 +288,7 @@ class LegacyKeylessTest : public ::testing::Test {
     auto rekor = PublicKey::FromPem(digestd::testing::Slurp(fx / "rekor.pub"));
     EXPECT_TRUE(rekor) << rekor.error().ToString();
     const Digest id = Hasher::Of(DigestAlgorithm::kSha256, (*rekor)->spki_der());
-    std::string raw;
-    for (std::size_t i = 0; i < id.hex().size(); i += 2) {
-      raw.push_back(static_cast<char>(std::stoi(std::string(id.hex().substr(i, 2)), nullptr, 16)));
-    }
+    const std::string raw = DigestBytes(id);
     return SigstoreTrustedRoot::FromParts({Authority{"fulcio_v1", {(*ca)->der()}, {}}},
                                           {LogKey{"rekor", raw, *rekor, {}}});
   }

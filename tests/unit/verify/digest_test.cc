@@ -65,3 +65,19 @@ TEST(DigestTest, OrderingAndHashing) {
 
 }  // namespace
 }  // namespace digestd::verify
+
+namespace digestd::verify {
+namespace {
+
+TEST(HexTest, RoundTripAndRefusals) {
+  const std::string raw("\x00\x01\xab\xff", 4);
+  EXPECT_EQ(HexEncode(raw), "0001abff");
+  EXPECT_EQ(HexDecode("0001abff"), raw);
+  EXPECT_EQ(HexDecode(""), std::string());
+  EXPECT_FALSE(HexDecode("abc"));   // odd length
+  EXPECT_FALSE(HexDecode("AB"));    // uppercase is not our encoding
+  EXPECT_FALSE(HexDecode("zz"));
+}
+
+}  // namespace
+}  // namespace digestd::verify

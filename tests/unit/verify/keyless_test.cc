@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "verify/base64.h"
+#include "verify/digest.h"
 #include "verify/keyless.h"
 #include "verify/tlog.h"
 
@@ -60,16 +61,6 @@ std::string Sha256(std::string_view d) {
   unsigned int n = 0;
   EVP_Digest(d.data(), d.size(), out, &n, EVP_sha256(), nullptr);
   return std::string(reinterpret_cast<char*>(out), n);
-}
-
-std::string Hex(std::string_view raw) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
 }
 
 void AddExt(X509* x, X509* issuer, int nid, const char* value) {
@@ -211,7 +202,7 @@ class KeylessTest : public ::testing::Test {
         {"apiVersion", "0.0.1"},
         {"kind", "hashedrekord"},
         {"spec",
-         {{"data", {{"hash", {{"algorithm", "sha256"}, {"value", Hex(digest)}}}}},
+         {{"data", {{"hash", {{"algorithm", "sha256"}, {"value", HexEncode(digest)}}}}},
           {"signature",
            {{"content", Base64Encode(logged_sig)},
             {"publicKey", {{"content", Base64Encode(leaf_pem)}}}}}}}};
@@ -242,7 +233,7 @@ class KeylessTest : public ::testing::Test {
     if (p.with_set) {
       const json canon = {{"body", body_b64},
                           {"integratedTime", p.integrated_time},
-                          {"logID", Hex(log_id)},
+                          {"logID", HexEncode(log_id)},
                           {"logIndex", 7}};
       std::string set = Sign(log_key_, canon.dump());
       if (p.corrupt_set) set[set.size() / 2] = static_cast<char>(set[set.size() / 2] ^ 1);
