@@ -12,7 +12,7 @@ cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz -j2
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-for t in reference manifest payload policy layer; do
+for t in reference manifest payload policy layer bundle; do
   mkdir -p "$WORK/$t"
   cp -r tests/fuzz/corpus/$t/. "$WORK/$t/"
   echo "fuzz-smoke: $t for ${SECS}s"
