@@ -7,8 +7,11 @@
 
 #include "common/file.h"
 #include "verify/base64.h"
+#include "verify/hasher.h"
 #include "verify/json_strict.h"
+#include "verify/keyless.h"
 #include "verify/oci.h"
+#include "verify/x509.h"
 #include "verify/scope.h"
 
 namespace digestd::verify {
@@ -105,6 +108,120 @@ struct Loader {
     return {};
   }
 
+  static bool HasKeyless(const json& obj) {
+    for (const char* k : {"fulcio", "rekorPublicKeyPath", "rekorPublicKeyData", "trustedRootPath"}) {
+      if (obj.contains(k)) return true;
+    }
+    return false;
+  }
+
+  Result<std::string> ReadRelative(const std::string& path_text, const std::string& where,
+                                   std::size_t cap) const {
+    std::filesystem::path path(path_text);
+    if (path.is_relative()) path = base_dir / path;
+    auto text = ReadFileCapped(path, cap);
+    if (!text) {
+      return Bad(where, "cannot read " + Quote(path.string()) + " (" + text.error().context() + ")");
+    }
+    return *text;
+  }
+
+  // fulcio {caPath|caData, oidcIssuer, subjectEmail|subject} with rekorPublicKeyPath|Data, or
+  // fulcio {oidcIssuer, subjectEmail|subject} with trustedRootPath.
+  Result<KeylessRule> Keyless(const json& obj, const std::string& where) const {
+    KeylessRule rule;
+    auto f = obj.find("fulcio");
+    if (f == obj.end()) {
+      return Bad(where, "keyless verification needs \"fulcio\" (oidcIssuer and subjectEmail)");
+    }
+    const std::string fw = where + ".fulcio";
+    DIGESTD_RETURN_IF_ERROR(OnlyKeys(*f, {"caPath", "caData", "oidcIssuer", "subjectEmail", "subject"}, fw));
+    DIGESTD_ASSIGN_OR_RETURN(rule.issuer, String(*f, "oidcIssuer", fw));
+    if (rule.issuer.empty()) return Bad(fw + ".oidcIssuer", "must not be empty");
+    if (f->contains("subjectEmail") == f->contains("subject")) {
+      return Bad(fw, "exactly one of subjectEmail and subject (digestd: any SAN) is required");
+    }
+    DIGESTD_ASSIGN_OR_RETURN(rule.subject,
+                             String(*f, f->contains("subject") ? "subject" : "subjectEmail", fw));
+    if (rule.subject.empty()) return Bad(fw, "the required subject must not be empty");
+    const bool has_ca = f->contains("caPath") || f->contains("caData");
+    const int rekor = obj.contains("rekorPublicKeyPath") + obj.contains("rekorPublicKeyData");
+    if (obj.contains("trustedRootPath")) {
+      if (has_ca || rekor != 0) {
+        return Bad(where, "trustedRootPath holds the CAs and logs; fulcio.caPath/caData and "
+                          "rekorPublicKey* must not be given with it");
+      }
+      DIGESTD_ASSIGN_OR_RETURN(std::string p, String(obj, "trustedRootPath", where));
+      DIGESTD_ASSIGN_OR_RETURN(std::string text, ReadRelative(p, where + ".trustedRootPath", 1u << 20));
+      auto root = SigstoreTrustedRoot::Parse(text, p);
+      if (!root) return Bad(where + ".trustedRootPath", root.error().context());
+      rule.root = std::make_shared<SigstoreTrustedRoot>(std::move(*root));
+      rule.root_label = "trustedRootPath " + p;
+      return rule;
+    }
+    if (f->contains("caPath") == f->contains("caData")) {
+      return Bad(fw, "exactly one of caPath and caData is required (or use trustedRootPath)");
+    }
+    if (rekor != 1) {
+      return Bad(where, "exactly one of rekorPublicKeyPath and rekorPublicKeyData is required: "
+                        "without a Rekor signed entry timestamp there is no trusted signing time");
+    }
+    std::string ca_pem;
+    if (f->contains("caPath")) {
+      DIGESTD_ASSIGN_OR_RETURN(std::string p, String(*f, "caPath", fw));
+      DIGESTD_ASSIGN_OR_RETURN(ca_pem, ReadRelative(p, fw + ".caPath", 256u << 10));
+      rule.root_label = "fulcio " + p;
+    } else {
+      DIGESTD_ASSIGN_OR_RETURN(std::string data, String(*f, "caData", fw));
+      auto pem = Base64Decode(data);
+      if (!pem) return Bad(fw + ".caData", "must be base64 of PEM certificates");
+      ca_pem = *pem;
+      rule.root_label = "fulcio caData";
+    }
+    auto certs = Certificate::ChainFromPem(ca_pem);
+    if (!certs) return Bad(fw, "CA certificates: " + certs.error().context());
+    std::vector<Authority> cas;
+    for (const auto& c : *certs) {
+      if (!c->SelfSigned()) {
+        return Bad(fw, "the CA file may hold only root certificates; intermediates come with "
+                       "each signature");
+      }
+      cas.push_back(Authority{rule.root_label, {c->der()}, {}});
+    }
+    std::string rekor_pem;
+    if (obj.contains("rekorPublicKeyPath")) {
+      DIGESTD_ASSIGN_OR_RETURN(std::string p, String(obj, "rekorPublicKeyPath", where));
+      DIGESTD_ASSIGN_OR_RETURN(rekor_pem, ReadRelative(p, where + ".rekorPublicKeyPath", 64u << 10));
+    } else {
+      DIGESTD_ASSIGN_OR_RETURN(std::string data, String(obj, "rekorPublicKeyData", where));
+      auto pem = Base64Decode(data);
+      if (!pem) return Bad(where + ".rekorPublicKeyData", "must be base64 of a PEM key");
+      rekor_pem = *pem;
+    }
+    auto key = PublicKey::FromPem(rekor_pem);
+    if (!key) return Bad(where + ".rekorPublicKey", key.error().context());
+    if ((*key)->type() != KeyType::kEcdsaP256 && (*key)->type() != KeyType::kEcdsaP384) {
+      return Bad(where + ".rekorPublicKey", "a Rekor key must be ECDSA");
+    }
+    LogKey log{"rekor", DigestBytes(Hasher::Of(DigestAlgorithm::kSha256, (*key)->spki_der())),
+               *key, {}};
+    rule.root = std::make_shared<SigstoreTrustedRoot>(
+        SigstoreTrustedRoot::FromParts(std::move(cas), {std::move(log)}));
+    return rule;
+  }
+
+  // Keys, or keyless: one kind per requirement.
+  Result<void> KeysOrKeyless(const json& obj, const std::string& where,
+                             std::vector<PolicyKey>& keys, std::vector<std::string>& ids,
+                             std::optional<KeylessRule>& keyless) const {
+    const bool has_keys = obj.contains("keyPath") || obj.contains("keyPaths") ||
+                          obj.contains("keyData") || obj.contains("keyIds");
+    if (!HasKeyless(obj)) return Keys(obj, where, keys, ids);
+    if (has_keys) return Bad(where, "keys and keyless (fulcio, trustedRootPath) do not mix");
+    DIGESTD_ASSIGN_OR_RETURN(keyless, Keyless(obj, where));
+    return {};
+  }
+
   Result<SignedIdentity> Identity(const json& obj, const std::string& where) const {
     SignedIdentity id;
     auto it = obj.find("signedIdentity");
@@ -161,19 +278,18 @@ struct Loader {
       return req;
     }
     if (type == "sigstoreSigned") {
-      for (const char* keyless : {"fulcio", "rekorPublicKeyPath", "rekorPublicKeyData",
-                                  "rekorPublicKeyPaths", "pki", "trustedRootPath"}) {
-        if (r.contains(keyless)) {
-          return Bad(where + "." + keyless,
-                     "keyless and Rekor-backed verification is not supported by this build yet; "
-                     "use keyPath, keyPaths, keyData or keyIds");
+      for (const char* unsupported : {"pki", "rekorPublicKeyPaths"}) {
+        if (r.contains(unsupported)) {
+          return Bad(where + "." + unsupported, "not supported by digestd; use fulcio with "
+                                                "rekorPublicKeyPath, or trustedRootPath");
         }
       }
       DIGESTD_RETURN_IF_ERROR(
-          OnlyKeys(r, {"type", "keyPath", "keyPaths", "keyData", "keyIds", "signedIdentity"},
+          OnlyKeys(r, {"type", "keyPath", "keyPaths", "keyData", "keyIds", "signedIdentity",
+                       "fulcio", "rekorPublicKeyPath", "rekorPublicKeyData", "trustedRootPath"},
                    where));
       req.type = RequirementType::kSigstoreSigned;
-      DIGESTD_RETURN_IF_ERROR(Keys(r, where, req.keys, req.key_ids));
+      DIGESTD_RETURN_IF_ERROR(KeysOrKeyless(r, where, req.keys, req.key_ids, req.keyless));
       DIGESTD_ASSIGN_OR_RETURN(req.identity, Identity(r, where));
       return req;
     }
@@ -251,11 +367,13 @@ struct Loader {
         const std::string where = w + ".requiredAttestations[" + std::to_string(i) + "]";
         const json& e = (*ra)[i];
         DIGESTD_RETURN_IF_ERROR(
-            OnlyKeys(e, {"predicateType", "keyPath", "keyPaths", "keyData", "keyIds"}, where));
+            OnlyKeys(e, {"predicateType", "keyPath", "keyPaths", "keyData", "keyIds", "fulcio",
+                         "rekorPublicKeyPath", "rekorPublicKeyData", "trustedRootPath"},
+                     where));
         RequiredAttestation att;
         DIGESTD_ASSIGN_OR_RETURN(att.predicate_type, String(e, "predicateType", where));
         if (att.predicate_type.empty()) return Bad(where + ".predicateType", "must not be empty");
-        DIGESTD_RETURN_IF_ERROR(Keys(e, where, att.keys, att.key_ids));
+        DIGESTD_RETURN_IF_ERROR(KeysOrKeyless(e, where, att.keys, att.key_ids, att.keyless));
         org.required_attestations.push_back(std::move(att));
       }
     }
@@ -362,6 +480,93 @@ std::optional<std::string> AcceptDsse(const DsseEnvelope& env, const Digest& dig
   }
   why.push_back("no DSSE signature verifies with the configured keys");
   return std::nullopt;
+}
+
+bool IsDeniedKeyless(const OrgRules& org, const BundleVerdict& v) {
+  for (const auto& d : org.deny_keyless_signers) {
+    if (d.issuer == v.issuer && d.identity == v.identity) return true;
+  }
+  return false;
+}
+
+std::string KeylessSignerId(const BundleVerdict& v) {
+  return "keyless " + v.identity + " (" + v.issuer + ")";
+}
+
+BundleExpectation Expect(const KeylessRule& rule) {
+  return BundleExpectation{.identity = rule.subject, .issuer = rule.issuer};
+}
+
+// One layer of a cosign signature manifest signed keyless (certificate + Rekor bundle
+// annotations): the certificate, the SET and the payload's digest and identity.
+std::optional<std::string> AcceptKeylessSignature(const SimpleSignature& sig, const KeylessRule& rule,
+                                                  const SignedIdentity& identity,
+                                                  const Reference& ref, const Digest& digest,
+                                                  const OrgRules& org,
+                                                  std::vector<std::string>& why) {
+  if (sig.media_type != media::kCosignSimpleSigning) {
+    why.push_back("signature layer has media type " + Quote(sig.media_type));
+    return std::nullopt;
+  }
+  if (!sig.annotations.contains("dev.sigstore.cosign/certificate")) {
+    why.push_back("a signature carries no certificate; the policy requires keyless signing by " +
+                  Quote(rule.subject));
+    return std::nullopt;
+  }
+  auto v = VerifyCosignKeyless(sig, *rule.root, Expect(rule));
+  if (!v) {
+    why.push_back("keyless signature: " + v.error().context());
+    return std::nullopt;
+  }
+  auto payload = ParseSimpleSigningPayload(sig.payload);
+  if (!payload) {
+    why.push_back(payload.error().context());
+    return std::nullopt;
+  }
+  if (payload->manifest_digest != digest) {
+    why.push_back("keyless signature is for " + payload->manifest_digest.ToString() + ", not for " +
+                  digest.ToString());
+    return std::nullopt;
+  }
+  if (auto m = MatchSignedIdentity(identity, ref, payload->docker_reference); !m) {
+    why.push_back(m.error().context());
+    return std::nullopt;
+  }
+  if (IsDeniedKeyless(org, *v)) {
+    why.push_back("signer " + Quote(KeylessSignerId(*v)) + " is denied by policy (digestd.denySigners)");
+    return std::nullopt;
+  }
+  return KeylessSignerId(*v);
+}
+
+// A sigstore bundle about the image signed keyless: a DSSE in-toto statement with
+// `predicate_type` naming the manifest digest, or (image signatures only) a message signature
+// over the manifest.
+std::optional<std::string> AcceptKeylessBundle(const std::string& bundle_json,
+                                               const KeylessRule& rule,
+                                               std::string_view predicate_type,
+                                               const Digest& digest, const OrgRules& org,
+                                               std::vector<std::string>& why) {
+  auto v = VerifyBundle(bundle_json, BundleArtifact{.digest = digest}, *rule.root, Expect(rule));
+  if (!v) {
+    why.push_back("keyless bundle: " + v.error().context());
+    return std::nullopt;
+  }
+  if (v->statement) {
+    if (v->statement->predicate_type != predicate_type) {
+      why.push_back("statement predicateType is " + Quote(v->statement->predicate_type) +
+                    ", want " + Quote(predicate_type));
+      return std::nullopt;
+    }
+  } else if (!v->payload_type.empty() || predicate_type != kCosignSignPredicate) {
+    why.push_back("bundle is not an in-toto statement of " + Quote(predicate_type));
+    return std::nullopt;
+  }
+  if (IsDeniedKeyless(org, *v)) {
+    why.push_back("signer " + Quote(KeylessSignerId(*v)) + " is denied by policy (digestd.denySigners)");
+    return std::nullopt;
+  }
+  return KeylessSignerId(*v);
 }
 
 }  // namespace
@@ -569,66 +774,79 @@ Decision Policy::Evaluate(const Reference& ref, const Digest& manifest_digest,
     std::vector<std::string> why;
     const auto cands = Candidates(req.keys, req.key_ids, trust, why);
     std::optional<std::string> accepted;
-    for (const auto& sig : evidence.signatures) {
-      if (accepted) break;
-      if (sig.media_type != media::kCosignSimpleSigning) {
-        why.push_back("signature layer has media type " + Quote(sig.media_type));
-        continue;
+    if (req.keyless) {
+      for (const auto& sig : evidence.signatures) {
+        if (accepted) break;
+        accepted = AcceptKeylessSignature(sig, *req.keyless, req.identity, ref, manifest_digest,
+                                          org_, why);
       }
-      auto ann = sig.annotations.find(std::string(kCosignSignatureAnnotation));
-      if (ann == sig.annotations.end()) {
-        why.push_back("signature layer lacks the " + std::string(kCosignSignatureAnnotation) +
-                      " annotation");
-        continue;
+      for (const auto& bundle_json : evidence.bundles) {
+        if (accepted) break;
+        accepted = AcceptKeylessBundle(bundle_json, *req.keyless, kCosignSignPredicate,
+                                       manifest_digest, org_, why);
       }
-      auto raw = Base64Decode(ann->second);
-      if (!raw) {
-        why.push_back("signature annotation: " + raw.error().context());
-        continue;
-      }
-      bool verified = false;
-      for (const auto& c : cands) {
-        if (!c.key->Verify(sig.payload, *raw)) continue;
-        verified = true;
-        if (auto u = Unusable(c, trust, org_, ref, now)) {
-          why.push_back(*u);
+    } else {
+      for (const auto& sig : evidence.signatures) {
+        if (accepted) break;
+        if (sig.media_type != media::kCosignSimpleSigning) {
+          why.push_back("signature layer has media type " + Quote(sig.media_type));
           continue;
         }
-        auto payload = ParseSimpleSigningPayload(sig.payload);
-        if (!payload) {
-          why.push_back(payload.error().context());
+        auto ann = sig.annotations.find(std::string(kCosignSignatureAnnotation));
+        if (ann == sig.annotations.end()) {
+          why.push_back("signature layer lacks the " + std::string(kCosignSignatureAnnotation) +
+                        " annotation");
           continue;
         }
-        if (payload->manifest_digest != manifest_digest) {
-          why.push_back("signature by " + Quote(c.id) + " is for " +
-                        payload->manifest_digest.ToString() + ", not for " +
-                        manifest_digest.ToString());
+        auto raw = Base64Decode(ann->second);
+        if (!raw) {
+          why.push_back("signature annotation: " + raw.error().context());
           continue;
         }
-        if (auto m = MatchSignedIdentity(req.identity, ref, payload->docker_reference); !m) {
-          why.push_back(m.error().context());
+        bool verified = false;
+        for (const auto& c : cands) {
+          if (!c.key->Verify(sig.payload, *raw)) continue;
+          verified = true;
+          if (auto u = Unusable(c, trust, org_, ref, now)) {
+            why.push_back(*u);
+            continue;
+          }
+          auto payload = ParseSimpleSigningPayload(sig.payload);
+          if (!payload) {
+            why.push_back(payload.error().context());
+            continue;
+          }
+          if (payload->manifest_digest != manifest_digest) {
+            why.push_back("signature by " + Quote(c.id) + " is for " +
+                          payload->manifest_digest.ToString() + ", not for " +
+                          manifest_digest.ToString());
+            continue;
+          }
+          if (auto m = MatchSignedIdentity(req.identity, ref, payload->docker_reference); !m) {
+            why.push_back(m.error().context());
+            continue;
+          }
+          accepted = c.id;
+          break;
+        }
+        if (!verified) why.push_back("a signature does not verify with any configured key");
+      }
+      for (const auto& bundle_json : evidence.bundles) {
+        if (accepted) break;
+        auto bundle = ParseSigstoreBundle(bundle_json);
+        if (!bundle) {
+          why.push_back(bundle.error().context());
           continue;
         }
-        accepted = c.id;
-        break;
+        if (!bundle->dsse) {
+          why.push_back("bundle without a DSSE envelope cannot sign an image");
+          continue;
+        }
+        // The cosign v3 statement binds the manifest digest only; the reference is bound by the
+        // key's scopes in the trust file (see docs/policy.md).
+        accepted = AcceptDsse(*bundle->dsse, manifest_digest, kCosignSignPredicate, cands, trust,
+                              org_, ref, now, why);
       }
-      if (!verified) why.push_back("a signature does not verify with any configured key");
-    }
-    for (const auto& bundle_json : evidence.bundles) {
-      if (accepted) break;
-      auto bundle = ParseSigstoreBundle(bundle_json);
-      if (!bundle) {
-        why.push_back(bundle.error().context());
-        continue;
-      }
-      if (!bundle->dsse) {
-        why.push_back("bundle without a DSSE envelope cannot sign an image");
-        continue;
-      }
-      // The cosign v3 statement binds the manifest digest only; the reference is bound by the
-      // key's scopes in the trust file (see docs/policy.md).
-      accepted = AcceptDsse(*bundle->dsse, manifest_digest, kCosignSignPredicate, cands, trust,
-                            org_, ref, now, why);
     }
     if (!accepted) {
       if (evidence.signatures.empty() && evidence.bundles.empty()) {
@@ -658,6 +876,10 @@ Decision Policy::Evaluate(const Reference& ref, const Digest& manifest_digest,
     std::optional<std::string> ok;
     for (const auto& text : evidence.attestations) {
       if (ok) break;
+      if (att.keyless) {
+        ok = AcceptKeylessBundle(text, *att.keyless, att.predicate_type, manifest_digest, org_, why);
+        continue;
+      }
       if (text.find("\"mediaType\"") != std::string::npos &&
           text.find("verificationMaterial") != std::string::npos) {
         auto bundle = ParseSigstoreBundle(text);
@@ -714,6 +936,11 @@ Decision Policy::Explain(const Reference& ref) const {
       for (const auto& k : r.keys) keys += (keys.empty() ? "" : ", ") + k.label;
       for (const auto& k : r.key_ids) keys += (keys.empty() ? "" : ", ") + k;
       d.reason = ref.String() + " is allowed if signed by one of [" + keys + "] (scope " + scope + ")";
+      if (r.keyless) {
+        d.reason = ref.String() + " is allowed if signed keyless by " + Quote(r.keyless->subject) +
+                   " (issuer " + Quote(r.keyless->issuer) + ", " + r.keyless->root_label +
+                   ") (scope " + scope + ")";
+      }
     }
   }
   return d;

@@ -20,6 +20,7 @@
 #include "verify/digest.h"
 #include "verify/public_key.h"
 #include "verify/reference.h"
+#include "verify/sigstore_root.h"
 #include "verify/trust.h"
 
 namespace digestd::verify {
@@ -48,10 +49,20 @@ struct PolicyKey {
 
 enum class RequirementType { kInsecureAcceptAnything, kReject, kSigstoreSigned };
 
+// Keyless signing: who must have signed (the Fulcio certificate's SAN and OIDC issuer) and the
+// roots that establish it (a sigstore trusted root, or a Fulcio CA plus Rekor keys).
+struct KeylessRule {
+  std::shared_ptr<const SigstoreTrustedRoot> root;
+  std::string root_label;  // "trustedRootPath <path>" or "fulcio <caPath|caData>"
+  std::string issuer;      // fulcio.oidcIssuer
+  std::string subject;     // fulcio.subjectEmail, or digestd's fulcio.subject (any SAN)
+};
+
 struct Requirement {
   RequirementType type = RequirementType::kReject;
   std::vector<PolicyKey> keys;        // keyPath / keyPaths / keyData
   std::vector<std::string> key_ids;   // digestd extension: ids in the trust file
+  std::optional<KeylessRule> keyless; // instead of keys
   SignedIdentity identity;
 };
 
@@ -59,6 +70,7 @@ struct RequiredAttestation {
   std::string predicate_type;
   std::vector<PolicyKey> keys;
   std::vector<std::string> key_ids;
+  std::optional<KeylessRule> keyless;
 };
 
 struct OrgRules {

@@ -1,285 +1,92 @@
-// Keyless verification with material the test makes itself (no vectors needed): a CA and a
-// Fulcio-like leaf (code-signing EKU, SAN, OIDC issuer extension), a Rekor-like log key that
-// signs the SET and a checkpoint over a two-leaf tree, and a v0.3 bundle. Each test breaks one
-// piece and expects its distinct failure reason.
+// Keyless verification with material the test makes itself (tests/testing/sigstore_util.h: a
+// root CA, an intermediate, a Fulcio-like leaf, a Rekor-like log key that signs the SET and a
+// checkpoint over a two-leaf tree). Each test breaks one piece and expects its distinct reason.
 
 #include <gtest/gtest.h>
-
-#include <openssl/asn1.h>
-#include <openssl/ec.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "testing/sigstore_util.h"
 #include "verify/base64.h"
 #include "verify/digest.h"
+#include "verify/hasher.h"
 #include "verify/keyless.h"
 #include "verify/tlog.h"
+#include "verify/x509.h"
 
 namespace digestd::verify {
 namespace {
 
+using digestd::testing::TestSigstore;
 using nlohmann::json;
+using Options = TestSigstore::Options;
 
-constexpr std::int64_t kSignedAt = 1'750'000'000;  // 2025-06-15
+constexpr std::string_view kArtifact = "hello, keyless world\n";
+const BundleExpectation kWho{.identity = std::string(TestSigstore::kIdentity),
+                             .issuer = std::string(TestSigstore::kIssuer)};
 
-EVP_PKEY* NewKey() {
-  EVP_PKEY* k = EVP_EC_gen("P-256");
-  EXPECT_NE(k, nullptr);
-  return k;
+std::string Reason(const Result<BundleVerdict>& v) {
+  if (v) return "valid";
+  const std::string& why = v.error().context();
+  return why.substr(0, why.find(':'));
 }
 
-std::string Spki(EVP_PKEY* k) {
-  unsigned char* der = nullptr;
-  const int n = i2d_PUBKEY(k, &der);
-  std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(n));
-  OPENSSL_free(der);
-  return out;
-}
-
-std::string Sign(EVP_PKEY* k, std::string_view msg) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, k);
-  std::size_t n = 0;
-  EVP_DigestSign(ctx, nullptr, &n, reinterpret_cast<const unsigned char*>(msg.data()), msg.size());
-  std::string sig(n, '\0');
-  EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(sig.data()), &n,
-                 reinterpret_cast<const unsigned char*>(msg.data()), msg.size());
-  sig.resize(n);
-  EVP_MD_CTX_free(ctx);
-  return sig;
-}
-
-std::string Sha256(std::string_view d) {
-  unsigned char out[32];
-  unsigned int n = 0;
-  EVP_Digest(d.data(), d.size(), out, &n, EVP_sha256(), nullptr);
-  return std::string(reinterpret_cast<char*>(out), n);
-}
-
-void AddExt(X509* x, X509* issuer, int nid, const char* value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx(&ctx, issuer, x, nullptr, nullptr, 0);
-  X509_EXTENSION* e = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-  ASSERT_NE(e, nullptr) << value;
-  X509_add_ext(x, e, -1);
-  X509_EXTENSION_free(e);
-}
-
-std::string Der(X509* x) {
-  unsigned char* der = nullptr;
-  const int n = i2d_X509(x, &der);
-  std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(n));
-  OPENSSL_free(der);
-  return out;
-}
-
-std::string Pem(X509* x) {
-  BIO* b = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(b, x);
-  char* p = nullptr;
-  const long n = BIO_get_mem_data(b, &p);
-  std::string out(p, static_cast<std::size_t>(n));
-  BIO_free(b);
-  return out;
-}
-
-struct CertSpec {
-  std::string cn;
-  bool ca = false;
-  bool code_signing = true;
-  std::int64_t not_before = kSignedAt - 300;
-  std::int64_t not_after = kSignedAt + 600;
-  std::string san = "email:dev@example.com";
-  std::string issuer_ext = "https://issuer.example";
-};
-
-X509* MakeCert(const CertSpec& spec, EVP_PKEY* key, X509* issuer, EVP_PKEY* issuer_key) {
-  X509* x = X509_new();
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), 1000 + static_cast<long>(spec.cn.size()));
-  ASN1_TIME_set(X509_getm_notBefore(x), static_cast<time_t>(spec.not_before));
-  ASN1_TIME_set(X509_getm_notAfter(x), static_cast<time_t>(spec.not_after));
-  X509_NAME* name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(spec.cn.c_str()), -1, -1, 0);
-  X509_set_issuer_name(x, issuer != nullptr ? X509_get_subject_name(issuer) : name);
-  X509_set_pubkey(x, key);
-  X509* iss = issuer != nullptr ? issuer : x;
-  if (spec.ca) {
-    AddExt(x, iss, NID_basic_constraints, "critical,CA:TRUE");
-    AddExt(x, iss, NID_key_usage, "critical,keyCertSign,cRLSign");
-    AddExt(x, iss, NID_subject_key_identifier, "hash");
-  } else {
-    AddExt(x, iss, NID_key_usage, "critical,digitalSignature");
-    if (spec.code_signing) AddExt(x, iss, NID_ext_key_usage, "codeSigning");
-    AddExt(x, iss, NID_subject_alt_name, spec.san.c_str());
-    AddExt(x, iss, NID_authority_key_identifier, "keyid");
-    // Fulcio's OIDC issuer (1.3.6.1.4.1.57264.1.8): a DER UTF8String.
-    ASN1_UTF8STRING* s = ASN1_UTF8STRING_new();
-    ASN1_STRING_set(s, spec.issuer_ext.data(), static_cast<int>(spec.issuer_ext.size()));
-    unsigned char* der = nullptr;
-    const int n = i2d_ASN1_UTF8STRING(s, &der);
-    ASN1_OCTET_STRING* oct = ASN1_OCTET_STRING_new();
-    ASN1_OCTET_STRING_set(oct, der, n);
-    ASN1_OBJECT* oid = OBJ_txt2obj("1.3.6.1.4.1.57264.1.8", 1);
-    X509_EXTENSION* ext = X509_EXTENSION_create_by_OBJ(nullptr, oid, 0, oct);
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-    ASN1_OBJECT_free(oid);
-    ASN1_OCTET_STRING_free(oct);
-    OPENSSL_free(der);
-    ASN1_UTF8STRING_free(s);
-  }
-  X509_sign(x, issuer_key, EVP_sha256());
-  return x;
-}
-
-// Everything a keyless signature needs, made fresh per test, plus knobs to break it.
 class KeylessTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    ca_key_ = NewKey();
-    leaf_key_ = NewKey();
-    log_key_ = NewKey();
-    ca_ = MakeCert({.cn = "test-ca", .ca = true, .not_before = kSignedAt - 86400,
-                    .not_after = kSignedAt + 86400 * 365},
-                   ca_key_, nullptr, ca_key_);
+  SigstoreTrustedRoot Root(const std::string& json_text) {
+    auto r = SigstoreTrustedRoot::Parse(json_text, "test");
+    EXPECT_TRUE(r) << r.error().ToString();
+    return *r;
   }
-  void TearDown() override {
-    X509_free(ca_);
-    EVP_PKEY_free(ca_key_);
-    EVP_PKEY_free(leaf_key_);
-    EVP_PKEY_free(log_key_);
+  // "valid" or the failure reason of a message-signature bundle made with `o`.
+  std::string Verify(const Options& o, const BundleExpectation& e = kWho,
+                     std::string_view artifact = kArtifact) {
+    return Reason(VerifyBundle(sig_.MessageBundle(kArtifact, o),
+                               {.bytes = std::string(artifact)}, Root(sig_.TrustedRootJson()), e));
   }
-
-  std::string RootJson(std::string_view log_spki, std::string_view ca_der) {
-    const std::string log_id = Sha256(log_spki);
-    json j = {
-        {"mediaType", "application/vnd.dev.sigstore.trustedroot+json;version=0.1"},
-        {"tlogs",
-         {{{"baseUrl", "https://log.test"},
-           {"hashAlgorithm", "SHA2_256"},
-           {"publicKey",
-            {{"rawBytes", Base64Encode(log_spki)},
-             {"keyDetails", "PKIX_ECDSA_P256_SHA_256"},
-             {"validFor", {{"start", "2025-01-01T00:00:00Z"}}}}},
-           {"logId", {{"keyId", Base64Encode(log_id)}}}}}},
-        {"certificateAuthorities",
-         {{{"uri", "https://ca.test"},
-           {"certChain", {{"certificates", {{{"rawBytes", Base64Encode(ca_der)}}}}}},
-           {"validFor", {{"start", "2025-01-01T00:00:00Z"}}}}}}};
-    return j.dump();
-  }
-
-  // The bundle; `tweak` edits the pieces before they are assembled.
-  struct Pieces {
-    std::string artifact = "hello, keyless world\n";
-    CertSpec leaf{.cn = "leaf"};
-    std::int64_t integrated_time = kSignedAt;
-    bool with_set = true;
-    bool corrupt_set = false;
-    bool corrupt_proof = false;
-    bool checkpoint_by_other_key = false;
-    std::string body_signature_override;  // log a different signature than the bundle's
-  };
-  std::string Bundle(const Pieces& p) {
-    X509* leaf = MakeCert(p.leaf, leaf_key_, ca_, ca_key_);
-    const std::string leaf_der = Der(leaf);
-    const std::string leaf_pem = Pem(leaf);
-    X509_free(leaf);
-    const std::string digest = Sha256(p.artifact);
-    const std::string sig = Sign(leaf_key_, p.artifact);
-    const std::string logged_sig =
-        p.body_signature_override.empty() ? sig : p.body_signature_override;
-    const json body = {
-        {"apiVersion", "0.0.1"},
-        {"kind", "hashedrekord"},
-        {"spec",
-         {{"data", {{"hash", {{"algorithm", "sha256"}, {"value", HexEncode(digest)}}}}},
-          {"signature",
-           {{"content", Base64Encode(logged_sig)},
-            {"publicKey", {{"content", Base64Encode(leaf_pem)}}}}}}}};
-    const std::string body_b64 = Base64Encode(body.dump());
-    const std::string log_id = Sha256(Spki(log_key_));
-    // A two-leaf tree: our entry at index 0, another entry at index 1.
-    const std::string leaf0 = MerkleLeafHash(body.dump());
-    std::string leaf1 = MerkleLeafHash("another entry");
-    const std::string root_hash = Sha256(std::string("\x01", 1) + leaf0 + leaf1);
-    if (p.corrupt_proof) leaf1[0] = static_cast<char>(leaf1[0] ^ 1);
-    const std::string note = "log.test - 1\n2\n" + Base64Encode(root_hash) + "\n";
-    EVP_PKEY* note_key = p.checkpoint_by_other_key ? NewKey() : log_key_;
-    const std::string note_sig = log_id.substr(0, 4) + Sign(note_key, note);
-    if (note_key != log_key_) EVP_PKEY_free(note_key);
-    json entry = {
-        {"logIndex", "7"},
-        {"logId", {{"keyId", Base64Encode(log_id)}}},
-        {"kindVersion", {{"kind", "hashedrekord"}, {"version", "0.0.1"}}},
-        {"integratedTime", std::to_string(p.integrated_time)},
-        {"inclusionProof",
-         {{"logIndex", "0"},
-          {"rootHash", Base64Encode(root_hash)},
-          {"treeSize", "2"},
-          {"hashes", {Base64Encode(leaf1)}},
-          {"checkpoint",
-           {{"envelope", note + "\n\xe2\x80\x94 log.test " + Base64Encode(note_sig) + "\n"}}}}},
-        {"canonicalizedBody", body_b64}};
-    if (p.with_set) {
-      const json canon = {{"body", body_b64},
-                          {"integratedTime", p.integrated_time},
-                          {"logID", HexEncode(log_id)},
-                          {"logIndex", 7}};
-      std::string set = Sign(log_key_, canon.dump());
-      if (p.corrupt_set) set[set.size() / 2] = static_cast<char>(set[set.size() / 2] ^ 1);
-      entry["inclusionPromise"] = {{"signedEntryTimestamp", Base64Encode(set)}};
-    }
-    const json bundle = {
-        {"mediaType", "application/vnd.dev.sigstore.bundle.v0.3+json"},
-        {"verificationMaterial",
-         {{"certificate", {{"rawBytes", Base64Encode(leaf_der)}}}, {"tlogEntries", {entry}}}},
-        {"messageSignature",
-         {{"messageDigest", {{"algorithm", "SHA2_256"}, {"digest", Base64Encode(digest)}}},
-          {"signature", Base64Encode(sig)}}}};
-    return bundle.dump();
-  }
-
-  // "valid" or the failure reason.
-  std::string Verify(const Pieces& p, const BundleExpectation& e = kWho,
-                     std::optional<std::string> artifact = std::nullopt,
-                     X509* trusted_ca = nullptr) {
-    auto root = SigstoreTrustedRoot::Parse(
-        RootJson(Spki(log_key_), Der(trusted_ca != nullptr ? trusted_ca : ca_)), "test");
-    EXPECT_TRUE(root) << root.error().ToString();
-    BundleArtifact a{.bytes = artifact ? *artifact : p.artifact};
-    auto v = VerifyBundle(Bundle(p), a, *root, e);
-    if (v) return "valid";
-    const std::string& why = v.error().context();
-    return why.substr(0, why.find(':'));
-  }
-
-  static inline const BundleExpectation kWho{.identity = "dev@example.com",
-                                             .issuer = "https://issuer.example"};
-  EVP_PKEY* ca_key_ = nullptr;
-  EVP_PKEY* leaf_key_ = nullptr;
-  EVP_PKEY* log_key_ = nullptr;
-  X509* ca_ = nullptr;
+  TestSigstore sig_;
 };
 
 TEST_F(KeylessTest, MadeHereVerifies) {
   EXPECT_EQ(Verify({}), "valid");
   EXPECT_EQ(Verify({}, {}), "valid");  // no identity required: any signer of this CA
+  auto v = VerifyBundle(sig_.MessageBundle(kArtifact), {.bytes = std::string(kArtifact)},
+                        Root(sig_.TrustedRootJson()), kWho);
+  ASSERT_TRUE(v) << v.error().ToString();
+  EXPECT_EQ(v->identity, TestSigstore::kIdentity);
+  EXPECT_EQ(v->issuer, TestSigstore::kIssuer);
+  EXPECT_EQ(v->trusted_times, std::vector<std::int64_t>{TestSigstore::kSignedAt});
+  // By digest only, too.
+  auto by_digest = VerifyBundle(sig_.MessageBundle(kArtifact),
+                                {.digest = Hasher::Of(DigestAlgorithm::kSha256, kArtifact)},
+                                Root(sig_.TrustedRootJson()), kWho);
+  EXPECT_TRUE(by_digest) << by_digest.error().ToString();
+}
+
+TEST_F(KeylessTest, StatementBundleNamesItsSubject) {
+  const Digest subject = Hasher::Of(DigestAlgorithm::kSha256, "a manifest");
+  const std::string b = sig_.StatementBundle(subject, kCosignSignPredicate);
+  auto v = VerifyBundle(b, {.digest = subject}, Root(sig_.TrustedRootJson()), kWho);
+  ASSERT_TRUE(v) << v.error().ToString();
+  ASSERT_TRUE(v->statement);
+  EXPECT_EQ(v->statement->predicate_type, kCosignSignPredicate);
+  EXPECT_EQ(Reason(VerifyBundle(b, {.digest = Hasher::Of(DigestAlgorithm::kSha256, "other")},
+                                Root(sig_.TrustedRootJson()), kWho)),
+            "artifact");
+  Options logged_other;
+  logged_other.logged_signature = sig_.SignWithLeafKey("something else");
+  EXPECT_EQ(Reason(VerifyBundle(sig_.StatementBundle(subject, kCosignSignPredicate, logged_other),
+                                {.digest = subject}, Root(sig_.TrustedRootJson()), kWho)),
+            "tlog-body");
 }
 
 TEST_F(KeylessTest, IdentityAndIssuerMustMatch) {
   EXPECT_EQ(Verify({}, {.identity = "mallory@example.com", .issuer = kWho.issuer}), "identity");
   EXPECT_EQ(Verify({}, {.identity = kWho.identity, .issuer = "https://evil.example"}), "issuer");
-  Pieces uri;
+  Options uri;
   uri.leaf.san = "URI:https://github.com/org/repo/.github/workflows/release.yml@refs/heads/main";
   EXPECT_EQ(Verify(uri, {.identity = "https://github.com/org/repo/.github/workflows/"
                                      "release.yml@refs/heads/main",
@@ -288,56 +95,57 @@ TEST_F(KeylessTest, IdentityAndIssuerMustMatch) {
 }
 
 TEST_F(KeylessTest, ArtifactAndSignature) {
-  EXPECT_EQ(Verify({}, kWho, std::string("another artifact")), "artifact");
+  EXPECT_EQ(Verify({}, kWho, "another artifact"), "artifact");
 }
 
 TEST_F(KeylessTest, CertificateChecks) {
-  Pieces no_eku;
+  Options no_eku;
   no_eku.leaf.code_signing = false;
   EXPECT_EQ(Verify(no_eku), "certificate-usage");
-  Pieces expired;
-  expired.integrated_time = kSignedAt + 3600;  // the log saw it after the leaf expired
-  EXPECT_EQ(Verify(expired), "certificate-validity");
-  // A CA the trusted root does not hold.
-  EVP_PKEY* other_key = NewKey();
-  X509* other = MakeCert({.cn = "other-ca", .ca = true, .not_before = kSignedAt - 86400,
-                          .not_after = kSignedAt + 86400},
-                         other_key, nullptr, other_key);
-  EXPECT_EQ(Verify({}, kWho, std::nullopt, other), "certificate-chain");
-  X509_free(other);
-  EVP_PKEY_free(other_key);
+  Options late;
+  late.integrated_time = TestSigstore::kSignedAt + 3600;  // logged after the leaf expired
+  EXPECT_EQ(Verify(late), "certificate-validity");
+  // The same log, but the CAs of another sigstore: no chain.
+  TestSigstore other;
+  json root = json::parse(sig_.TrustedRootJson());
+  root["certificateAuthorities"] = json::parse(other.TrustedRootJson())["certificateAuthorities"];
+  EXPECT_EQ(Reason(VerifyBundle(sig_.MessageBundle(kArtifact), {.bytes = std::string(kArtifact)},
+                                Root(root.dump()), kWho)),
+            "certificate-chain");
+  // A CA whose validFor does not cover the signing time.
+  json window = json::parse(sig_.TrustedRootJson());
+  window["certificateAuthorities"][0]["validFor"] = {{"start", "2026-01-01T00:00:00Z"}};
+  EXPECT_EQ(Reason(VerifyBundle(sig_.MessageBundle(kArtifact), {.bytes = std::string(kArtifact)},
+                                Root(window.dump()), kWho)),
+            "certificate-chain");
 }
 
 TEST_F(KeylessTest, TransparencyLogChecks) {
-  Pieces bad_set;
+  Options bad_set;
   bad_set.corrupt_set = true;
   EXPECT_EQ(Verify(bad_set), "tlog-set");
-  Pieces bad_proof;
+  Options bad_proof;
   bad_proof.corrupt_proof = true;
   EXPECT_EQ(Verify(bad_proof), "tlog-inclusion");
-  Pieces other_note;
+  Options other_note;
   other_note.checkpoint_by_other_key = true;
   EXPECT_EQ(Verify(other_note), "tlog-inclusion");
-  Pieces other_sig;
-  other_sig.body_signature_override = Sign(leaf_key_, "something else");
+  Options other_sig;
+  other_sig.logged_signature = sig_.SignWithLeafKey("something else");
   EXPECT_EQ(Verify(other_sig), "tlog-body");
   // An inclusion proof alone does not make integratedTime a trusted time.
-  Pieces no_set;
+  Options no_set;
   no_set.with_set = false;
   EXPECT_EQ(Verify(no_set), "no-trusted-time");
 }
 
 TEST_F(KeylessTest, UnknownLogAndBadRoots) {
-  // A root whose log key is another key: the entry's log is unknown.
-  EVP_PKEY* k = NewKey();
-  auto root = SigstoreTrustedRoot::Parse(RootJson(Spki(k), Der(ca_)), "test");
-  EVP_PKEY_free(k);
-  ASSERT_TRUE(root);
-  auto v = VerifyBundle(Bundle({}), {.bytes = Pieces{}.artifact}, *root, kWho);
-  ASSERT_FALSE(v);
-  EXPECT_TRUE(v.error().context().starts_with("tlog-unknown")) << v.error().context();
-  // Trusted roots that must not load: no validFor.start, an end before the start, bad base64.
-  json j = json::parse(RootJson(Spki(log_key_), Der(ca_)));
+  TestSigstore other;
+  EXPECT_EQ(Reason(VerifyBundle(sig_.MessageBundle(kArtifact), {.bytes = std::string(kArtifact)},
+                                Root(other.TrustedRootJson()), kWho)),
+            "tlog-unknown");
+  // Trusted roots that must not load.
+  const json j = json::parse(sig_.TrustedRootJson());
   json no_start = j;
   no_start["tlogs"][0]["publicKey"]["validFor"].erase("start");
   EXPECT_FALSE(SigstoreTrustedRoot::Parse(no_start.dump(), "t"));
@@ -351,16 +159,20 @@ TEST_F(KeylessTest, UnknownLogAndBadRoots) {
   json wrong_details = j;
   wrong_details["tlogs"][0]["publicKey"]["keyDetails"] = "PKIX_ED25519";
   EXPECT_FALSE(SigstoreTrustedRoot::Parse(wrong_details.dump(), "t"));
+  json empty_chain = j;
+  empty_chain["certificateAuthorities"][0]["certChain"]["certificates"] = json::array();
+  EXPECT_FALSE(SigstoreTrustedRoot::Parse(empty_chain.dump(), "t"));
   EXPECT_FALSE(SigstoreTrustedRoot::Parse("{\"mediaType\": 1}", "t"));
+  json null_end = j;
+  null_end["tlogs"][0]["publicKey"]["validFor"]["end"] = nullptr;  // absent, not an error
+  EXPECT_TRUE(SigstoreTrustedRoot::Parse(null_end.dump(), "t"));
 }
 
 TEST_F(KeylessTest, MalformedBundlesAreRefused) {
-  auto root = SigstoreTrustedRoot::Parse(RootJson(Spki(log_key_), Der(ca_)), "test");
-  ASSERT_TRUE(root);
-  const json good = json::parse(Bundle({}));
+  const SigstoreTrustedRoot root = Root(sig_.TrustedRootJson());
+  const json good = json::parse(sig_.MessageBundle(kArtifact));
   auto reason = [&](const json& b) {
-    auto v = VerifyBundle(b.dump(), {.bytes = Pieces{}.artifact}, *root, kWho);
-    return v ? std::string("valid") : v.error().context().substr(0, v.error().context().find(':'));
+    return Reason(VerifyBundle(b.dump(), {.bytes = std::string(kArtifact)}, root, kWho));
   };
   EXPECT_EQ(reason(good), "valid");
   json x = good;
@@ -381,8 +193,55 @@ TEST_F(KeylessTest, MalformedBundlesAreRefused) {
   x = good;
   x["verificationMaterial"]["tlogEntries"][0].erase("inclusionProof");  // v0.3 needs it
   EXPECT_EQ(reason(x), "tlog-inclusion");
-  EXPECT_FALSE(VerifyBundle("{\"mediaType\":", {.bytes = "x"}, *root, kWho));
-  EXPECT_FALSE(VerifyBundle(std::string(2u << 20, ' '), {.bytes = "x"}, *root, kWho));
+  x = good;
+  x["verificationMaterial"]["timestampVerificationData"] = {
+      {"rfc3161Timestamps", {{{"signedTimestamp", "MAA="}}, {{"signedTimestamp", "MAA="}}}}};
+  EXPECT_EQ(reason(x), "timestamp");  // duplicates
+  EXPECT_FALSE(VerifyBundle("{\"mediaType\":", {.bytes = "x"}, root, kWho));
+  EXPECT_FALSE(VerifyBundle(std::string(2u << 20, ' '), {.bytes = "x"}, root, kWho));
+  // A key for a keyless bundle, and no key for a key-signed one.
+  auto key = PublicKey::FromPem(sig_.LogPublicPem());
+  ASSERT_TRUE(key);
+  EXPECT_EQ(Reason(VerifyBundle(good.dump(), {.bytes = std::string(kArtifact)}, root,
+                                {.key = *key})),
+            "key");
+}
+
+TEST_F(KeylessTest, LegacyCosignLayout) {
+  const SigstoreTrustedRoot root = Root(sig_.TrustedRootJson());
+  const std::string payload = "{\"critical\":{}}";
+  auto reason = [&](const SimpleSignature& s, const BundleExpectation& e = kWho) {
+    return Reason(VerifyCosignKeyless(s, root, e));
+  };
+  EXPECT_EQ(reason(sig_.CosignSignature(payload).layer), "valid");
+  EXPECT_EQ(reason(sig_.CosignSignature(payload).layer, {.identity = "x@y", .issuer = kWho.issuer}),
+            "identity");
+  // A root that holds only the root CA (as a policy's fulcio.caPath does): the intermediate must
+  // come from the chain annotation.
+  auto ca = Certificate::FromPem(sig_.RootPem());
+  auto log_key = PublicKey::FromPem(sig_.LogPublicPem());
+  ASSERT_TRUE(ca && log_key);
+  const auto bare = SigstoreTrustedRoot::FromParts({Authority{"ca", {(*ca)->der()}, {}}},
+                                                   {LogKey{"log", sig_.LogId(), *log_key, {}}});
+  SimpleSignature s = sig_.CosignSignature(payload).layer;
+  EXPECT_EQ(Reason(VerifyCosignKeyless(s, bare, kWho)), "valid");
+  s.annotations.erase("dev.sigstore.cosign/chain");
+  EXPECT_EQ(Reason(VerifyCosignKeyless(s, bare, kWho)), "certificate-chain");
+  s = sig_.CosignSignature(payload).layer;
+  s.annotations.erase("dev.sigstore.cosign/bundle");
+  EXPECT_EQ(reason(s), "no-trusted-time");
+  Options bad_set;
+  bad_set.corrupt_set = true;
+  EXPECT_EQ(reason(sig_.CosignSignature(payload, bad_set).layer), "tlog-set");
+  Options other_sig;
+  other_sig.logged_signature = sig_.SignWithLeafKey("x");
+  EXPECT_EQ(reason(sig_.CosignSignature(payload, other_sig).layer), "tlog-body");
+  Options late;
+  late.integrated_time = TestSigstore::kSignedAt + 3600;
+  EXPECT_EQ(reason(sig_.CosignSignature(payload, late).layer), "certificate-validity");
+  s = sig_.CosignSignature(payload).layer;
+  s.payload += " ";
+  EXPECT_EQ(reason(s), "signature");
 }
 
 TEST(MerkleTest, InclusionProofsOfEveryLeafOfASmallTree) {
@@ -394,7 +253,7 @@ TEST(MerkleTest, InclusionProofsOfEveryLeafOfASmallTree) {
       if (n == 1) return leaves[static_cast<std::size_t>(lo)];
       int k = 1;
       while (k * 2 < n) k *= 2;
-      return Sha256(std::string("\x01", 1) + root(lo, k) + root(lo + k, n - k));
+      return TestSigstore::Sha256(std::string("\x01", 1) + root(lo, k) + root(lo + k, n - k));
     };
     std::function<void(int, int, int, std::vector<std::string>&)> path =
         [&](int m, int lo, int n, std::vector<std::string>& out) {
