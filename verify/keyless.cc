@@ -577,8 +577,17 @@ Result<BundleVerdict> VerifyBundle(std::string_view bundle_json, const BundleArt
   return v;
 }
 
-Result<BundleVerdict> VerifyCosignKeyless(const SimpleSignature& sig, const SigstoreTrustedRoot& root,
-                                          const BundleExpectation& expect) {
+namespace {
+
+// The signature, leaf and candidate intermediates of cosign's certificate layout.
+struct CosignCertLayer {
+  std::string signature;
+  CertificatePtr leaf;
+  std::vector<CertificatePtr> intermediates;
+  PublicKeyPtr key;
+};
+
+Result<CosignCertLayer> ReadCosignCertLayer(const SimpleSignature& sig) {
   auto annotation = [&](std::string_view k) -> const std::string* {
     auto it = sig.annotations.find(std::string(k));
     return it == sig.annotations.end() ? nullptr : &it->second;
@@ -587,25 +596,90 @@ Result<BundleVerdict> VerifyCosignKeyless(const SimpleSignature& sig, const Sigs
   const std::string* cert_pem = annotation("dev.sigstore.cosign/certificate");
   if (sig_b64 == nullptr) return Malformed("no signature annotation");
   if (cert_pem == nullptr) return Malformed("no certificate annotation");
-  auto signature = Base64Decode(*sig_b64);
+  // Some signers wrap the base64 at 76 columns (openssl base64; Go's decoder skips line
+  // breaks): the signature bytes are the same, and the annotation itself is not signed.
+  std::string b64;
+  for (char c : *sig_b64) {
+    if (c != '\n' && c != '\r') b64.push_back(c);
+  }
+  auto signature = Base64Decode(b64);
   if (!signature) return Malformed("signature annotation is not base64");
   auto leaf = Certificate::FromPem(*cert_pem);
   if (!leaf) return Malformed("certificate annotation: " + leaf.error().context());
-  std::vector<CertificatePtr> intermediates;
+  CosignCertLayer out{*signature, *leaf, {}, nullptr};
   if (const std::string* chain = annotation("dev.sigstore.cosign/chain")) {
     auto certs = Certificate::ChainFromPem(*chain);
     if (!certs) return Malformed("chain annotation: " + certs.error().context());
-    // The chain annotation ends with the root; only the trusted root's anchors count.
+    // The chain annotation ends with the root; only configured anchors count.
     for (const auto& c : *certs) {
-      if (!c->SelfSigned()) intermediates.push_back(c);
+      if (!c->SelfSigned()) out.intermediates.push_back(c);
     }
   }
-  BundleVerdict v;
-  v.keyless = true;
-  DIGESTD_ASSIGN_OR_RETURN(PublicKeyPtr key, (*leaf)->Key());
-  if (auto ok = key->Verify(sig.payload, *signature); !ok) {
+  auto key = out.leaf->Key();
+  if (!key) return Fail(BundleFailure::kSignature, "certificate key: " + key.error().context());
+  out.key = *key;
+  if (auto ok = out.key->Verify(sig.payload, out.signature); !ok) {
     return Fail(BundleFailure::kSignature, ok.error().context());
   }
+  return out;
+}
+
+}  // namespace
+
+Result<BundleVerdict> VerifyCosignPki(const SimpleSignature& sig, const PkiTrust& pki,
+                                      std::int64_t now) {
+  DIGESTD_ASSIGN_OR_RETURN(CosignCertLayer layer, ReadCosignCertLayer(sig));
+  if (layer.leaf->HasEku() && !layer.leaf->HasCodeSigningEku()) {
+    return Fail(BundleFailure::kCertificateUsage,
+                "the certificate's extended key usage excludes code signing");
+  }
+  std::string last = "no root configured";
+  bool chained = false;
+  for (const auto& root : pki.roots) {
+    Authority with = root;
+    for (const auto& der : pki.intermediates_der) with.chain_der.insert(with.chain_der.begin(), der);
+    for (const auto& i : layer.intermediates) with.chain_der.insert(with.chain_der.begin(), i->der());
+    auto ok = VerifyChainAt(*layer.leaf, with, now, /*strict=*/false);
+    if (ok) {
+      chained = true;
+      break;
+    }
+    last = ok.error().context();
+  }
+  if (!chained) return Fail(BundleFailure::kCertificateChain, last);
+  BundleVerdict v;
+  v.keyless = true;
+  v.trusted_times.push_back(now);
+  const auto emails = layer.leaf->EmailSans();
+  const auto hosts = layer.leaf->DnsSans();
+  auto has = [](const std::vector<std::string>& l, const std::string& x) {
+    return std::find(l.begin(), l.end(), x) != l.end();
+  };
+  if (!pki.subject_email.empty() && !has(emails, pki.subject_email)) {
+    return Fail(BundleFailure::kIdentity, "certificate has no email SAN " + Quote(pki.subject_email));
+  }
+  if (!pki.subject_hostname.empty() && !has(hosts, pki.subject_hostname)) {
+    return Fail(BundleFailure::kIdentity,
+                "certificate has no DNS SAN " + Quote(pki.subject_hostname));
+  }
+  v.identity = !pki.subject_email.empty() ? pki.subject_email : pki.subject_hostname;
+  v.issuer = "pki";
+  return v;
+}
+
+Result<BundleVerdict> VerifyCosignKeyless(const SimpleSignature& sig, const SigstoreTrustedRoot& root,
+                                          const BundleExpectation& expect) {
+  DIGESTD_ASSIGN_OR_RETURN(CosignCertLayer layer, ReadCosignCertLayer(sig));
+  auto annotation = [&](std::string_view k) -> const std::string* {
+    auto it = sig.annotations.find(std::string(k));
+    return it == sig.annotations.end() ? nullptr : &it->second;
+  };
+  const CertificatePtr& leaf = layer.leaf;
+  const std::vector<CertificatePtr>& intermediates = layer.intermediates;
+  const PublicKeyPtr& key = layer.key;
+  const std::string* signature = &layer.signature;
+  BundleVerdict v;
+  v.keyless = true;
   const std::string* bundle = annotation("dev.sigstore.cosign/bundle");
   if (bundle == nullptr) {
     return Fail(BundleFailure::kNoTrustedTime, "no Rekor bundle annotation (no signed entry "
@@ -661,10 +735,10 @@ Result<BundleVerdict> VerifyCosignKeyless(const SimpleSignature& sig, const Sigs
   }
   Parsed as_bundle;
   as_bundle.signature = *signature;
-  Signer signer{key, *leaf};
+  Signer signer{key, leaf};
   DIGESTD_RETURN_IF_ERROR(MatchBody(e, as_bundle, signer, Hash(EVP_sha256(), sig.payload)));
   v.trusted_times.push_back(*e.integrated_time);
-  DIGESTD_RETURN_IF_ERROR(CheckKeyless(**leaf, intermediates, root, v.trusted_times, expect, v));
+  DIGESTD_RETURN_IF_ERROR(CheckKeyless(*leaf, intermediates, root, v.trusted_times, expect, v));
   return v;
 }
 

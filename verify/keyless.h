@@ -83,4 +83,20 @@ Result<BundleVerdict> VerifyBundle(std::string_view bundle_json, const BundleArt
 Result<BundleVerdict> VerifyCosignKeyless(const SimpleSignature& sig, const SigstoreTrustedRoot& root,
                                           const BundleExpectation& expect);
 
+// A private PKI (containers-policy.json(5) `pki`): roots and intermediates the organisation
+// configures, and the SAN the leaf must carry. There is no transparency log, so the chain is
+// checked at `now` (the PKI's own certificate lifetimes bound its signatures) and without
+// X509_STRICT; an extended key usage, when present, must include code signing.
+struct PkiTrust {
+  std::vector<Authority> roots;              // one root certificate each (the anchors)
+  std::vector<std::string> intermediates_der;
+  std::string subject_email;                 // required email SAN (empty: not checked)
+  std::string subject_hostname;              // required DNS SAN (empty: not checked)
+};
+
+// cosign's layout signed with a private PKI certificate (signature, certificate and chain
+// annotations; no Rekor bundle).
+Result<BundleVerdict> VerifyCosignPki(const SimpleSignature& sig, const PkiTrust& pki,
+                                      std::int64_t now);
+
 }  // namespace digestd::verify

@@ -109,7 +109,8 @@ struct Loader {
   }
 
   static bool HasKeyless(const json& obj) {
-    for (const char* k : {"fulcio", "rekorPublicKeyPath", "rekorPublicKeyData", "trustedRootPath"}) {
+    for (const char* k :
+         {"fulcio", "rekorPublicKeyPath", "rekorPublicKeyData", "trustedRootPath", "pki"}) {
       if (obj.contains(k)) return true;
     }
     return false;
@@ -128,7 +129,72 @@ struct Loader {
 
   // fulcio {caPath|caData, oidcIssuer, subjectEmail|subject} with rekorPublicKeyPath|Data, or
   // fulcio {oidcIssuer, subjectEmail|subject} with trustedRootPath.
+  // Certificates from a path or base64 data field pair.
+  Result<std::vector<CertificatePtr>> CertsFrom(const json& obj, const char* path_field,
+                                                const char* data_field, const std::string& where,
+                                                std::string& label) const {
+    std::string pem;
+    if (obj.contains(path_field)) {
+      DIGESTD_ASSIGN_OR_RETURN(std::string p, String(obj, path_field, where));
+      DIGESTD_ASSIGN_OR_RETURN(pem, ReadRelative(p, where + "." + path_field, 256u << 10));
+      label = p;
+    } else {
+      DIGESTD_ASSIGN_OR_RETURN(std::string data, String(obj, data_field, where));
+      auto raw = Base64Decode(data);
+      if (!raw) return Bad(where + "." + data_field, "must be base64 of PEM certificates");
+      pem = *raw;
+      label = data_field;
+    }
+    auto certs = Certificate::ChainFromPem(pem);
+    if (!certs) return Bad(where, "certificates: " + certs.error().context());
+    return *certs;
+  }
+
+  // pki {caRootsPath|caRootsData, [caIntermediatesPath|caIntermediatesData],
+  //      subjectEmail and/or subjectHostname}
+  Result<KeylessRule> Pki(const json& obj, const std::string& where) const {
+    const std::string w = where + ".pki";
+    for (const char* other : {"fulcio", "rekorPublicKeyPath", "rekorPublicKeyData", "trustedRootPath"}) {
+      if (obj.contains(other)) {
+        return Bad(where, std::string("pki signatures are verified without a transparency log; \"") +
+                              other + "\" does not go with pki");
+      }
+    }
+    const json& p = obj["pki"];
+    DIGESTD_RETURN_IF_ERROR(OnlyKeys(p, {"caRootsPath", "caRootsData", "caIntermediatesPath",
+                                         "caIntermediatesData", "subjectEmail", "subjectHostname"},
+                                     w));
+    if (p.contains("caRootsPath") == p.contains("caRootsData")) {
+      return Bad(w, "exactly one of caRootsPath and caRootsData is required");
+    }
+    if (p.contains("caIntermediatesPath") && p.contains("caIntermediatesData")) {
+      return Bad(w, "at most one of caIntermediatesPath and caIntermediatesData");
+    }
+    auto pki = std::make_shared<PkiTrust>();
+    DIGESTD_ASSIGN_OR_RETURN(pki->subject_email, String(p, "subjectEmail", w, false));
+    DIGESTD_ASSIGN_OR_RETURN(pki->subject_hostname, String(p, "subjectHostname", w, false));
+    if (pki->subject_email.empty() && pki->subject_hostname.empty()) {
+      return Bad(w, "subjectEmail or subjectHostname is required");
+    }
+    std::string label;
+    DIGESTD_ASSIGN_OR_RETURN(auto roots, CertsFrom(p, "caRootsPath", "caRootsData", w, label));
+    for (const auto& c : roots) pki->roots.push_back(Authority{label, {c->der()}, {}});
+    if (p.contains("caIntermediatesPath") || p.contains("caIntermediatesData")) {
+      std::string ilabel;
+      DIGESTD_ASSIGN_OR_RETURN(auto inter, CertsFrom(p, "caIntermediatesPath",
+                                                     "caIntermediatesData", w, ilabel));
+      for (const auto& c : inter) pki->intermediates_der.push_back(c->der());
+    }
+    KeylessRule rule;
+    rule.root_label = "pki " + label;
+    rule.subject = !pki->subject_email.empty() ? pki->subject_email : pki->subject_hostname;
+    rule.issuer = "pki";
+    rule.pki = std::move(pki);
+    return rule;
+  }
+
   Result<KeylessRule> Keyless(const json& obj, const std::string& where) const {
+    if (obj.contains("pki")) return Pki(obj, where);
     KeylessRule rule;
     auto f = obj.find("fulcio");
     if (f == obj.end()) {
@@ -217,7 +283,7 @@ struct Loader {
     const bool has_keys = obj.contains("keyPath") || obj.contains("keyPaths") ||
                           obj.contains("keyData") || obj.contains("keyIds");
     if (!HasKeyless(obj)) return Keys(obj, where, keys, ids);
-    if (has_keys) return Bad(where, "keys and keyless (fulcio, trustedRootPath) do not mix");
+    if (has_keys) return Bad(where, "keys and keyless (fulcio, trustedRootPath, pki) do not mix");
     DIGESTD_ASSIGN_OR_RETURN(keyless, Keyless(obj, where));
     return {};
   }
@@ -278,15 +344,16 @@ struct Loader {
       return req;
     }
     if (type == "sigstoreSigned") {
-      for (const char* unsupported : {"pki", "rekorPublicKeyPaths"}) {
+      for (const char* unsupported : {"rekorPublicKeyPaths"}) {
         if (r.contains(unsupported)) {
           return Bad(where + "." + unsupported, "not supported by digestd; use fulcio with "
-                                                "rekorPublicKeyPath, or trustedRootPath");
+                                                "rekorPublicKeyPath, trustedRootPath or pki");
         }
       }
       DIGESTD_RETURN_IF_ERROR(
           OnlyKeys(r, {"type", "keyPath", "keyPaths", "keyData", "keyIds", "signedIdentity",
-                       "fulcio", "rekorPublicKeyPath", "rekorPublicKeyData", "trustedRootPath"},
+                       "fulcio", "rekorPublicKeyPath", "rekorPublicKeyData", "trustedRootPath",
+                       "pki"},
                    where));
       req.type = RequirementType::kSigstoreSigned;
       DIGESTD_RETURN_IF_ERROR(KeysOrKeyless(r, where, req.keys, req.key_ids, req.keyless));
@@ -490,6 +557,7 @@ bool IsDeniedKeyless(const OrgRules& org, const BundleVerdict& v) {
 }
 
 std::string KeylessSignerId(const BundleVerdict& v) {
+  if (v.issuer == "pki") return "pki " + v.identity;
   return "keyless " + v.identity + " (" + v.issuer + ")";
 }
 
@@ -502,7 +570,7 @@ BundleExpectation Expect(const KeylessRule& rule) {
 std::optional<std::string> AcceptKeylessSignature(const SimpleSignature& sig, const KeylessRule& rule,
                                                   const SignedIdentity& identity,
                                                   const Reference& ref, const Digest& digest,
-                                                  const OrgRules& org,
+                                                  const OrgRules& org, std::int64_t now,
                                                   std::vector<std::string>& why) {
   if (sig.media_type != media::kCosignSimpleSigning) {
     why.push_back("signature layer has media type " + Quote(sig.media_type));
@@ -513,9 +581,10 @@ std::optional<std::string> AcceptKeylessSignature(const SimpleSignature& sig, co
                   Quote(rule.subject));
     return std::nullopt;
   }
-  auto v = VerifyCosignKeyless(sig, *rule.root, Expect(rule));
+  auto v = rule.pki ? VerifyCosignPki(sig, *rule.pki, now)
+                    : VerifyCosignKeyless(sig, *rule.root, Expect(rule));
   if (!v) {
-    why.push_back("keyless signature: " + v.error().context());
+    why.push_back((rule.pki ? "pki signature: " : "keyless signature: ") + v.error().context());
     return std::nullopt;
   }
   auto payload = ParseSimpleSigningPayload(sig.payload);
@@ -547,6 +616,10 @@ std::optional<std::string> AcceptKeylessBundle(const std::string& bundle_json,
                                                std::string_view predicate_type,
                                                const Digest& digest, const OrgRules& org,
                                                std::vector<std::string>& why) {
+  if (rule.pki) {
+    why.push_back("a pki requirement accepts cosign signature layers, not bundles");
+    return std::nullopt;
+  }
   auto v = VerifyBundle(bundle_json, BundleArtifact{.digest = digest}, *rule.root, Expect(rule));
   if (!v) {
     why.push_back("keyless bundle: " + v.error().context());
@@ -778,7 +851,7 @@ Decision Policy::Evaluate(const Reference& ref, const Digest& manifest_digest,
       for (const auto& sig : evidence.signatures) {
         if (accepted) break;
         accepted = AcceptKeylessSignature(sig, *req.keyless, req.identity, ref, manifest_digest,
-                                          org_, why);
+                                          org_, now, why);
       }
       for (const auto& bundle_json : evidence.bundles) {
         if (accepted) break;

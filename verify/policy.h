@@ -51,9 +51,11 @@ enum class RequirementType { kInsecureAcceptAnything, kReject, kSigstoreSigned }
 
 // Keyless signing: who must have signed (the Fulcio certificate's SAN and OIDC issuer) and the
 // roots that establish it (a sigstore trusted root, or a Fulcio CA plus Rekor keys).
+struct PkiTrust;
 struct KeylessRule {
-  std::shared_ptr<const SigstoreTrustedRoot> root;
-  std::string root_label;  // "trustedRootPath <path>" or "fulcio <caPath|caData>"
+  std::shared_ptr<const SigstoreTrustedRoot> root;  // null for a private PKI
+  std::shared_ptr<const PkiTrust> pki;              // containers-policy.json's "pki"
+  std::string root_label;  // "trustedRootPath <path>", "fulcio <caPath|caData>" or "pki <...>"
   std::string issuer;      // fulcio.oidcIssuer
   std::string subject;     // fulcio.subjectEmail, or digestd's fulcio.subject (any SAN)
 };

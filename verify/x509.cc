@@ -116,6 +116,30 @@ bool Certificate::HasCodeSigningEku() const {
   return (X509_get_extended_key_usage(X(x509_)) & XKU_CODE_SIGN) != 0;
 }
 
+bool Certificate::HasEku() const {
+  return (X509_get_extension_flags(X(x509_)) & EXFLAG_XKUSAGE) != 0;
+}
+
+namespace {
+std::vector<std::string> SansOfType(X509* x, int type) {
+  std::vector<std::string> out;
+  auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr));
+  if (names == nullptr) return out;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
+    if (n->type != type) continue;
+    const ASN1_STRING* s = type == GEN_EMAIL ? n->d.rfc822Name : n->d.dNSName;
+    out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                     static_cast<std::size_t>(ASN1_STRING_length(s)));
+  }
+  GENERAL_NAMES_free(names);
+  return out;
+}
+}  // namespace
+
+std::vector<std::string> Certificate::EmailSans() const { return SansOfType(X(x509_), GEN_EMAIL); }
+std::vector<std::string> Certificate::DnsSans() const { return SansOfType(X(x509_), GEN_DNS); }
+
 Result<PublicKeyPtr> Certificate::Key() const {
   unsigned char* der = nullptr;
   const int len = i2d_PUBKEY(X509_get0_pubkey(X(x509_)), &der);
@@ -172,7 +196,8 @@ std::string Certificate::OidcIssuer() const {
   return ExtensionBytes(X(x509_), "1.3.6.1.4.1.57264.1.1");
 }
 
-Result<void> VerifyChainAt(const Certificate& leaf, const Authority& authority, std::int64_t at) {
+Result<void> VerifyChainAt(const Certificate& leaf, const Authority& authority, std::int64_t at,
+                           bool strict) {
   std::vector<CertificatePtr> chain;
   for (const auto& der : authority.chain_der) {
     auto c = Certificate::FromDer(der);
@@ -193,7 +218,7 @@ Result<void> VerifyChainAt(const Certificate& leaf, const Authority& authority, 
     } else {
       X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(ctx);
       X509_VERIFY_PARAM_set_time(param, static_cast<time_t>(at));
-      X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT);
+      if (strict) X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT);
       if (X509_verify_cert(ctx) != 1) {
         why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx));
       }

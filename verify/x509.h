@@ -37,10 +37,13 @@ class Certificate {
   bool ValidAt(std::int64_t t) const { return t >= not_before_ && t <= not_after_; }
   bool SelfSigned() const;
   bool HasCodeSigningEku() const;
+  bool HasEku() const;  // any extended key usage present
   Result<PublicKeyPtr> Key() const;
   // Subject alternative names: emails, URIs, DNS names and Fulcio's otherName
   // (1.3.6.1.4.1.57264.1.7), in certificate order.
   std::vector<std::string> SubjectAltNames() const;
+  std::vector<std::string> EmailSans() const;
+  std::vector<std::string> DnsSans() const;
   // Fulcio's OIDC issuer: extension 1.3.6.1.4.1.57264.1.8 (a DER UTF8String), falling back to
   // the deprecated 1.3.6.1.4.1.57264.1.1 (raw bytes). Empty when neither is present.
   std::string OidcIssuer() const;
@@ -58,7 +61,10 @@ class Certificate {
 // Builds a chain from `leaf` through `authority`'s certificates (root last, the only trust
 // anchor) with every certificate valid at `at`. Certificates a bundle carries besides the leaf
 // are never used as trust anchors or intermediates.
-Result<void> VerifyChainAt(const Certificate& leaf, const Authority& authority, std::int64_t at);
+// `strict` adds OpenSSL's X509_STRICT checks (sigstore's CAs meet them; private PKIs often do
+// not, e.g. CA certificates without a key usage extension).
+Result<void> VerifyChainAt(const Certificate& leaf, const Authority& authority, std::int64_t at,
+                           bool strict = true);
 
 // Verifies at least one SCT embedded in `leaf` (issued by `issuer`) against a CT log of `ctlogs`
 // whose validity covers the SCT's time. Fails when the certificate has no SCT.

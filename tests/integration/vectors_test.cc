@@ -233,3 +233,134 @@ TEST(CosignV3Vectors, ClassicCosignLayoutCapture) {
 
 }  // namespace
 }  // namespace digestd::verify
+
+namespace digestd::verify {
+namespace {
+
+// containers/image's keyless fixture through the policy: fulcio caPath + rekorPublicKeyPath, as
+// containers-policy.json(5) writes them.
+TEST(ContainersImageVectors, KeylessFulcioRekorThroughThePolicy) {
+  DIGESTD_REQUIRE_VECTORS();
+  const fs::path fx = digestd::testing::VectorsDir() / "containers-image/signature/fixtures";
+  auto policy = [&](std::string_view email, std::string_view issuer) {
+    const std::string text =
+        R"({"default":[{"type":"sigstoreSigned","fulcio":{"caPath":")" +
+        (fx / "fulcio_v1.crt.pem").string() + R"(","oidcIssuer":")" + std::string(issuer) +
+        R"(","subjectEmail":")" + std::string(email) + R"("},"rekorPublicKeyPath":")" +
+        (fx / "rekor.pub").string() + R"(","signedIdentity":{"type":"matchRepository"}}]})";
+    auto p = Policy::Parse(text, "keyless-policy.json", "/");
+    EXPECT_TRUE(p.has_value()) << p.error().ToString();
+    return std::move(*p);
+  };
+  const fs::path d = fx / "dir-img-cosign-fulcio-rekor-valid";
+  auto evidence = LoadEvidenceDir(d);
+  ASSERT_OK(evidence);
+  auto manifest = ReadFileCapped(d / "manifest.json", 1 << 20);
+  ASSERT_OK(manifest);
+  const Digest digest = Hasher::Of(DigestAlgorithm::kSha256, *manifest);
+  const Reference ref = *Reference::Parse("192.168.64.2:5000/cosign-signed/fulcio-rekor-1");
+  const Decision ok = policy("mitr@redhat.com", "https://github.com/login/oauth")
+                          .Evaluate(ref, digest, evidence->evidence, nullptr, 1'780'000'000);
+  EXPECT_TRUE(ok.allowed) << ok.reason;
+  EXPECT_EQ(ok.signer, "keyless mitr@redhat.com (https://github.com/login/oauth)");
+  const Decision who = policy("someone@redhat.com", "https://github.com/login/oauth")
+                           .Evaluate(ref, digest, evidence->evidence, nullptr, 1'780'000'000);
+  EXPECT_FALSE(who.allowed);
+  EXPECT_NE(who.reason.find("identity"), std::string::npos) << who.reason;
+  const Decision other_repo =
+      policy("mitr@redhat.com", "https://github.com/login/oauth")
+          .Evaluate(*Reference::Parse("192.168.64.2:5000/elsewhere"), digest, evidence->evidence,
+                    nullptr, 1'780'000'000);
+  EXPECT_FALSE(other_repo.allowed);
+  // A key-signed fixture does not satisfy the keyless requirement.
+  auto keyed = LoadEvidenceDir(fx / "dir-img-cosign-valid");
+  ASSERT_OK(keyed);
+  EXPECT_FALSE(policy("mitr@redhat.com", "https://github.com/login/oauth")
+                   .Evaluate(*Reference::Parse("192.168.64.2:5000/cosign-signed-single-sample"),
+                             digest, keyed->evidence, nullptr, 1'780'000'000)
+                   .allowed);
+}
+
+// containers/image's private-PKI fixture: an RSA leaf from an organisation's own CA, no Rekor.
+TEST(ContainersImageVectors, PrivatePkiThroughThePolicy) {
+  DIGESTD_REQUIRE_VECTORS();
+  const fs::path fx = digestd::testing::VectorsDir() / "containers-image/signature/fixtures";
+  auto policy = [&](const std::string& subject, bool intermediates) {
+    std::string text = R"({"default":[{"type":"sigstoreSigned","pki":{"caRootsPath":")" +
+                       (fx / "pki_root_crts.pem").string() + "\"," + subject;
+    if (intermediates) {
+      text += R"(,"caIntermediatesPath":")" + (fx / "pki_intermediate_crts.pem").string() + "\"";
+    }
+    text += R"(},"signedIdentity":{"type":"matchRepository"}}]})";
+    auto p = Policy::Parse(text, "pki-policy.json", "/");
+    EXPECT_TRUE(p.has_value()) << p.error().ToString();
+    return std::move(*p);
+  };
+  const fs::path d = fx / "dir-img-cosign-pki-valid";
+  auto evidence = LoadEvidenceDir(d);
+  ASSERT_OK(evidence);
+  auto manifest = ReadFileCapped(d / "manifest.json", 1 << 20);
+  ASSERT_OK(manifest);
+  const Digest digest = Hasher::Of(DigestAlgorithm::kSha256, *manifest);
+  const Reference ref = *Reference::Parse("localhost:5000/test");
+  for (bool inter : {true, false}) {  // the chain annotation carries the intermediate too
+    const Decision email = policy(R"("subjectEmail":"qiwan@redhat.com")", inter)
+                               .Evaluate(ref, digest, evidence->evidence, nullptr, 1'780'000'000);
+    EXPECT_TRUE(email.allowed) << email.reason;
+    EXPECT_EQ(email.signer, "pki qiwan@redhat.com");
+  }
+  EXPECT_TRUE(policy(R"("subjectHostname":"myhost.example.com")", true)
+                  .Evaluate(ref, digest, evidence->evidence, nullptr, 1'780'000'000)
+                  .allowed);
+  const Decision other = policy(R"("subjectEmail":"someone@redhat.com")", true)
+                             .Evaluate(ref, digest, evidence->evidence, nullptr, 1'780'000'000);
+  EXPECT_FALSE(other.allowed);
+  EXPECT_NE(other.reason.find("identity"), std::string::npos) << other.reason;
+  // Fulcio's root is not this PKI's root.
+  const std::string fulcio =
+      R"({"default":[{"type":"sigstoreSigned","pki":{"caRootsPath":")" +
+      (fx / "fulcio_v1.crt.pem").string() + R"(","subjectEmail":"qiwan@redhat.com"}}]})";
+  auto p = Policy::Parse(fulcio, "pki-policy.json", "/");
+  ASSERT_OK(p);
+  const Decision wrong_root = p->Evaluate(ref, digest, evidence->evidence, nullptr, 1'780'000'000);
+  EXPECT_FALSE(wrong_root.allowed);
+  EXPECT_NE(wrong_root.reason.find("certificate-chain"), std::string::npos) << wrong_root.reason;
+  // After the PKI's certificates expire (2052), its signatures no longer verify.
+  EXPECT_FALSE(policy(R"("subjectEmail":"qiwan@redhat.com")", true)
+                   .Evaluate(ref, digest, evidence->evidence, nullptr, 2'600'000'000)
+                   .allowed);
+}
+
+// cosign's keyless v0.3 attestation bundle as a required attestation, against cosign's trusted
+// root: valid for its subject, refused for any other image.
+TEST(CosignVectors, KeylessAttestationBundleThroughThePolicy) {
+  DIGESTD_REQUIRE_VECTORS();
+  const fs::path td = digestd::testing::VectorsDir() / "cosign/pkg/cosign/testdata";
+  auto bundle = ReadFileCapped(td / "oci-attestation.sigstore.json", 1 << 20);
+  ASSERT_OK(bundle);
+  auto policy = [&](std::string_view email) {
+    auto p = Policy::Parse(
+        R"({"default":[{"type":"insecureAcceptAnything"}],"digestd":{"requiredAttestations":[{"predicateType":"https://cosign.sigstore.dev/attestation/v1","trustedRootPath":")" +
+            (td / "trusted_root_pgi.json").string() +
+            R"(","fulcio":{"oidcIssuer":"https://github.com/login/oauth","subjectEmail":")" +
+            std::string(email) + R"("}}]}})",
+        "att-policy.json", "/");
+    EXPECT_TRUE(p.has_value()) << p.error().ToString();
+    return std::move(*p);
+  };
+  const Digest subject = *Digest::Parse(
+      "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4");
+  const Reference ref = *Reference::Parse("127.0.0.1:60943/repo");
+  const Decision ok =
+      policy("cody@soyland.com").Evaluate(ref, subject, {.attestations = {*bundle}}, nullptr, 0);
+  EXPECT_TRUE(ok.allowed) << ok.reason;
+  EXPECT_FALSE(policy("cody@soyland.com")
+                   .Evaluate(ref, Hasher::Of(DigestAlgorithm::kSha256, "x"),
+                             {.attestations = {*bundle}}, nullptr, 0)
+                   .allowed);
+  EXPECT_FALSE(
+      policy("eve@example.com").Evaluate(ref, subject, {.attestations = {*bundle}}, nullptr, 0).allowed);
+}
+
+}  // namespace
+}  // namespace digestd::verify

@@ -158,6 +158,31 @@ TEST_F(PolicyKeylessTest, DeniedKeylessSignerIsRefused) {
   EXPECT_NE(d.reason.find("denied by policy"), std::string::npos) << d.reason;
 }
 
+TEST_F(PolicyKeylessTest, PrivatePkiWithoutATransparencyLog) {
+  Write("intermediate.pem", sig_.ChainPem().substr(0, sig_.ChainPem().find("-----END CERTIFICATE-----") + 26));
+  Policy p = Load(R"({"type":"sigstoreSigned","pki":{"caRootsPath":"fulcio.pem","caIntermediatesPath":"intermediate.pem","subjectEmail":"dev@example.com"},"signedIdentity":{"type":"matchRepository"}})");
+  SimpleSignature s = sig_.CosignSignature(Payload("reg.test/team/app", digest_)).layer;
+  s.annotations.erase("dev.sigstore.cosign/bundle");
+  s.annotations.erase("dev.sigstore.cosign/chain");  // the intermediate comes from the policy
+  const std::int64_t during = TestSigstore::kSignedAt;
+  Decision ok = p.Evaluate(ref_, digest_, {.signatures = {s}}, nullptr, during);
+  EXPECT_TRUE(ok.allowed) << ok.reason;
+  EXPECT_EQ(ok.signer, "pki dev@example.com");
+  // The chain is checked at evaluation time: after the leaf expires, the signature is refused.
+  Decision later = p.Evaluate(ref_, digest_, {.signatures = {s}}, nullptr, during + 86400);
+  EXPECT_FALSE(later.allowed);
+  EXPECT_NE(later.reason.find("certificate-chain"), std::string::npos) << later.reason;
+  // Hostname required but absent.
+  Policy host = Load(R"({"type":"sigstoreSigned","pki":{"caRootsPath":"fulcio.pem","caIntermediatesPath":"intermediate.pem","subjectHostname":"build.example.com"}})");
+  EXPECT_FALSE(host.Evaluate(ref_, digest_, {.signatures = {s}}, nullptr, during).allowed);
+  // Without the intermediate there is no path to the root.
+  Policy roots_only = Load(R"({"type":"sigstoreSigned","pki":{"caRootsPath":"fulcio.pem","subjectEmail":"dev@example.com"}})");
+  EXPECT_FALSE(roots_only.Evaluate(ref_, digest_, {.signatures = {s}}, nullptr, during).allowed);
+  // pki does not go with a log or Fulcio, and needs a subject.
+  EXPECT_FALSE(TryLoad(R"({"type":"sigstoreSigned","pki":{"caRootsPath":"fulcio.pem","subjectEmail":"a@b"},"rekorPublicKeyPath":"rekor.pub"})"));
+  EXPECT_FALSE(TryLoad(R"({"type":"sigstoreSigned","pki":{"caRootsPath":"fulcio.pem"}})"));
+}
+
 TEST_F(PolicyKeylessTest, ExplainNamesTheSigner) {
   Decision d = Load(FulcioRekor()).Explain(ref_);
   EXPECT_TRUE(d.allowed);
