@@ -295,8 +295,9 @@ class TestSigstore {
     X509_sign(x, issuer_key, EVP_sha256());
     return x;
   }
-  Cert MakeLeaf(const Leaf& spec) const {
-    X509* x = NewCert("", leaf_key_.get(), inter_.get(), spec.not_before, spec.not_after);
+  Cert MakeLeaf(const Leaf& spec, EVP_PKEY* subject_key = nullptr) const {
+    X509* x = NewCert("", subject_key != nullptr ? subject_key : leaf_key_.get(), inter_.get(),
+                      spec.not_before, spec.not_after);
     AddExt(x, inter_.get(), NID_key_usage, "critical,digitalSignature");
     if (spec.code_signing) AddExt(x, inter_.get(), NID_ext_key_usage, "codeSigning");
     AddExt(x, inter_.get(), NID_subject_alt_name, ("critical," + spec.san).c_str());
@@ -316,6 +317,17 @@ class TestSigstore {
     ASN1_OCTET_STRING_free(oct);
     OPENSSL_free(der);
     ASN1_UTF8STRING_free(s);
+    // And the deprecated 1.3.6.1.4.1.57264.1.1 (raw bytes), which Fulcio still writes and older
+    // clients (cosign among them) read.
+    ASN1_OCTET_STRING* raw = ASN1_OCTET_STRING_new();
+    ASN1_OCTET_STRING_set(raw, reinterpret_cast<const unsigned char*>(spec.issuer.data()),
+                          static_cast<int>(spec.issuer.size()));
+    ASN1_OBJECT* oid_v1 = OBJ_txt2obj("1.3.6.1.4.1.57264.1.1", 1);
+    X509_EXTENSION* ext_v1 = X509_EXTENSION_create_by_OBJ(nullptr, oid_v1, 0, raw);
+    X509_add_ext(x, ext_v1, -1);
+    X509_EXTENSION_free(ext_v1);
+    ASN1_OBJECT_free(oid_v1);
+    ASN1_OCTET_STRING_free(raw);
     X509_sign(x, inter_key_.get(), EVP_sha256());
     Cert c{Der(x), Pem(x)};
     X509_free(x);
@@ -365,6 +377,20 @@ class TestSigstore {
   std::unique_ptr<X509, CertFree> root_, inter_;
 
  public:
+  // A leaf for someone else's key (SPKI PEM), e.g. a key cosign generated.
+  std::string LeafPemForKey(const Leaf& spec, std::string_view public_pem) const {
+    BIO* b = BIO_new_mem_buf(public_pem.data(), static_cast<int>(public_pem.size()));
+    EVP_PKEY* k = PEM_read_bio_PUBKEY(b, nullptr, nullptr, nullptr);
+    BIO_free(b);
+    if (k == nullptr) std::abort();
+    Key owned(k);
+    return MakeLeaf(spec, owned.get()).pem;
+  }
+  std::string LeafKeyPem() const {
+    BIO* b = BIO_new(BIO_s_mem());
+    PEM_write_bio_PrivateKey(b, leaf_key_.get(), nullptr, nullptr, 0, nullptr, nullptr);
+    return Drain(b);
+  }
   // Signs with the leaf key (for a "signature the log did not record" case).
   std::string SignWithLeafKey(std::string_view msg) const { return Sign(leaf_key_.get(), msg); }
 };
