@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -153,7 +154,8 @@ int RunVerifySignature(const std::string& key_path, const std::string& payload_p
 
 int RunVerifyBundle(const std::string& root_path, const std::string& bundle_path,
                     const std::string& artifact_path, const std::string& artifact_digest,
-                    const std::string& key_path, const std::string& identity,
+                    const std::string& key_path, const std::string& key_from,
+                    const std::string& key_until, const std::string& identity,
                     const std::string& issuer, bool json) {
   constexpr std::string_view kCmd = "verify-bundle";
   if (artifact_path.empty() == artifact_digest.empty()) {
@@ -185,6 +187,26 @@ int RunVerifyBundle(const std::string& root_path, const std::string& bundle_path
     auto key = verify::PublicKey::FromPem(*pem);
     if (!key) return BadInput(kCmd, std::move(key).error().Wrap("key " + key_path));
     expect.key = *key;
+  }
+  if (!key_from.empty() || !key_until.empty()) {
+    if (key_path.empty()) {
+      return BadInput(kCmd, digestd::MakeError(digestd::Module::kTools, digestd::Errc::kInvalidArgument,
+                                               "--key-valid-from/--key-valid-until need --key"));
+    }
+    verify::ValidFor window;
+    if (!key_from.empty()) {
+      auto t = verify::ParseRfc3339(key_from);
+      if (!t) return BadInput(kCmd, t.error());
+      window.start = *t;
+    } else {
+      window.start = std::numeric_limits<std::int64_t>::min();
+    }
+    if (!key_until.empty()) {
+      auto t = verify::ParseRfc3339(key_until);
+      if (!t) return BadInput(kCmd, t.error());
+      window.end = *t;
+    }
+    expect.key_valid = window;
   }
   auto v = verify::VerifyBundle(*bundle, artifact, *root, expect);
   if (!v) {
@@ -477,13 +499,16 @@ int main(int argc, char** argv) {
   vsig->add_option("--payload", payload, "the signed payload, exact bytes")->required();
   vsig->add_option("--signature", signature, "base64 signature text")->required();
 
-  std::string vb_root, vb_bundle, vb_artifact, vb_digest, vb_key, vb_identity, vb_issuer;
+  std::string vb_root, vb_bundle, vb_artifact, vb_digest, vb_key, vb_identity, vb_issuer,
+      vb_key_from, vb_key_until;
   auto* vbundle = app.add_subcommand("verify-bundle", "verify a sigstore bundle offline");
   vbundle->add_option("--trusted-root", vb_root, "sigstore trusted_root.json")->required();
   vbundle->add_option("--bundle", vb_bundle, "the bundle (.sigstore.json)")->required();
   vbundle->add_option("--artifact", vb_artifact, "the signed file");
   vbundle->add_option("--artifact-digest", vb_digest, "or its digest, sha256:HEX");
   vbundle->add_option("--key", vb_key, "public key (SPKI PEM) of a key-signed bundle");
+  vbundle->add_option("--key-valid-from", vb_key_from, "the key's validity start (RFC 3339)");
+  vbundle->add_option("--key-valid-until", vb_key_until, "the key's validity end (RFC 3339)");
   vbundle->add_option("--identity", vb_identity, "required certificate identity (SAN)");
   vbundle->add_option("--issuer", vb_issuer, "required OIDC issuer");
 
@@ -574,8 +599,8 @@ int main(int argc, char** argv) {
   if (*fsck) return RunFsck(root, repair, json);
   if (*vsig) return RunVerifySignature(key, payload, signature);
   if (*vbundle) {
-    return RunVerifyBundle(vb_root, vb_bundle, vb_artifact, vb_digest, vb_key, vb_identity,
-                           vb_issuer, json);
+    return RunVerifyBundle(vb_root, vb_bundle, vb_artifact, vb_digest, vb_key, vb_key_from,
+                           vb_key_until, vb_identity, vb_issuer, json);
   }
   if (*vimg) return RunVerifyImage(trust, policy, manifest, reference, sigdir, at, json);
   if (*eval) return RunPolicyEval(policy, trust, eval_ref, json);

@@ -558,6 +558,15 @@ Result<BundleVerdict> VerifyBundle(std::string_view bundle_json, const BundleArt
                     (ts_error.empty() ? std::string() : " (" + ts_error + ")"));
   }
 
+  if (b.key_signed && expect.key_valid) {
+    for (std::int64_t t : v.trusted_times) {
+      if (!expect.key_valid->Contains(t)) {
+        return Fail(BundleFailure::kKey, "signing time " + FormatRfc3339(t) +
+                                             " is outside the public key's validity window");
+      }
+    }
+  }
+
   // 5. Keyless: the certificate at every trusted time, its SCT and identity. A root inside the
   // bundle's chain is refused unless it is a copy of a root the trusted root already holds (v0.1
   // bundles often end their chain with Fulcio's root): a bundle never brings its own anchor.

@@ -54,6 +54,9 @@ struct BundleArtifact {
 
 struct BundleExpectation {
   PublicKeyPtr key;      // set: the bundle must be key-signed by this key
+  // For a key-signed bundle: when the key may sign. Every trusted time must fall inside
+  // (GHSA-wqqc-jjcq-vfxm: a key's window is judged at the signing time, not now).
+  std::optional<ValidFor> key_valid;
   std::string identity;  // keyless: required SAN (exact); empty = any
   std::string issuer;    // keyless: required OIDC issuer (exact); empty = any
 };

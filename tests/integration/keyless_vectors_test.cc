@@ -223,6 +223,28 @@ TEST(KeylessVectorsTest, SigstoreGoBundles) {
        "sha256:6ae8a75555209fd6c44157c0aed8016e763ff435a19cf186f76863140143ff72", "--key",
        go / "pkg/testing/data/public-keys/public-key-validity.pem"});
   EXPECT_EQ(pkv.status, 0) << pkv.output;
+  // The key's validity window is judged at the signed timestamp (GHSA-wqqc-jjcq-vfxm).
+  std::vector<std::string> pkv_args = {
+      "--trusted-root", go / "pkg/testing/data/trusted-roots/public-key-validity.json", "--bundle",
+      bundles / "public-key-validity.sigstore.json", "--artifact-digest",
+      "sha256:6ae8a75555209fd6c44157c0aed8016e763ff435a19cf186f76863140143ff72", "--key",
+      go / "pkg/testing/data/public-keys/public-key-validity.pem"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto a = pkv_args;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return VerifyCli(a);
+  };
+  EXPECT_EQ(with({"--key-valid-from", "2026-06-04T17:00:00Z", "--key-valid-until",
+                  "2026-06-04T18:00:00Z"}).status, 0);
+  EXPECT_EQ(with({"--key-valid-from", "1970-01-01T00:00:00Z", "--key-valid-until",
+                  "1970-01-01T00:00:01Z"}).reason, "key");
+  // The npm provenance with another identity.
+  Outcome npm_who = VerifyCli(
+      {"--trusted-root", kPublicGood, "--bundle", bundles / "sigstore.js@2.0.0-provenance.sigstore.json",
+       "--artifact-digest", SubjectDigest(bundles / "sigstore.js@2.0.0-provenance.sigstore.json"),
+       "--identity", "https://github.com/evil/repo/.github/workflows/release.yml@refs/heads/main",
+       "--issuer", "https://token.actions.githubusercontent.com"});
+  EXPECT_EQ(npm_who.reason, "identity") << npm_who.output;
 }
 
 TEST(KeylessVectorsTest, SigstorePythonBundles) {
