@@ -10,6 +10,9 @@ PACKAGES=(
   libboost1.81-dev liburing-dev librocksdb-dev libssl-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libtomlplusplus-dev libexpected-dev libarchive-dev libzstd-dev libcli11-dev
   libfuse3-dev fuse3 meson ninja-build
+  # the containerd snapshotter (gRPC; containerd's API protos; containerd itself for the e2e test)
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  golang-github-containerd-containerd-dev containerd
   # tests
   libgtest-dev libgmock-dev docker-registry skopeo umoci busybox-static runc curl jq strace openssl
   apache2-utils bc python3

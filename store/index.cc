@@ -9,7 +9,7 @@ namespace {
 
 constexpr const char* kCfNames[] = {"default", "meta",    "blobs", "refs",  "edges", "backrefs",
                                     "trees",   "entries", "leases", "deny", "audit",
-                                    "filerefs", "images"};
+                                    "filerefs", "images", "snapshots"};
 constexpr std::size_t kCfCount = sizeof(kCfNames) / sizeof(kCfNames[0]);
 
 Error DbError(std::string_view what, const rocksdb::Status& s) {

@@ -35,6 +35,7 @@ enum class Cf : std::uint8_t {
   kAudit,
   kFileRefs,  // "<content> <layer>" -> ""        which layer trees use a file object
   kImages,    // "<manifest digest>" -> ImageRecord  why an image is here
+  kSnapshots, // "<snapshot name>" -> opaque record of the containerd snapshotter
 };
 
 class Index {

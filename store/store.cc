@@ -455,7 +455,9 @@ Result<void> Store::PutImageRecord(const ImageRecord& image) {
   std::shared_lock maint(impl_->maint_mu);
   Index::Batch batch;
   batch.Put(Cf::kImages, image.manifest.ToString(), EncodeImage(image));
-  return impl_->index->Write(batch);
+  DIGESTD_RETURN_IF_ERROR(impl_->index->Write(batch));
+  impl_->generation.fetch_add(1, std::memory_order_release);
+  return {};
 }
 
 Result<std::optional<ImageRecord>> Store::GetImageRecord(const Digest& manifest) const {
@@ -471,6 +473,44 @@ Result<std::optional<ImageRecord>> Store::GetImageRecord(const Digest& manifest)
 
 Result<std::vector<ImageRecord>> Store::ListImageRecords() const {
   return impl_->DecodeAll<ImageRecord>(Cf::kImages, DecodeImage);
+}
+
+// ---- snapshotter records
+
+namespace {
+Result<void> ValidSnapshotName(std::string_view name) {
+  if (name.empty() || name.size() > 4096 || name.find('\0') != std::string_view::npos) {
+    return MakeError(Module::kStore, Errc::kInvalidArgument,
+                     "snapshot name must be 1..4096 bytes without NUL");
+  }
+  return {};
+}
+}  // namespace
+
+Result<void> Store::PutSnapshotRecord(std::string_view name, std::string_view value) {
+  DIGESTD_RETURN_IF_ERROR(ValidSnapshotName(name));
+  std::shared_lock maint(impl_->maint_mu);
+  Index::Batch batch;
+  batch.Put(Cf::kSnapshots, name, value);
+  return impl_->index->Write(batch);
+}
+
+Result<void> Store::DeleteSnapshotRecord(std::string_view name) {
+  DIGESTD_RETURN_IF_ERROR(ValidSnapshotName(name));
+  std::shared_lock maint(impl_->maint_mu);
+  Index::Batch batch;
+  batch.Delete(Cf::kSnapshots, name);
+  return impl_->index->Write(batch);
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> Store::ListSnapshotRecords() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  DIGESTD_RETURN_IF_ERROR(
+      impl_->index->Scan(Cf::kSnapshots, "", [&](std::string_view k, std::string_view v) {
+        out.emplace_back(std::string(k), std::string(v));
+        return true;
+      }));
+  return out;
 }
 
 // ---- leases

@@ -206,6 +206,12 @@ class Store {
   Result<std::optional<ImageRecord>> GetImageRecord(const Digest& manifest) const;
   Result<std::vector<ImageRecord>> ListImageRecords() const;
 
+  // Records of the containerd snapshotter (snapshotter/), opaque to the store: the snapshotter
+  // encodes and strictly decodes them. Keys are snapshot names (1..4096 bytes, no NUL).
+  Result<void> PutSnapshotRecord(std::string_view name, std::string_view value);
+  Result<void> DeleteSnapshotRecord(std::string_view name);
+  Result<std::vector<std::pair<std::string, std::string>>> ListSnapshotRecords() const;
+
   // ---- leases
   Result<void> PutLease(const Lease& lease);
   Result<Lease> GetLease(std::string_view id) const;

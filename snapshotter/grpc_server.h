@@ -1,0 +1,42 @@
+#pragma once
+
+// Serves Snapshots as containerd's `containerd.services.snapshots.v1.Snapshots` gRPC service on a
+// Unix socket, for a `[proxy_plugins]` entry of type "snapshot". Connections are accepted here,
+// the peer's credentials checked with SO_PEERCRED (`authorize`, the same rules as the control
+// socket), and only then handed to gRPC; a refused peer is closed at once.
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/error.h"
+#include "snapshotter/snapshots.h"
+
+namespace digestd::snapshotter {
+
+struct GrpcServerOptions {
+  std::filesystem::path socket;
+  mode_t mode = 0660;
+  gid_t group = static_cast<gid_t>(-1);  // -1: leave the group
+  // Whether a peer (uid, gid) may use the service.
+  std::function<bool(uid_t, gid_t)> authorize;
+  // Told about every refused connection and every failed call (for the log and audit).
+  std::function<void(const std::string&)> on_refusal;
+};
+
+class GrpcServer {
+ public:
+  static Result<std::unique_ptr<GrpcServer>> Start(Snapshots& snapshots, GrpcServerOptions options);
+  ~GrpcServer();  // stops
+  void Stop();
+
+ private:
+  struct Impl;
+  explicit GrpcServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace digestd::snapshotter
