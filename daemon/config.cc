@@ -107,8 +107,10 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
   Config c;
   DIGESTD_RETURN_IF_ERROR(
       rd.OnlyKeys(root, "",
-                  {"store", "policy", "auth", "pull", "timeouts", "unpack", "daemon", "registry"}));
-  for (const char* section : {"store", "policy", "auth", "pull", "timeouts", "unpack", "daemon"}) {
+                  {"store", "policy", "auth", "pull", "timeouts", "unpack", "daemon", "registry",
+                   "snapshotter"}));
+  for (const char* section :
+       {"store", "policy", "auth", "pull", "timeouts", "unpack", "daemon", "snapshotter"}) {
     if (root.get(section) && !root.get(section)->is_table()) {
       return rd.Bad(section, "must be a table ([" + std::string(section) + "])");
     }
@@ -207,6 +209,21 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
         }
         l.out->push_back(static_cast<std::uint32_t>(**v));
       }
+    }
+  }
+  if (const auto* sn = SubTable(root, "snapshotter")) {
+    DIGESTD_RETURN_IF_ERROR(
+        rd.OnlyKeys(*sn, "snapshotter", {"enabled", "socket", "root", "wipe"}));
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*sn, "enabled", "snapshotter", c.snapshotter.enabled));
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*sn, "wipe", "snapshotter", c.snapshotter.wipe));
+    for (const char* key : {"socket", "root"}) {
+      std::string p;
+      DIGESTD_RETURN_IF_ERROR(rd.Set(*sn, key, "snapshotter", p));
+      if (p.empty()) continue;
+      if (p.front() != '/') {
+        return rd.Bad(std::string("snapshotter.") + key, "must be an absolute path");
+      }
+      (std::string_view(key) == "socket" ? c.snapshotter.socket : c.snapshotter.root) = p;
     }
   }
   if (const auto* t = SubTable(root, "timeouts")) {

@@ -46,6 +46,16 @@ struct DaemonConfig {
   std::vector<std::uint32_t> reader_gids;
 };
 
+// [snapshotter]: containerd's remote snapshotter (proxy plugin) served over a Unix socket.
+struct SnapshotterConfig {
+  bool enabled = false;
+  std::filesystem::path socket = "/run/digestd/snapshotter.sock";
+  // Upper and work directories of container snapshots (on a filesystem overlayfs accepts as
+  // upper: not the FUSE mount, not tmpfs if containers must survive a reboot).
+  std::filesystem::path root = "/var/lib/digestd-snapshots";
+  bool wipe = true;  // overwrite a container's files before removing its snapshot
+};
+
 struct Config {
   std::filesystem::path store_root = "/var/lib/digestd";
   std::uint64_t quota_bytes = 0;
@@ -61,6 +71,8 @@ struct Config {
   // [unpack]: bounds on what one layer may unpack to (entries, bytes of files); past them the
   // layer is refused as a tar bomb.
   store::UnpackLimits unpack_limits;
+
+  SnapshotterConfig snapshotter;
 
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds first_byte_timeout{30'000};

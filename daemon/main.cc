@@ -7,6 +7,7 @@
 
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <grp.h>
 #include <unistd.h>
 
 #include <boost/asio/signal_set.hpp>
@@ -25,6 +26,8 @@
 #include "daemon/pull.h"
 #include "daemon/registry_client.h"
 #include "daemon/revalidate.h"
+#include "snapshotter/grpc_server.h"
+#include "snapshotter/snapshots.h"
 #include "fusefs/fuse_mount.h"
 #include "store/store.h"
 #include "verify/policy_set.h"
@@ -165,6 +168,46 @@ int main(int argc, char** argv) {
                                     .hidden = &hidden});
   if (auto r = server.Start(); !r) return Fail(r.error().ToString());
 
+  // containerd's remote snapshotter: verified layers only, same peer rules as the control socket
+  // (admins only: containerd runs as root).
+  std::unique_ptr<snapshotter::Snapshots> snapshots;
+  std::unique_ptr<snapshotter::GrpcServer> snapshotter_server;
+  if (config->snapshotter.enabled) {
+    auto s = snapshotter::Snapshots::Open(
+        **store, {.root = config->snapshotter.root,
+                  .mountpoint = config->daemon.mountpoint,
+                  .wipe = config->snapshotter.wipe,
+                  .hidden = [&hidden](const verify::Digest& d) { return hidden.Contains(d); }});
+    if (!s) return Fail("snapshotter: " + s.error().ToString());
+    snapshots = std::move(*s);
+    gid_t socket_gid = static_cast<gid_t>(-1);
+    if (!config->daemon.socket_group.empty()) {
+      if (const struct group* gr = ::getgrnam(config->daemon.socket_group.c_str())) {
+        socket_gid = gr->gr_gid;
+      }
+    }
+    store::Store& st = **store;
+    auto g = snapshotter::GrpcServer::Start(
+        *snapshots,
+        {.socket = config->snapshotter.socket,
+         .mode = 0660,
+         .group = socket_gid,
+         .authorize =
+             [&config](uid_t uid, gid_t gid) {
+               return daemon::RoleFor(config->daemon, {.uid = uid, .gid = gid}) ==
+                      daemon::Role::kAdmin;
+             },
+         .on_refusal =
+             [&st, log](const std::string& what) {
+               log->warn("snapshotter: {}", what);
+               AuditEvent(st, {{"type", "snapshotter.refused"}, {"reason", what}});
+             }});
+    if (!g) return Fail("snapshotter: " + g.error().ToString());
+    snapshotter_server = std::move(*g);
+    log->info("snapshotter: serving containerd on {} (snapshots in {})",
+              config->snapshotter.socket.string(), config->snapshotter.root.string());
+  }
+
   boost::asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int sig) {
@@ -177,6 +220,7 @@ int main(int argc, char** argv) {
         }
         log->info("signal {}: shutting down", sig);
         Notify("STOPPING=1");
+        if (snapshotter_server) snapshotter_server->Stop();
         server.Stop();
         io.stop();
       };

@@ -75,6 +75,15 @@ struct FuseMount::Impl {
   std::atomic<bool> no_opendir{false};
   std::atomic<bool> passthrough{false};
   std::atomic<bool> passthrough_warned{false};
+  // The kernel allows one backing file per FUSE inode at a time (a second, different one is
+  // EBUSY, seen by the opener as EIO: a program exec'ing itself, or two containers on a layer).
+  // Concurrent opens of an inode share its backing id; the last release closes it.
+  struct Backing {
+    int id = 0;
+    int opens = 0;
+  };
+  std::mutex backing_mu;
+  std::unordered_map<fuse_ino_t, Backing> backing;
   std::shared_ptr<spdlog::logger> log = Logger("fusefs");
 
   Impl(store::Store& s, const MountOptions& o)
@@ -262,10 +271,21 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     return;
   }
   if (s.passthrough && (*c)->fd) {
-    const int backing_id = fuse_passthrough_open(req, (*c)->fd.Get());
+    int backing_id = 0;
+    {
+      std::lock_guard lock(s.backing_mu);
+      auto& b = s.backing[ino];
+      if (b.opens == 0) b.id = fuse_passthrough_open(req, (*c)->fd.Get());
+      if (b.id > 0) {
+        b.opens += 1;
+        backing_id = b.id;
+      } else {
+        s.backing.erase(ino);
+      }
+    }
     if (backing_id > 0) {
       fi->backing_id = backing_id;
-      fi->fh = static_cast<std::uint64_t>(backing_id);
+      fi->fh = static_cast<std::uint64_t>(ino);
       s.stats.passthrough_opens.fetch_add(1, std::memory_order_relaxed);
       fuse_reply_open(req, fi);
       return;
@@ -315,8 +335,16 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
   fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
 }
 
-void OpRelease(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
-  if (fi->fh > 0) (void)fuse_passthrough_close(req, static_cast<int>(fi->fh));
+void OpRelease(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  if (fi->fh > 0) {
+    auto& s = Self(req);
+    std::lock_guard lock(s.backing_mu);
+    auto it = s.backing.find(ino);
+    if (it != s.backing.end() && --it->second.opens == 0) {
+      (void)fuse_passthrough_close(req, it->second.id);
+      s.backing.erase(it);
+    }
+  }
   fuse_reply_err(req, 0);
 }
 

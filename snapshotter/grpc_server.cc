@@ -170,7 +170,8 @@ struct GrpcServer::Impl {
 
   void AcceptLoop() {
     while (!stopping.load()) {
-      const int fd = ::accept4(listener.Get(), nullptr, nullptr, SOCK_CLOEXEC);
+      // gRPC polls the connection itself: it must be non-blocking.
+      const int fd = ::accept4(listener.Get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
         break;  // shut down

@@ -2,6 +2,7 @@
 // layer views, writes refused, stale mounts of a crashed daemon cleared.
 
 #include <fcntl.h>
+#include <cstring>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -227,6 +228,32 @@ TEST_F(FuseMountTest, PassthroughOpenOutlivesADenyButNewOpensFail) {
   char buf[32] = {};
   EXPECT_EQ(::pread(fd, buf, sizeof(buf), 0), 10);  // granted before the deny: lives until close
   ::close(fd);
+}
+
+// The kernel takes one backing file per FUSE inode: concurrent opens must share it. A second
+// backing id for an inode that is open (a shell exec'ing itself, two containers on one layer) was
+// refused with EIO.
+TEST_F(FuseMountTest, ConcurrentPassthroughOpensOfOneFileShareItsBacking) {
+  ASSERT_TRUE(mount_->passthrough_active());
+  const std::string path = Layer(0) + "/etc/passwd";
+  const int a = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(a, 0);
+  const int b = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(b, 0) << std::strerror(errno);
+  char buf[32] = {};
+  EXPECT_EQ(::pread(b, buf, sizeof(buf), 0), 10);
+  ::close(a);
+  EXPECT_EQ(::pread(b, buf, sizeof(buf), 0), 10);  // the first close left the backing in place
+  const int c = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(c, 0) << std::strerror(errno);
+  ::close(b);
+  ::close(c);
+  // And after every close, a fresh open registers a new backing file.
+  const int d = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(d, 0) << std::strerror(errno);
+  EXPECT_EQ(::pread(d, buf, sizeof(buf), 0), 10);
+  ::close(d);
+  EXPECT_EQ(mount_->stats().reads.load(), 0u);
 }
 
 TEST_F(FuseMountTest, InvalidateMakesADeniedDigestVanishAtOnce) {
