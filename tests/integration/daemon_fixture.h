@@ -1,0 +1,82 @@
+#pragma once
+
+// digestd as a process for tests (root, as in CI): the pull fixture's registry, images and keys,
+// a config file, the daemon started from it, and digestctl run against its socket.
+// Users define DIGESTD_BIN and DIGESTD_DIGESTCTL.
+
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "integration/pull_fixture.h"
+#include "testing/process_util.h"
+#include "testing/test_util.h"
+
+namespace digestd::daemon {
+
+using digestd::testing::ChildProcess;
+using digestd::testing::Slurp;
+
+class DaemonTest : public PullTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "daemon tests need root (CI runs them as root)";
+    PullTest::SetUp();
+    if (HasFatalFailure()) return;
+    store_.reset();  // the daemon owns the store
+    // Other users must reach the socket (group nogroup) and run digestctl.
+    ::chmod(dir_.path().c_str(), 0755);
+    ctl_ = (dir_.path() / "digestctl").string();
+    fs::copy_file(DIGESTD_DIGESTCTL, ctl_);
+    ::chmod(ctl_.c_str(), 0755);
+    socket_ = (dir_.path() / "d.sock").string();
+    mnt_ = (dir_.path() / "mnt").string();
+    WriteConfig();
+    Start(daemon_);
+  }
+  void TearDown() override {
+    daemon_.Stop();
+    if (!mnt_.empty()) (void)::umount2(mnt_.c_str(), MNT_DETACH);
+  }
+  void WriteConfig() {
+    std::ofstream(dir_.path() / "digestd.toml")
+        << "[store]\nroot = \"" << (dir_.path() / "store").string() << "\"\n"
+        << "[policy]\nfile = \"" << (dir_.path() / "policy.json").string() << "\"\ntrust = \""
+        << (dir_.path() / "trust.json").string() << "\"\n"
+        << "[daemon]\nsocket = \"" << socket_ << "\"\nsocket_group = \"nogroup\"\nmountpoint = \""
+        << mnt_ << "\"\nadmin_uids = [0]\nreader_uids = [65534]\n"
+        << "[timeouts]\nconnect_ms = 2000\nfirst_byte_ms = 3000\nstall_ms = 3000\n"
+        << "[[registry]]\nhost = \"" << registry_->host() << "\"\ninsecure = true\n"
+        << extra_config_;
+  }
+  // Starts digestd and waits until it answers on its socket.
+  void Start(ChildProcess& p, const std::string& log_name = "digestd.log") {
+    log_ = (dir_.path() / log_name).string();
+    ASSERT_TRUE(p.Start({DIGESTD_BIN, "--config", (dir_.path() / "digestd.toml").string()}, log_));
+    for (int i = 0; i < 500; ++i) {
+      if (Ctl("health").status == 0) return;
+      ASSERT_TRUE(p.Running()) << Slurp(log_);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    FAIL() << "digestd did not come up\n" << Slurp(log_);
+  }
+  digestd::testing::CommandResult Ctl(const std::string& args, const std::string& as = "") {
+    return Shell(as + " " + ctl_ + " --socket " + socket_ + " " + args + " 2>&1");
+  }
+  std::string PushSigned(const std::string& repo) {
+    const std::string digest = PushBusybox(repo + ":v1");
+    Sign(repo, digest);
+    return digest;
+  }
+
+  std::string ctl_, socket_, mnt_, log_;
+  std::string extra_config_;  // appended to digestd.toml (set before SetUp)
+  ChildProcess daemon_;
+};
+
+}  // namespace digestd::daemon
