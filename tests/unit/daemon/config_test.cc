@@ -68,6 +68,19 @@ TEST(ConfigTest, DefaultsWhenEmpty) {
   EXPECT_EQ(c->store_root, "/var/lib/digestd");
   EXPECT_EQ(c->manifest_max_bytes, 4u << 20);
   EXPECT_TRUE(c->registries.empty());
+  EXPECT_FALSE(c->snapshotter.enabled);
+  EXPECT_TRUE(c->snapshotter.wipe);
+}
+
+TEST(ConfigTest, Snapshotter) {
+  auto c = ParseConfig("[snapshotter]\nenabled = true\nsocket = \"/run/x/snap.sock\"\n"
+                       "root = \"/srv/snaps\"\nwipe = false\n",
+                       "s.toml");
+  ASSERT_OK(c);
+  EXPECT_TRUE(c->snapshotter.enabled);
+  EXPECT_EQ(c->snapshotter.socket, "/run/x/snap.sock");
+  EXPECT_EQ(c->snapshotter.root, "/srv/snaps");
+  EXPECT_FALSE(c->snapshotter.wipe);
 }
 
 TEST(ConfigTest, UnknownKeysAndBadValuesNameTheKey) {
@@ -87,6 +100,10 @@ TEST(ConfigTest, UnknownKeysAndBadValuesNameTheKey) {
        "registry[0].mirror[0].tls: unknown key"},
       {"[[registry]]\nhost = \"reg.io\"\ninsecure = \"yes\"", "registry[0].insecure: must be true or false"},
       {"store = 5", "store: must be a table"},
+      {"[snapshotter]\nenable = true", "snapshotter.enable: unknown key"},
+      {"[snapshotter]\nenabled = 1", "snapshotter.enabled: must be true or false"},
+      {"[snapshotter]\nroot = \"snaps\"", "snapshotter.root: must be an absolute path"},
+      {"snapshotter = true", "snapshotter: must be a table"},
       {"[store\nroot = 1", "digestd.toml: "},
   };
   for (const auto& [text, msg] : bad) {
