@@ -136,11 +136,15 @@ TEST_F(SnapshotsTest, RemoteLayersExistAndContainersOverlayThem) {
   EXPECT_EQ(busy.error().code(), Errc::kBusy);
   // Remove wipes and deletes the upper directory and releases the lease.
   std::ofstream(upper + "/secret") << "tenant data";
+  // A hard link outside the snapshot shows what happens to the file's blocks.
+  const fs::path witness = dir_.path() / "snapshots/witness";
+  fs::create_hard_link(upper + "/secret", witness);
   auto usage = snaps_->DiskUsage("default/3/ctr");
   ASSERT_TRUE(usage);
   EXPECT_GE(usage->inodes, 2);
   ASSERT_TRUE(snaps_->Remove("default/3/ctr"));
   EXPECT_FALSE(fs::exists(upper));
+  EXPECT_EQ(digestd::testing::Slurp(witness), std::string(11, '\0'));  // overwritten, then unlinked
   EXPECT_EQ(store_->ListLeases()->size(), 2u);
 }
 
