@@ -34,7 +34,26 @@ Result<RevalidateResult> Revalidate(const store::Store& store,
       const verify::Decision d = policy.policy->Explain(*ref);
       if (!d.allowed) why = d.reason;
     }
-    if (why.empty() && !rec.signer.empty() && policy.trust) {
+    // Keyless and PKI signers ("keyless <identity> (<issuer>)", "pki <subject>") are not keys of
+    // the trust file: what can revoke them is digestd.denySigners.keyless.
+    const bool keyless = rec.signer.starts_with("keyless ") || rec.signer.starts_with("pki ");
+    if (why.empty() && keyless && policy.policy) {
+      std::string identity, issuer = "pki";
+      if (rec.signer.starts_with("keyless ")) {
+        const std::size_t open = rec.signer.rfind(" (");
+        if (open != std::string::npos && rec.signer.ends_with(")")) {
+          identity = rec.signer.substr(8, open - 8);
+          issuer = rec.signer.substr(open + 2, rec.signer.size() - open - 3);
+        }
+      } else {
+        identity = rec.signer.substr(4);
+      }
+      for (const auto& d : policy.policy->org().deny_keyless_signers) {
+        if (d.identity == identity && d.issuer == issuer) {
+          why = "signer " + Quote(rec.signer) + " is denied by policy (digestd.denySigners)";
+        }
+      }
+    } else if (why.empty() && !rec.signer.empty() && policy.trust) {
       const auto& trust = *policy.trust;
       const bool by_fingerprint = rec.signer.starts_with("sha256:");
       const verify::TrustedKey* key =
