@@ -213,8 +213,10 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
   }
   if (const auto* sn = SubTable(root, "snapshotter")) {
     DIGESTD_RETURN_IF_ERROR(
-        rd.OnlyKeys(*sn, "snapshotter", {"enabled", "socket", "root", "wipe"}));
+        rd.OnlyKeys(*sn, "snapshotter", {"enabled", "socket", "root", "wipe", "pull_on_demand"}));
     DIGESTD_RETURN_IF_ERROR(rd.Set(*sn, "enabled", "snapshotter", c.snapshotter.enabled));
+    DIGESTD_RETURN_IF_ERROR(
+        rd.Set(*sn, "pull_on_demand", "snapshotter", c.snapshotter.pull_on_demand));
     DIGESTD_RETURN_IF_ERROR(rd.Set(*sn, "wipe", "snapshotter", c.snapshotter.wipe));
     for (const char* key : {"socket", "root"}) {
       std::string p;

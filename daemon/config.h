@@ -54,6 +54,8 @@ struct SnapshotterConfig {
   // upper: not the FUSE mount, not tmpfs if containers must survive a reboot).
   std::filesystem::path root = "/var/lib/digestd-snapshots";
   bool wipe = true;  // overwrite a container's files before removing its snapshot
+  // Pull (and verify, under the policy) an image CRI asks for that digestd does not hold.
+  bool pull_on_demand = false;
 };
 
 struct Config {

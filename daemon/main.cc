@@ -10,12 +10,15 @@
 #include <grp.h>
 #include <unistd.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <future>
 #include <string>
 #include <unordered_set>
 
@@ -69,6 +72,22 @@ void AuditEvent(store::Store& store, nlohmann::json j) {
 }
 
 }  // namespace
+
+// One pull for the snapshotter (a plain coroutine function: its parameters are copied into the
+// frame, which GCC 12 gets right where lambda captures are not).
+boost::asio::awaitable<void> PullOnDemand(daemon::Puller* puller, std::string ref,
+                                          std::function<void()> after,
+                                          std::shared_ptr<std::promise<Result<void>>> done) {
+  daemon::PullOptions options;
+  options.actor_uid = 0;
+  auto r = co_await puller->Pull(ref, options);
+  if (r) after();
+  if (r) {
+    done->set_value(Result<void>());
+  } else {
+    done->set_value(Result<void>(r.error()));
+  }
+}
 
 int main(int argc, char** argv) {
   std::string config_path = "/etc/digestd/digestd.toml";
@@ -173,11 +192,24 @@ int main(int argc, char** argv) {
   std::unique_ptr<snapshotter::Snapshots> snapshots;
   std::unique_ptr<snapshotter::GrpcServer> snapshotter_server;
   if (config->snapshotter.enabled) {
+    // Pull on demand: the gRPC thread waits while the io thread runs the pull.
+    std::function<Result<void>(const std::string&)> pull_on_demand;
+    if (config->snapshotter.pull_on_demand) {
+      pull_on_demand = [&io, &puller, &revalidate](const std::string& ref) -> Result<void> {
+        auto done = std::make_shared<std::promise<Result<void>>>();
+        auto result = done->get_future();
+        std::function<void()> after = revalidate;
+        boost::asio::co_spawn(io, PullOnDemand(&puller, ref, std::move(after), done),
+                              boost::asio::detached);
+        return result.get();
+      };
+    }
     auto s = snapshotter::Snapshots::Open(
         **store, {.root = config->snapshotter.root,
                   .mountpoint = config->daemon.mountpoint,
                   .wipe = config->snapshotter.wipe,
-                  .hidden = [&hidden](const verify::Digest& d) { return hidden.Contains(d); }});
+                  .hidden = [&hidden](const verify::Digest& d) { return hidden.Contains(d); },
+                  .pull = pull_on_demand});
     if (!s) return Fail("snapshotter: " + s.error().ToString());
     snapshots = std::move(*s);
     gid_t socket_gid = static_cast<gid_t>(-1);

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/unique_fd.h"
+#include "verify/reference.h"
 
 namespace digestd::snapshotter {
 namespace {
@@ -208,6 +209,19 @@ struct Snapshots::Impl {
       chains = std::make_shared<ChainIndex>(std::move(idx));
     }
     return chains;
+  }
+
+  // Whether digestd holds an image pulled under `ref` (compared in canonical form).
+  bool Recorded(const std::string& ref) const {
+    auto want = verify::Reference::Parse(ref);
+    if (!want) return false;
+    auto images = store.ListImageRecords();
+    if (!images) return false;
+    for (const auto& rec : *images) {
+      auto have = verify::Reference::Parse(rec.reference);
+      if (have && have->String() == want->String() && !Blocked(rec.manifest)) return true;
+    }
+    return false;
   }
 
   bool Blocked(const verify::Digest& d) const {
@@ -428,7 +442,27 @@ Result<std::unique_ptr<Snapshots>> Snapshots::Open(store::Store& store, Snapshot
 
 Result<std::vector<Mount>> Snapshots::Prepare(const std::string& key, const std::string& parent,
                                               const std::map<std::string, std::string>& labels) {
-  std::lock_guard lock(impl_->mu);
+  std::unique_lock lock(impl_->mu);
+  auto target = labels.find(std::string(kLabelSnapshotRef));
+  auto image = labels.find(std::string(kLabelCriImageRef));
+  // CRI names the image it unpacks. Verified layers alone are not enough: the image itself must
+  // have been admitted by digestd's policy (pulled through digestd under that reference), or an
+  // unsigned image reusing verified layers would run with a configuration nobody checked.
+  if (target != labels.end() && image != labels.end() && !impl_->Recorded(image->second)) {
+    if (!impl_->opts.pull) {
+      return Refused("image " + image->second + " was not pulled through digestd: run "
+                     "`digestctl pull " + image->second + "` first");
+    }
+    // Pull without holding the lock: other snapshots stay usable meanwhile. The pull verifies and
+    // decides under the policy like any other; a refusal is the answer.
+    lock.unlock();
+    auto pulled = impl_->opts.pull(image->second);
+    lock.lock();
+    if (!pulled) {
+      return Refused("digestd did not pull " + image->second + " for layer chain " +
+                     target->second + ": " + pulled.error().context());
+    }
+  }
   return impl_->Create(key, parent, labels, Kind::kActive);
 }
 

@@ -69,6 +69,10 @@ struct SnapshotsOptions {
   bool wipe = true;                  // overwrite upper-dir files before removing them
   // Digests that must not be served (denied, or withdrawn by a trust change).
   std::function<bool(const verify::Digest&)> hidden;
+  // Pull on demand: when containerd (CRI) asks for a layer chain digestd does not hold and names
+  // the image (label containerd.io/snapshot/cri.image-ref), pull it through digestd's verified
+  // pipeline, under its policy, then answer. Unset: refuse and name the image to pull.
+  std::function<Result<void>(const std::string& image_ref)> pull;
 };
 
 class Snapshots {

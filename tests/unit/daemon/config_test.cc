@@ -74,13 +74,14 @@ TEST(ConfigTest, DefaultsWhenEmpty) {
 
 TEST(ConfigTest, Snapshotter) {
   auto c = ParseConfig("[snapshotter]\nenabled = true\nsocket = \"/run/x/snap.sock\"\n"
-                       "root = \"/srv/snaps\"\nwipe = false\n",
+                       "root = \"/srv/snaps\"\nwipe = false\npull_on_demand = true\n",
                        "s.toml");
   ASSERT_OK(c);
   EXPECT_TRUE(c->snapshotter.enabled);
   EXPECT_EQ(c->snapshotter.socket, "/run/x/snap.sock");
   EXPECT_EQ(c->snapshotter.root, "/srv/snaps");
   EXPECT_FALSE(c->snapshotter.wipe);
+  EXPECT_TRUE(c->snapshotter.pull_on_demand);
 }
 
 TEST(ConfigTest, UnknownKeysAndBadValuesNameTheKey) {

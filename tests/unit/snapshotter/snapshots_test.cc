@@ -179,6 +179,23 @@ TEST_F(SnapshotsTest, UnverifiedLayersAndLocalCommitsAreRefused) {
   EXPECT_EQ(orphan.error().code(), Errc::kNotFound);
 }
 
+TEST_F(SnapshotsTest, CriImagesMustHaveBeenAdmittedNotJustTheirLayers) {
+  // The layers are verified (another image carries them), but CRI names an image digestd never
+  // admitted: refused, since its configuration was never checked.
+  auto other = snaps_->Prepare("default/1/extract-1 " + chain1_, "",
+                               {{"containerd.io/snapshot.ref", chain1_},
+                                {"containerd.io/snapshot/cri.image-ref", "reg.test/unsigned:v1"}});
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code(), Errc::kPermission);
+  EXPECT_NE(other.error().context().find("was not pulled through digestd"), std::string::npos);
+  // The image digestd pulled under that reference (written in another form) is fine.
+  auto ok = snaps_->Prepare("default/2/extract-2 " + chain1_, "",
+                            {{"containerd.io/snapshot.ref", chain1_},
+                             {"containerd.io/snapshot/cri.image-ref", "reg.test/app:v1"}});
+  ASSERT_FALSE(ok);
+  EXPECT_EQ(ok.error().code(), Errc::kAlreadyExists) << ok.error().ToString();
+}
+
 TEST_F(SnapshotsTest, AnExtractionIsReplacedByTheVerifiedTree) {
   // `ctr image pull` unpacks without the remote label: containerd extracts into our scratch
   // directory, and at commit digestd serves its own verified tree instead.
