@@ -1,24 +1,7 @@
 #include "daemon/revalidate.h"
 
-#include "verify/oci.h"
 
 namespace digestd::daemon {
-namespace {
-
-// The layers of an image manifest in the store (empty if it cannot be read).
-std::vector<verify::Digest> LayersOf(const store::Store& store, const verify::Digest& manifest) {
-  auto info = store.Stat(manifest);
-  if (!info) return {};
-  auto bytes = store.ReadBlob(manifest, verify::kDefaultManifestCap);
-  if (!bytes) return {};
-  auto m = verify::ParseImageManifest(*bytes, info->media_type);
-  if (!m) return {};
-  std::vector<verify::Digest> out;
-  for (const auto& l : m->layers) out.push_back(l.digest);
-  return out;
-}
-
-}  // namespace
 
 Result<RevalidateResult> Revalidate(const store::Store& store,
                                     const verify::PolicySet::Snapshot& policy, std::int64_t now) {
@@ -34,24 +17,13 @@ Result<RevalidateResult> Revalidate(const store::Store& store,
       const verify::Decision d = policy.policy->Explain(*ref);
       if (!d.allowed) why = d.reason;
     }
-    // Keyless and PKI signers ("keyless <identity> (<issuer>)", "pki <subject>") are not keys of
-    // the trust file: what can revoke them is digestd.denySigners.keyless.
-    const bool keyless = rec.signer.starts_with("keyless ") || rec.signer.starts_with("pki ");
-    if (why.empty() && keyless && policy.policy) {
-      std::string identity, issuer = "pki";
-      if (rec.signer.starts_with("keyless ")) {
-        const std::size_t open = rec.signer.rfind(" (");
-        if (open != std::string::npos && rec.signer.ends_with(")")) {
-          identity = rec.signer.substr(8, open - 8);
-          issuer = rec.signer.substr(open + 2, rec.signer.size() - open - 3);
-        }
-      } else {
-        identity = rec.signer.substr(4);
-      }
-      for (const auto& d : policy.policy->org().deny_keyless_signers) {
-        if (d.identity == identity && d.issuer == issuer) {
-          why = "signer " + Quote(rec.signer) + " is denied by policy (digestd.denySigners)";
-        }
+    // Keyless and PKI signers are not keys of the trust file: what can revoke them is
+    // digestd.denySigners.keyless.
+    const std::optional<bool> keyless_denied =
+        policy.policy ? policy.policy->DeniesKeylessSigner(rec.signer) : std::nullopt;
+    if (why.empty() && keyless_denied) {
+      if (*keyless_denied) {
+        why = "signer " + Quote(rec.signer) + " is denied by policy (digestd.denySigners)";
       }
     } else if (why.empty() && !rec.signer.empty() && policy.trust) {
       const auto& trust = *policy.trust;
@@ -66,7 +38,8 @@ Result<RevalidateResult> Revalidate(const store::Store& store,
         why = "key " + Quote(rec.signer) + " is no longer in the trust file";
       }
     }
-    const auto layers = LayersOf(store, rec.image_manifest);
+    const auto layers =
+        store.ImageLayers(rec.image_manifest).value_or(std::vector<verify::Digest>());
     if (why.empty()) {
       kept_layers.insert(layers.begin(), layers.end());
       continue;

@@ -265,16 +265,11 @@ std::shared_ptr<Namespace::TreeView> Namespace::Publish(
 }
 
 Result<std::vector<Digest>> Namespace::ImageLayers(const Digest& manifest) {
-  auto info = store_.Stat(manifest);
-  if (!info || !IsImageManifestType(info->media_type)) {
-    return Fail(ENOENT, "no image manifest " + manifest.ToString());
+  auto layers = store_.ImageLayers(manifest);
+  if (!layers) {
+    return layers.error().code() == Errc::kNotFound ? Fail(ENOENT, layers.error().context())
+                                                     : Fail(EIO, layers.error().ToString());
   }
-  auto bytes = store_.ReadBlob(manifest, verify::kDefaultManifestCap);
-  if (!bytes) return Fail(EIO, bytes.error().ToString());
-  auto m = verify::ParseImageManifest(*bytes, info->media_type);
-  if (!m) return Fail(EIO, m.error().ToString());
-  std::vector<Digest> layers;
-  for (const auto& l : m->layers) layers.push_back(l.digest);
   return layers;
 }
 

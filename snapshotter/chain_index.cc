@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "verify/hasher.h"
-#include "verify/oci.h"
+#include "verify/reference.h"
 
 namespace digestd::snapshotter {
 
@@ -23,21 +23,20 @@ Result<ChainIndex> ChainIndex::Build(const store::Store& store) {
   index.generation_ = store.generation();
   DIGESTD_ASSIGN_OR_RETURN(auto images, store.ListImageRecords());
   for (const auto& image : images) {
-    auto bytes = store.ReadBlob(image.image_manifest, verify::kDefaultManifestCap);
-    if (!bytes) continue;  // removed meanwhile, or not ours to judge: no chain from it
-    auto info = store.Stat(image.image_manifest);
-    if (!info) continue;
-    auto manifest = verify::ParseImageManifest(*bytes, info->media_type);
-    if (!manifest) continue;
+    if (auto ref = verify::Reference::Parse(image.reference)) {
+      index.references_[ref->String()].push_back(image.manifest);
+    }
+    auto layers = store.ImageLayers(image.image_manifest);
+    if (!layers) continue;  // removed or denied meanwhile: no chain from it
     std::vector<verify::Digest> diff_ids;
     std::string parent;
-    for (const auto& l : manifest->layers) {
-      auto tree = store.GetTreeInfo(l.digest);
+    for (const auto& layer : *layers) {
+      auto tree = store.GetTreeInfo(layer);
       if (!tree || !*tree) break;  // a layer without a tree: nothing above it is complete
       diff_ids.push_back((*tree)->diff_id);
       const std::string chain = ChainIdOf(diff_ids);
       auto [it, inserted] = index.links_.try_emplace(
-          chain, ChainLink{chain, parent, l.digest, (*tree)->diff_id, {},
+          chain, ChainLink{chain, parent, layer, (*tree)->diff_id, {},
                            static_cast<int>(diff_ids.size())});
       auto& imgs = it->second.images;
       if (std::find(imgs.begin(), imgs.end(), image.image_manifest) == imgs.end()) {
@@ -47,6 +46,13 @@ Result<ChainIndex> ChainIndex::Build(const store::Store& store) {
     }
   }
   return index;
+}
+
+std::vector<verify::Digest> ChainIndex::ImagesNamed(std::string_view reference) const {
+  auto ref = verify::Reference::Parse(reference);
+  if (!ref) return {};
+  auto it = references_.find(ref->String());
+  return it == references_.end() ? std::vector<verify::Digest>() : it->second;
 }
 
 const ChainLink* ChainIndex::Find(std::string_view chain_id) const {

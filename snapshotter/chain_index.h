@@ -35,11 +35,14 @@ class ChainIndex {
   const ChainLink* Find(std::string_view chain_id) const;
   // The layer blobs of a chain, bottom first.
   std::vector<verify::Digest> Layers(std::string_view chain_id) const;
+  // Images recorded under `reference` (canonical form, e.g. "docker.io/library/app:v1").
+  std::vector<verify::Digest> ImagesNamed(std::string_view reference) const;
   std::size_t size() const { return links_.size(); }
   std::uint64_t generation() const { return generation_; }
 
  private:
   std::map<std::string, ChainLink, std::less<>> links_;
+  std::map<std::string, std::vector<verify::Digest>, std::less<>> references_;
   std::uint64_t generation_ = 0;
 };
 

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/unique_fd.h"
-#include "verify/reference.h"
+#include "verify/digest.h"
 
 namespace digestd::snapshotter {
 namespace {
@@ -101,17 +101,11 @@ Result<Record> Decode(const std::string& name, const std::string& value) {
 }
 
 Result<std::string> NewDirId() {
-  unsigned char raw[16];
+  char raw[16];
   if (getrandom(raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) {
     return SysError(kMod, "getrandom");
   }
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string s;
-  for (unsigned char c : raw) {
-    s.push_back(kDigits[c >> 4]);
-    s.push_back(kDigits[c & 15]);
-  }
-  return s;
+  return verify::HexEncode(std::string_view(raw, sizeof raw));
 }
 
 // Removes `name` under `dirfd` recursively without following symlinks; with `wipe`, regular
@@ -212,14 +206,10 @@ struct Snapshots::Impl {
   }
 
   // Whether digestd holds an image pulled under `ref` (compared in canonical form).
-  bool Recorded(const std::string& ref) const {
-    auto want = verify::Reference::Parse(ref);
-    if (!want) return false;
-    auto images = store.ListImageRecords();
-    if (!images) return false;
-    for (const auto& rec : *images) {
-      auto have = verify::Reference::Parse(rec.reference);
-      if (have && have->String() == want->String() && !Blocked(rec.manifest)) return true;
+  Result<bool> Recorded(const std::string& ref) {
+    DIGESTD_ASSIGN_OR_RETURN(auto idx, Chains());
+    for (const auto& manifest : idx->ImagesNamed(ref)) {
+      if (!Blocked(manifest)) return true;
     }
     return false;
   }
@@ -317,14 +307,10 @@ struct Snapshots::Impl {
     if (lowers.empty()) {
       return std::vector<Mount>{{"bind", Upper(r), {ro ? "ro" : "rw", "rbind"}}};
     }
-    if (ro) {
-      if (lowers.size() == 1) return std::vector<Mount>{{"bind", lowers[0], {"ro", "rbind"}}};
-      std::string lower = "lowerdir=";
-      for (std::size_t i = 0; i < lowers.size(); ++i) lower += (i ? ":" : "") + lowers[i];
-      return std::vector<Mount>{{"overlay", "overlay", {lower}}};
-    }
+    if (ro && lowers.size() == 1) return std::vector<Mount>{{"bind", lowers[0], {"ro", "rbind"}}};
     std::string lower = "lowerdir=";
     for (std::size_t i = 0; i < lowers.size(); ++i) lower += (i ? ":" : "") + lowers[i];
+    if (ro) return std::vector<Mount>{{"overlay", "overlay", {lower}}};
     return std::vector<Mount>{
         {"overlay", "overlay", {"workdir=" + Work(r), "upperdir=" + Upper(r), lower}}};
   }
@@ -448,7 +434,11 @@ Result<std::vector<Mount>> Snapshots::Prepare(const std::string& key, const std:
   // CRI names the image it unpacks. Verified layers alone are not enough: the image itself must
   // have been admitted by digestd's policy (pulled through digestd under that reference), or an
   // unsigned image reusing verified layers would run with a configuration nobody checked.
-  if (target != labels.end() && image != labels.end() && !impl_->Recorded(image->second)) {
+  bool recorded = true;
+  if (target != labels.end() && image != labels.end()) {
+    DIGESTD_ASSIGN_OR_RETURN(recorded, impl_->Recorded(image->second));
+  }
+  if (!recorded) {
     if (!impl_->opts.pull) {
       return Refused("image " + image->second + " was not pulled through digestd: run "
                      "`digestctl pull " + image->second + "` first");

@@ -1,5 +1,7 @@
 #include "store/store.h"
 
+#include "verify/oci.h"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -473,6 +475,22 @@ Result<std::optional<ImageRecord>> Store::GetImageRecord(const Digest& manifest)
 
 Result<std::vector<ImageRecord>> Store::ListImageRecords() const {
   return impl_->DecodeAll<ImageRecord>(Cf::kImages, DecodeImage);
+}
+
+// ---- image manifests
+
+Result<std::vector<Digest>> Store::ImageLayers(const Digest& manifest) const {
+  auto info = Stat(manifest);
+  auto kind = info ? verify::ManifestKindOf(info->media_type) : Result<verify::ManifestKind>(
+                                                                    info.error());
+  if (!info || !kind || verify::IsIndexKind(*kind)) {
+    return MakeError(Module::kStore, Errc::kNotFound, "no image manifest " + manifest.ToString());
+  }
+  DIGESTD_ASSIGN_OR_RETURN(std::string bytes, ReadBlob(manifest, verify::kDefaultManifestCap));
+  DIGESTD_ASSIGN_OR_RETURN(auto m, verify::ParseImageManifest(bytes, info->media_type));
+  std::vector<Digest> layers;
+  for (const auto& l : m.layers) layers.push_back(l.digest);
+  return layers;
 }
 
 // ---- snapshotter records

@@ -156,6 +156,9 @@ class Store {
   Result<BlobInfo> Stat(const Digest& digest) const;
   // A whole small blob (a manifest, a config) in memory; kTooLarge when it is over `cap` bytes.
   Result<std::string> ReadBlob(const Digest& digest, std::uint64_t cap) const;
+  // The layer digests of an image manifest in the store, bottom first. kNotFound when `manifest`
+  // is absent or not an image manifest (an index, a config); other errors when it cannot be read.
+  Result<std::vector<Digest>> ImageLayers(const Digest& manifest) const;
   // Blobs in digest order, starting after `after`; at most `limit` (1..10000) per page.
   Result<BlobPage> ListBlobs(const std::optional<Digest>& after, std::size_t limit) const;
   // Removes file, record and its edges. kNotFound if absent.

@@ -1,6 +1,5 @@
 #include "verify/keyless.h"
 
-#include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
 #include <algorithm>
@@ -29,15 +28,9 @@ Error Fail(BundleFailure f, const std::string& why) {
 }
 Error Malformed(const std::string& why) { return Fail(BundleFailure::kMalformed, why); }
 
-std::string Hash(const EVP_MD* md, std::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(data.data(), data.size(), out, &n, md, nullptr);
-  return std::string(reinterpret_cast<char*>(out), n);
-}
-
-const EVP_MD* Md(DigestAlgorithm a) {
-  return a == DigestAlgorithm::kSha512 ? EVP_sha512() : EVP_sha256();
+// Raw digest bytes of `data` (the existing Hasher, as bytes).
+std::string RawDigest(DigestAlgorithm alg, std::string_view data) {
+  return DigestBytes(Hasher::Of(alg, data));
 }
 
 // What the bundle says, parsed strictly.
@@ -275,7 +268,7 @@ Result<void> MatchBody(const TlogEntry& e, const Parsed& b, const Signer& signer
     // A DSSE envelope is logged as the hash of its PAE (rekor v2 "hashedrekord over DSSE").
     const std::optional<std::string> want =
         b.dsse ? std::optional<std::string>(
-                     Hash(EVP_sha256(), Pae(b.dsse->payload_type, b.dsse->payload)))
+                     RawDigest(DigestAlgorithm::kSha256, Pae(b.dsse->payload_type, b.dsse->payload)))
                : artifact_sha256;
     if (!want || B64Str(*v2, {"data", "digest"}) != *want) return mismatch("artifact digest");
     if (B64Str(*v2, {"signature", "content"}) != b.signature) return mismatch("signature");
@@ -291,7 +284,7 @@ Result<void> MatchBody(const TlogEntry& e, const Parsed& b, const Signer& signer
     return {};
   }
   if (!b.dsse) return mismatch("kind (" + e.kind + " needs a DSSE bundle)");
-  const std::string payload_hash = HexEncode(Hash(EVP_sha256(), b.dsse->payload));
+  const std::string payload_hash = HexEncode(RawDigest(DigestAlgorithm::kSha256, b.dsse->payload));
   if (e.kind == "dsse" && e.version == "0.0.1") {
     if (Str(spec, {"payloadHash", "algorithm"}) != "sha256" ||
         Str(spec, {"payloadHash", "value"}) != payload_hash) {
@@ -449,7 +442,7 @@ Result<BundleVerdict> VerifyBundle(std::string_view bundle_json, const BundleArt
   // 2. The signature over the artifact (or the DSSE PAE) and the artifact binding.
   std::optional<std::string> artifact_sha256;
   if (artifact.bytes) {
-    artifact_sha256 = Hash(EVP_sha256(), *artifact.bytes);
+    artifact_sha256 = RawDigest(DigestAlgorithm::kSha256, *artifact.bytes);
   } else if (artifact.digest && artifact.digest->algorithm() == DigestAlgorithm::kSha256) {
     artifact_sha256 = DigestBytes(*artifact.digest);
   }
@@ -486,7 +479,7 @@ Result<BundleVerdict> VerifyBundle(std::string_view bundle_json, const BundleArt
       const DigestAlgorithm a = b.message_digest->algorithm();
       const bool comparable = artifact.bytes || (artifact.digest && artifact.digest->algorithm() == a);
       if (comparable) {
-        const std::string mine = artifact.bytes ? HexEncode(Hash(Md(a), *artifact.bytes))
+        const std::string mine = artifact.bytes ? HexEncode(RawDigest(a, *artifact.bytes))
                                                 : std::string(artifact.digest->hex());
         if (mine != b.message_digest->hex()) {
           return Fail(BundleFailure::kArtifact,
@@ -503,7 +496,7 @@ Result<BundleVerdict> VerifyBundle(std::string_view bundle_json, const BundleArt
     if (artifact.bytes && signer.key->type() == KeyType::kEd25519) {
       ok = signer.key->Verify(*artifact.bytes, b.signature);
     } else if (artifact.bytes) {
-      ok = signer.key->VerifyDigest(Hash(Md(alg), *artifact.bytes), b.signature);
+      ok = signer.key->VerifyDigest(RawDigest(alg, *artifact.bytes), b.signature);
     } else {
       ok = signer.key->VerifyDigest(DigestBytes(*artifact.digest), b.signature);
     }
@@ -596,13 +589,14 @@ struct CosignCertLayer {
   PublicKeyPtr key;
 };
 
+const std::string* Annotation(const SimpleSignature& sig, std::string_view key) {
+  auto it = sig.annotations.find(std::string(key));
+  return it == sig.annotations.end() ? nullptr : &it->second;
+}
+
 Result<CosignCertLayer> ReadCosignCertLayer(const SimpleSignature& sig) {
-  auto annotation = [&](std::string_view k) -> const std::string* {
-    auto it = sig.annotations.find(std::string(k));
-    return it == sig.annotations.end() ? nullptr : &it->second;
-  };
-  const std::string* sig_b64 = annotation(kCosignSignatureAnnotation);
-  const std::string* cert_pem = annotation("dev.sigstore.cosign/certificate");
+  const std::string* sig_b64 = Annotation(sig, kCosignSignatureAnnotation);
+  const std::string* cert_pem = Annotation(sig, "dev.sigstore.cosign/certificate");
   if (sig_b64 == nullptr) return Malformed("no signature annotation");
   if (cert_pem == nullptr) return Malformed("no certificate annotation");
   // Some signers wrap the base64 at 76 columns (openssl base64; Go's decoder skips line
@@ -616,7 +610,7 @@ Result<CosignCertLayer> ReadCosignCertLayer(const SimpleSignature& sig) {
   auto leaf = Certificate::FromPem(*cert_pem);
   if (!leaf) return Malformed("certificate annotation: " + leaf.error().context());
   CosignCertLayer out{*signature, *leaf, {}, nullptr};
-  if (const std::string* chain = annotation("dev.sigstore.cosign/chain")) {
+  if (const std::string* chain = Annotation(sig, "dev.sigstore.cosign/chain")) {
     auto certs = Certificate::ChainFromPem(*chain);
     if (!certs) return Malformed("chain annotation: " + certs.error().context());
     // The chain annotation ends with the root; only configured anchors count.
@@ -679,17 +673,9 @@ Result<BundleVerdict> VerifyCosignPki(const SimpleSignature& sig, const PkiTrust
 Result<BundleVerdict> VerifyCosignKeyless(const SimpleSignature& sig, const SigstoreTrustedRoot& root,
                                           const BundleExpectation& expect) {
   DIGESTD_ASSIGN_OR_RETURN(CosignCertLayer layer, ReadCosignCertLayer(sig));
-  auto annotation = [&](std::string_view k) -> const std::string* {
-    auto it = sig.annotations.find(std::string(k));
-    return it == sig.annotations.end() ? nullptr : &it->second;
-  };
-  const CertificatePtr& leaf = layer.leaf;
-  const std::vector<CertificatePtr>& intermediates = layer.intermediates;
-  const PublicKeyPtr& key = layer.key;
-  const std::string* signature = &layer.signature;
   BundleVerdict v;
   v.keyless = true;
-  const std::string* bundle = annotation("dev.sigstore.cosign/bundle");
+  const std::string* bundle = Annotation(sig, "dev.sigstore.cosign/bundle");
   if (bundle == nullptr) {
     return Fail(BundleFailure::kNoTrustedTime, "no Rekor bundle annotation (no signed entry "
                                                "timestamp, so no trusted signing time)");
@@ -743,11 +729,12 @@ Result<BundleVerdict> VerifyCosignKeyless(const SimpleSignature& sig, const Sigs
     }
   }
   Parsed as_bundle;
-  as_bundle.signature = *signature;
-  Signer signer{key, leaf};
-  DIGESTD_RETURN_IF_ERROR(MatchBody(e, as_bundle, signer, Hash(EVP_sha256(), sig.payload)));
+  as_bundle.signature = layer.signature;
+  Signer signer{layer.key, layer.leaf};
+  DIGESTD_RETURN_IF_ERROR(MatchBody(e, as_bundle, signer, RawDigest(DigestAlgorithm::kSha256, sig.payload)));
   v.trusted_times.push_back(*e.integrated_time);
-  DIGESTD_RETURN_IF_ERROR(CheckKeyless(*leaf, intermediates, root, v.trusted_times, expect, v));
+  DIGESTD_RETURN_IF_ERROR(
+      CheckKeyless(*layer.leaf, layer.intermediates, root, v.trusted_times, expect, v));
   return v;
 }
 

@@ -989,6 +989,22 @@ Decision Policy::Evaluate(const Reference& ref, const Digest& manifest_digest,
                   .reason = reason};
 }
 
+std::optional<bool> Policy::DeniesKeylessSigner(std::string_view signer_id) const {
+  BundleVerdict v;
+  if (signer_id.starts_with("pki ")) {
+    v.identity = std::string(signer_id.substr(4));
+    v.issuer = "pki";
+  } else if (signer_id.starts_with("keyless ") && signer_id.ends_with(")")) {
+    const std::size_t open = signer_id.rfind(" (");
+    if (open == std::string_view::npos || open < 8) return std::nullopt;
+    v.identity = std::string(signer_id.substr(8, open - 8));
+    v.issuer = std::string(signer_id.substr(open + 2, signer_id.size() - open - 3));
+  } else {
+    return std::nullopt;
+  }
+  return IsDeniedKeyless(org_, v);
+}
+
 Decision Policy::Explain(const Reference& ref) const {
   Decision d = PreCheck(ref);
   if (!d.allowed) return d;

@@ -132,6 +132,11 @@ class Policy {
 
   const OrgRules& org() const { return org_; }
 
+  // For a recorded signer id of a keyless or PKI signature ("keyless <identity> (<issuer>)",
+  // "pki <subject>", as decisions name them): whether denySigners.keyless now refuses it.
+  // nullopt when the id is not a keyless one (a key id or fingerprint).
+  std::optional<bool> DeniesKeylessSigner(std::string_view signer_id) const;
+
  private:
   std::vector<Requirement> default_;
   std::vector<std::pair<std::string, std::vector<Requirement>>> docker_;
