@@ -267,20 +267,23 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   };
 
   std::uint64_t fetched_before = registry_.stats().bytes;
-  // Fetches one descriptor into the store (noting blobs this pull added).
-  // A layer's diff_id is verified by the store while the layer streams in (nothing is committed
-  // if it does not match). Returns whether the blob was already present (then not re-verified).
-  auto fetch = [this, &ref, &opts, &committed, &emit](
-                   const verify::Descriptor* d,
-                   const std::optional<Digest>& diff_id) -> asio::awaitable<Result<bool>> {
+  // Fetches one descriptor into the store (noting blobs this pull added). A layer (diff_id set) is
+  // verified against its diff_id and unpacked into `*tree` while it streams in; nothing is
+  // committed if either fails. Returns whether the blob was already present (then neither
+  // re-verified nor unpacked here).
+  const store::UnpackLimits unpack_limits = config_.unpack_limits;
+  auto fetch = [this, &ref, &opts, &committed, &emit, &unpack_limits](
+                   const verify::Descriptor* d, const std::optional<Digest>& diff_id,
+                   store::PendingTreePtr* tree) -> asio::awaitable<Result<bool>> {
     const bool had = store_.Contains(d->digest);
     store::IngestOptions ingest{.media_type = d->media_type, .tenant = opts.tenant};
     ingest.diff_id = diff_id;
+    if (diff_id) ingest.unpack = unpack_limits;
     const auto size = static_cast<std::uint64_t>(d->size);
     const ProgressFn progress = [&emit, size](const Digest& digest, std::uint64_t received) {
       emit({.type = "blob", .digest = digest.ToString(), .bytes = received, .total = size});
     };
-    auto r = co_await registry_.FetchBlob(store_, ref, d->digest, size, ingest, progress);
+    auto r = co_await registry_.FetchBlob(store_, ref, d->digest, size, ingest, progress, tree);
     if (!r) co_return std::move(r).error().Wrap("blob " + d->digest.ToString());
     if (!had) committed.push_back(d->digest);
     co_return had;
@@ -289,7 +292,7 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   // The config first: its diff_ids say what each layer must uncompress to.
   const verify::Descriptor* config_desc = &manifest->config;
   const std::optional<Digest> no_diff_id;
-  auto config_fetched = co_await fetch(config_desc, no_diff_id);
+  auto config_fetched = co_await fetch(config_desc, no_diff_id, nullptr);
   if (!config_fetched) co_return cleanup(config_fetched.error());
   auto config_bytes = store_.ReadBlob(manifest->config.digest, limits.max_bytes);
   if (!config_bytes) co_return cleanup(config_bytes.error());
@@ -302,26 +305,26 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
                                     " layers"));
   }
 
-  // 6. Layers concurrently, each verified against its diff_id as it streams in, then unpacked
-  // (trees prepared here, made durable together below).
+  // 6. Layers concurrently, each verified against its diff_id and unpacked (trees prepared here,
+  // made durable together below) as it streams in.
   std::vector<store::PendingTreePtr> trees(manifest->layers.size());
   std::vector<Task> tasks;
   for (std::size_t i = 0; i < manifest->layers.size(); ++i) {
-    tasks.push_back([this, i, &fetch, &manifest, &config, &trees]() -> asio::awaitable<Result<void>> {
+    tasks.push_back([this, i, &fetch, &manifest, &config, &trees,
+                     &unpack_limits]() -> asio::awaitable<Result<void>> {
       const verify::Descriptor* layer = &manifest->layers[i];
       const Digest want = config->diff_ids[i];
       const std::optional<Digest> diff_id = want;
-      auto had = co_await fetch(layer, diff_id);
-      if (!had) co_return had.error();
-      // Unpack into file objects and a tree (what the mount serves). This also checks a layer
-      // that was already in the store against this config's diff_id: a layer fetched now was
-      // verified while it streamed in, one already present is checked against its tree record
-      // or unpacked and checked here.
-      store::Store* store = &store_;
-      const store::UnpackLimits unpack_limits = config_.unpack_limits;
       store::PendingTreePtr* slot = &trees[i];
-      const BlockingFn unpack = [store, layer, want, unpack_limits, slot]() -> Result<void> {
-        auto pending = store->PrepareTree(layer->digest, want, layer->media_type, unpack_limits);
+      auto had = co_await fetch(layer, diff_id, slot);
+      if (!had) co_return had.error();
+      if (*slot) co_return Result<void>();
+      // A layer already in the store (or fetched by a concurrent pull): checked against this
+      // config's diff_id through its tree record, or unpacked and checked here.
+      store::Store* store = &store_;
+      const store::UnpackLimits layer_limits = unpack_limits;
+      const BlockingFn unpack = [store, layer, want, layer_limits, slot]() -> Result<void> {
+        auto pending = store->PrepareTree(layer->digest, want, layer->media_type, layer_limits);
         if (!pending) return pending.error();
         *slot = std::move(*pending);
         return {};

@@ -516,7 +516,8 @@ asio::awaitable<Result<std::string>> RegistryClient::GetSmallBlob(const Referenc
 asio::awaitable<Result<void>> RegistryClient::FetchBlob(store::Store& store, const Reference& repo,
                                                         const Digest& digest, std::uint64_t size,
                                                         store::IngestOptions ingest,
-                                                        const ProgressFn& progress) {
+                                                        const ProgressFn& progress,
+                                                        store::PendingTreePtr* tree) {
   ingest.wait_if_in_flight = false;  // never block the event loop; poll instead
   Error last = RegError(Errc::kNotFound, "blob " + digest.ToString() + " not found");
   for (const auto& ep : EndpointsFor(repo.registry(), true)) {
@@ -637,7 +638,10 @@ asio::awaitable<Result<void>> RegistryClient::FetchBlob(store::Store& store, con
       store::BlobWriter* w = writer.get();
       const BlockingFn commit = [w] { return w->Commit(); };
       auto c = co_await OffThread(blocking_, commit);
-      if (!c) co_return Result<void>();
+      if (!c) {
+        if (tree != nullptr) *tree = writer->TakeTree();
+        co_return Result<void>();
+      }
       failure = *c;
     } else {
       writer->Abort();

@@ -103,9 +103,12 @@ class RegistryClient {
 
   // Streams a blob into the store and commits it (kAlreadyExists is success). Mirrors first; a
   // mirror whose bytes do not match is skipped. Resumes with Range after a dropped connection.
+  // With ingest.unpack set, the layer is unpacked while it downloads and `*tree` receives its
+  // uncommitted tree (left null when the blob was already stored or fetched by another pull).
   asio::awaitable<Result<void>> FetchBlob(store::Store& store, const verify::Reference& repo,
                                           const verify::Digest& digest, std::uint64_t size,
-                                          store::IngestOptions ingest, const ProgressFn& progress);
+                                          store::IngestOptions ingest, const ProgressFn& progress,
+                                          store::PendingTreePtr* tree = nullptr);
 
   // Uploads a blob (monolithic: POST then PUT ?digest=) unless the registry has it already.
   asio::awaitable<Result<void>> PushBlob(const verify::Reference& repo, std::string bytes);

@@ -27,103 +27,137 @@ namespace {
 
 // Follows the staging file on another core, behind the writer, reading the bytes back through a
 // read-only mapping of the page cache (no copy and no hand-off per chunk). The writer only
-// publishes how far it has written; it is held back when the hasher lags by more than kMaxLag, so
-// the bytes are still cached when they are hashed. Hashing what is in the file is also exactly
-// what gets committed.
-class FileFollower {
+// publishes how far it has written; it is held back when the follower lags by more than kMaxLag,
+// so the bytes are still cached when they are read. The follower hashes every byte it reads
+// (what is in the file is exactly what gets committed) and hands it to a body running on its
+// thread: nothing more, a decoder (diff_id), or the tree reader (unpack while downloading).
+// Whatever the body leaves unread is hashed after it returns, so a refused layer still gets its
+// digest checked first.
+class StagingFollower final : public ByteSource {
  public:
-  // Consumes bytes in file order; false stops following (an error the owner reports).
-  using Consumer = std::function<bool(std::span<const std::byte>)>;
+  using Body = std::function<void(ByteSource&)>;
 
   static constexpr std::uint64_t kWindow = 8u << 20;
+  static constexpr std::uint64_t kMinChunk = 256u << 10;
   static constexpr std::uint64_t kMaxLag = 64u << 20;
 
-  FileFollower(Consumer consume, int fd)
-      : consume_(std::move(consume)), fd_(fd), thread_([this] { Run(); }) {}
-  ~FileFollower() {
+  StagingFollower(int fd, std::uint64_t total, verify::Hasher& hasher, Body body)
+      : fd_(fd), total_(total), hasher_(hasher), body_(std::move(body)), thread_([this] { Run(); }) {}
+  ~StagingFollower() override {
     {
       std::lock_guard lock(mu_);
       stop_ = true;
     }
     cv_.notify_all();
     thread_.join();
+    Unmap();
   }
-  FileFollower(const FileFollower&) = delete;
-  FileFollower& operator=(const FileFollower&) = delete;
+  StagingFollower(const StagingFollower&) = delete;
+  StagingFollower& operator=(const StagingFollower&) = delete;
 
-  // Bytes [0, written) are in the file.
+  // Writer side: bytes [0, written) are in the file.
   void Publish(std::uint64_t written) {
     std::unique_lock lock(mu_);
     written_ = written;
     cv_.notify_all();
-    cv_.wait(lock, [&] { return written_ - hashed_ <= kMaxLag || failed_; });
+    cv_.wait(lock, [&] { return written_ - read_ <= kMaxLag || done_; });
   }
-  // Waits until everything published is hashed. False when the file could not be read back.
+  // Writer side, once all `total` bytes are published: waits until the body returned and every
+  // byte is hashed. False when the file could not be read back.
   bool Finish() {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return hashed_ == written_ || failed_; });
+    cv_.wait(lock, [&] { return done_; });
     return !failed_;
+  }
+
+  // Follower side (the body): the next bytes of the file, waiting for the writer.
+  Result<std::span<const std::byte>> Next() override {
+    Unmap();
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] {
+      return stop_ || read_ == total_ || written_ - read_ >= kMinChunk || written_ == total_;
+    });
+    if (read_ == total_) return std::span<const std::byte>();
+    if (stop_) return MakeError(Module::kStore, Errc::kAborted, "staging file abandoned");
+    const std::uint64_t pos = read_;
+    const std::uint64_t end = std::min(written_, pos + kWindow);
+    lock.unlock();
+    auto view = Read(pos, end);
+    lock.lock();
+    if (!view) {
+      failed_ = true;
+      return view;
+    }
+    hasher_.Update(*view);
+    read_ = end;
+    cv_.notify_all();
+    return view;
   }
 
  private:
   void Run() {
-    std::vector<std::byte> fallback;
-    std::unique_lock lock(mu_);
+    body_(*this);
+    // Hash what the body did not read (it stopped early, or it reads nothing).
     for (;;) {
-      // After a failure there is nothing more to do but wait for the owner to stop us.
-      cv_.wait(lock, [&] { return (written_ > hashed_ && !failed_) || stop_; });
-      if (stop_ && (written_ == hashed_ || failed_)) return;
-      const std::uint64_t pos = hashed_;
-      const std::uint64_t end = std::min(written_, pos + kWindow);
-      lock.unlock();
-      const bool ok = HashRange(pos, end, fallback);
-      lock.lock();
-      if (!ok) failed_ = true;
-      hashed_ = end;
-      cv_.notify_all();
+      auto chunk = Next();
+      if (!chunk || chunk->empty()) break;
     }
+    Unmap();
+    std::lock_guard lock(mu_);
+    if (read_ != total_) failed_ = true;
+    done_ = true;
+    cv_.notify_all();
   }
 
-  bool HashRange(std::uint64_t pos, std::uint64_t end, std::vector<std::byte>& fallback) {
+  Result<std::span<const std::byte>> Read(std::uint64_t pos, std::uint64_t end) {
     static const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
     const std::uint64_t map_off = pos & ~(page - 1);
     const std::size_t map_len = static_cast<std::size_t>(end - map_off);
     void* p = ::mmap(nullptr, map_len, PROT_READ, MAP_SHARED, fd_, static_cast<off_t>(map_off));
     if (p != MAP_FAILED) {
-      const bool ok =
-          consume_(std::span(static_cast<const std::byte*>(p) + (pos - map_off), end - pos));
-      ::munmap(p, map_len);
-      return ok;
+      map_ = p;
+      map_len_ = map_len;
+      return std::span(static_cast<const std::byte*>(p) + (pos - map_off), end - pos);
     }
     // No mapping (an unusual filesystem): read the bytes back instead.
-    fallback.resize(1u << 20);
-    while (pos < end) {
-      const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(fallback.size(), end - pos));
-      const ssize_t n = ::pread(fd_, fallback.data(), want, static_cast<off_t>(pos));
-      if (n <= 0) {
-        if (n < 0 && errno == EINTR) continue;
-        return false;
-      }
-      if (!consume_(std::span(fallback.data(), static_cast<std::size_t>(n)))) return false;
-      pos += static_cast<std::uint64_t>(n);
+    fallback_.resize(static_cast<std::size_t>(end - pos));
+    std::size_t got = 0;
+    while (got < fallback_.size()) {
+      const ssize_t n = ::pread(fd_, fallback_.data() + got, fallback_.size() - got,
+                                static_cast<off_t>(pos + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return SysError(Module::kStore, "read back staging file");
+      got += static_cast<std::size_t>(n);
     }
-    return true;
+    return std::span<const std::byte>(fallback_);
   }
 
-  Consumer consume_;
+  void Unmap() {
+    if (map_ != nullptr) ::munmap(map_, map_len_);
+    map_ = nullptr;
+  }
+
   const int fd_;
+  const std::uint64_t total_;
+  verify::Hasher& hasher_;
+  Body body_;
+  void* map_ = nullptr;  // the view last returned (follower thread only)
+  std::size_t map_len_ = 0;
+  std::vector<std::byte> fallback_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::uint64_t written_ = 0;
-  std::uint64_t hashed_ = 0;
+  std::uint64_t read_ = 0;
   bool failed_ = false;
+  bool done_ = false;
   bool stop_ = false;
   std::thread thread_;  // last: starts after the members it uses exist
 };
 
 // Dirty data one writer may leave in flight, in writeback windows (8 x 8 MiB by default).
 constexpr std::uint64_t kDirtyWindows = 8;
-// Blobs at least this large are hashed (and decoded) by FileFollowers; smaller ones inline.
+// Blobs at least this large are hashed (and decoded) by a StagingFollower; smaller ones inline,
+// unless they are unpacked while they stream in.
 constexpr std::uint64_t kParallelHashThreshold = 4u << 20;
 
 }  // namespace
@@ -141,8 +175,10 @@ struct BlobWriter::State {
   std::uint64_t waited = 0;   // bytes whose writeback we waited for
   std::optional<Error> poisoned;
   bool finished = false;
-  std::unique_ptr<LayerDecoder> decoder;     // when a diff_id is to be verified
-  std::unique_ptr<FileFollower> file_hasher;  // for large blobs; declared after what it uses
+  std::unique_ptr<LayerDecoder> decoder;     // when a diff_id is to be verified (no unpack)
+  std::optional<Result<PendingTreePtr>> tree;  // with opts.unpack: set by the follower's body
+  PendingTreePtr committed_tree;               // for TakeTree()
+  std::unique_ptr<StagingFollower> follower;  // declared after what it uses
 };
 
 namespace {
@@ -207,7 +243,7 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
   auto state = std::unique_ptr<BlobWriter::State>(
       new BlobWriter::State{impl_.get(), expected, expected_size, std::move(options),
                             std::move(*hasher), UniqueFd(), std::string(), 0, 0, 0, std::nullopt,
-                            false, nullptr, nullptr});
+                            false});
   auto staging = CreateStagingFile(*impl_);
   if (!staging) {
     impl_->FinishInFlight(expected);
@@ -215,29 +251,52 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
   }
   state->fd = std::move(staging->first);
   state->staging_name = std::move(staging->second);
+  if (state->opts.unpack && !state->opts.diff_id) {
+    impl_->FinishInFlight(expected);
+    return StoreError(Errc::kInvalidArgument, "unpacking a layer needs its diff_id");
+  }
+  std::optional<LayerDecoder::Kind> kind;
   if (state->opts.diff_id) {
-    auto kind = LayerDecoder::KindFor(state->opts.media_type);
-    auto decoder = kind ? LayerDecoder::Create(*kind, state->opts.max_uncompressed)
-                        : Result<std::unique_ptr<LayerDecoder>>(kind.error());
+    auto k = LayerDecoder::KindFor(state->opts.media_type);
+    if (!k) {
+      impl_->FinishInFlight(expected);
+      return k.error();
+    }
+    kind = *k;
+  }
+  if (kind && !state->opts.unpack) {
+    auto decoder = LayerDecoder::Create(*kind, state->opts.max_uncompressed);
     if (!decoder) {
       impl_->FinishInFlight(expected);
       return decoder.error();
     }
     state->decoder = std::move(*decoder);
   }
-  if (expected_size >= kParallelHashThreshold) {
-    // One follower hashes each window and, for layers, decodes it while it is hot in the cache
-    // (one pass over the mapping instead of two threads each mapping the file). A decoder error
-    // is kept by the decoder and reported by Commit().
-    verify::Hasher* h = &state->hasher;
+  BlobWriter::State* st = state.get();
+  if (state->opts.unpack) {
+    // The tree reader follows the download: decode, parse, write file objects, check the
+    // diff_id. Its verdict is kept for Commit(), which checks the blob's digest first.
+    const Digest layer = expected;
+    const LayerDecoder::Kind k = *kind;
+    state->follower = std::make_unique<StagingFollower>(
+        state->fd.Get(), expected_size, state->hasher, [st, layer, k](ByteSource& source) {
+          st->tree = ReadPendingTree(*st->store, layer, *st->opts.diff_id, k, *st->opts.unpack,
+                                     source);
+        });
+  } else if (expected_size >= kParallelHashThreshold) {
+    // The follower hashes each window and, for layers, decodes it while it is hot in the cache
+    // (one pass over the mapping). A decoder error is kept by the decoder and reported by
+    // Commit().
     LayerDecoder* d = state->decoder.get();
-    state->file_hasher = std::make_unique<FileFollower>(
-        [h, d](std::span<const std::byte> s) {
-          h->Update(s);
-          if (d != nullptr) (void)d->Feed(s);
-          return true;
-        },
-        state->fd.Get());
+    state->follower = std::make_unique<StagingFollower>(
+        state->fd.Get(), expected_size, state->hasher, [d](ByteSource& source) {
+          if (d == nullptr) return;  // the follower hashes what the body leaves
+          for (;;) {
+            auto chunk = source.Next();
+            if (!chunk || chunk->empty()) return;
+            (void)d->Feed(*chunk);
+          }
+        });
   }
   return BlobWriterPtr(new BlobWriter(std::move(state)));
 }
@@ -277,12 +336,12 @@ Result<void> BlobWriter::CompleteWrite(std::span<const std::byte> data) {
   if (data.size() > s_->expected_size - s_->written) {
     return StoreError(Errc::kInvalidArgument, "CompleteWrite without a matching BeginWrite");
   }
-  if (!s_->file_hasher) {
+  if (!s_->follower) {
     s_->hasher.Update(data);
     if (s_->decoder) (void)s_->decoder->Feed(data);  // errors surface in Commit()
   }
   s_->written += data.size();
-  if (s_->file_hasher) s_->file_hasher->Publish(s_->written);
+  if (s_->follower) s_->follower->Publish(s_->written);
   // Start writeback as we go so the final fdatasync has little left to do.
   const std::uint64_t window = s_->store->opts.writeback_interval;
   if (window > 0 && s_->written - s_->kicked >= window) {
@@ -308,7 +367,8 @@ Result<void> BlobWriter::CompleteWrite(std::span<const std::byte> data) {
 void BlobWriter::Abort() {
   if (!s_ || s_->finished) return;
   s_->finished = true;
-  s_->file_hasher.reset();  // joins the follower before its fd goes away
+  s_->follower.reset();  // joins the follower before its fd goes away
+  s_->tree.reset();      // an unpacked tree is discarded with the blob
   s_->fd.Reset();
   if (!s_->staging_name.empty()) {
     (void)::unlinkat(s_->store->staging_fd.Get(), s_->staging_name.c_str(), 0);
@@ -333,7 +393,7 @@ Result<void> BlobWriter::Commit() {
                                std::to_string(s_->expected_size) + " bytes, got " +
                                std::to_string(s_->written)));
   }
-  if (s_->file_hasher && !s_->file_hasher->Finish()) {
+  if (s_->follower && !s_->follower->Finish()) {
     return fail(StoreError(Errc::kIo, "cannot read back staging file of " + expected.ToString()));
   }
   const Digest actual = s_->hasher.Finish();
@@ -356,6 +416,13 @@ Result<void> BlobWriter::Commit() {
                              "layer " + expected.ToString() + " uncompresses to " +
                                  diff->ToString() + " but its diff_id is " +
                                  s_->opts.diff_id->ToString()));
+    }
+  }
+  if (s_->opts.unpack) {
+    if (!s_->tree) return fail(StoreError(Errc::kInternal, "layer tree reader did not run"));
+    if (!*s_->tree) {
+      Error e = s_->tree->error();
+      return fail(std::move(e));
     }
   }
   const int fd = s_->fd.Get();
@@ -435,10 +502,14 @@ Result<void> BlobWriter::Commit() {
   impl.counters.commits.fetch_add(1, std::memory_order_relaxed);
   impl.generation.fetch_add(1, std::memory_order_release);
   s_->finished = true;
-  s_->file_hasher.reset();
+  s_->follower.reset();
   s_->fd.Reset();
+  if (s_->tree) s_->committed_tree = std::move(**s_->tree);
+  s_->tree.reset();
   impl.FinishInFlight(expected);
   return {};
 }
+
+PendingTreePtr BlobWriter::TakeTree() { return std::move(s_->committed_tree); }
 
 }  // namespace digestd::store

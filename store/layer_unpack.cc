@@ -69,32 +69,31 @@ std::string Join(std::string_view dir, std::string_view name) {
   return p;
 }
 
-// Feeds libarchive the uncompressed stream: reads the blob, decodes into a bounded buffer.
+// Feeds libarchive the uncompressed stream: takes the compressed bytes from the source, decodes
+// into a bounded buffer. The first bytes must carry the magic of the media type's compression.
 class StreamReader {
  public:
-  StreamReader(int fd, LayerDecoder& decoder) : fd_(fd), decoder_(decoder) {}
+  StreamReader(ByteSource& source, LayerDecoder& decoder, LayerDecoder::Kind kind)
+      : source_(source), decoder_(decoder), kind_(kind) {}
 
   // Next chunk of uncompressed bytes; empty at the end of the stream.
   Result<std::span<const std::byte>> Next() {
     for (;;) {
-      const std::span<const std::byte> in(in_.data() + in_pos_, in_len_ - in_pos_);
       std::size_t consumed = 0;
-      DIGESTD_ASSIGN_OR_RETURN(std::size_t produced, decoder_.Decode(in, &consumed, out_));
-      in_pos_ += consumed;
+      DIGESTD_ASSIGN_OR_RETURN(std::size_t produced, decoder_.Decode(in_, &consumed, out_));
+      in_ = in_.subspan(consumed);
       if (produced > 0) return std::span<const std::byte>(out_.data(), produced);
       if (consumed > 0) continue;
-      if (!in.empty()) {
+      if (!in_.empty()) {
         return MakeError(Module::kStore, Errc::kCorrupt, "corrupt stream: decoder made no progress");
       }
       if (eof_) return std::span<const std::byte>();
-      const ssize_t n = ::read(fd_, in_.data(), in_.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return SysError(Module::kStore, "read layer blob");
+      DIGESTD_ASSIGN_OR_RETURN(in_, source_.Next());
+      if (!sniffed_) {
+        DIGESTD_RETURN_IF_ERROR(SniffMatches(in_));
+        sniffed_ = true;
       }
-      in_pos_ = 0;
-      in_len_ = static_cast<std::size_t>(n);
-      if (n == 0) eof_ = true;
+      if (in_.empty()) eof_ = true;
     }
   }
 
@@ -107,19 +106,35 @@ class StreamReader {
     }
   }
 
-  const std::string& error() const { return error_; }
-  void set_error(std::string e) { error_ = std::move(e); }
   std::optional<Error> failure;
 
  private:
-  int fd_;
+  Result<void> SniffMatches(std::span<const std::byte> head) const {
+    const auto b = [&](std::size_t i) {
+      return i < head.size() ? static_cast<unsigned char>(head[i]) : 0u;
+    };
+    const bool gzip = head.size() >= 2 && b(0) == 0x1f && b(1) == 0x8b;
+    const bool zstd = head.size() >= 4 && b(0) == 0x28 && b(1) == 0xb5 && b(2) == 0x2f &&
+                      b(3) == 0xfd;
+    const bool ok = kind_ == LayerDecoder::Kind::kGzip   ? gzip
+                    : kind_ == LayerDecoder::Kind::kZstd ? zstd
+                                                         : !gzip && !zstd;
+    if (!ok) {
+      return MakeError(Module::kStore, Errc::kCorrupt,
+                       "layer content does not match its media type (sniffed " +
+                           std::string(gzip ? "gzip" : zstd ? "zstd" : "neither gzip nor zstd") +
+                           ")");
+    }
+    return {};
+  }
+
+  ByteSource& source_;
   LayerDecoder& decoder_;
-  std::vector<std::byte> in_ = std::vector<std::byte>(1u << 20);
-  std::size_t in_pos_ = 0;
-  std::size_t in_len_ = 0;
+  const LayerDecoder::Kind kind_;
+  std::span<const std::byte> in_;  // compressed bytes not yet decoded (a view into the source)
+  std::vector<std::byte> out_ = std::vector<std::byte>(1u << 20);
+  bool sniffed_ = false;
   bool eof_ = false;
-  std::vector<std::byte> out_ = std::vector<std::byte>(256u << 10);
-  std::string error_;
 };
 
 la_ssize_t ReadCallback(struct archive* a, void* ctx, const void** buf) {
@@ -342,25 +357,6 @@ Result<verify::Digest> CopyData(struct archive* a, std::string_view path, std::u
   return sink.End();
 }
 
-Result<void> SniffMatches(int fd, LayerDecoder::Kind kind) {
-  unsigned char magic[4] = {};
-  const ssize_t n = ::pread(fd, magic, sizeof(magic), 0);
-  if (n < 0) return SysError(Module::kStore, "read layer blob");
-  const bool gzip = n >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-  const bool zstd = n >= 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f &&
-                    magic[3] == 0xfd;
-  const bool ok = kind == LayerDecoder::Kind::kGzip   ? gzip
-                  : kind == LayerDecoder::Kind::kZstd ? zstd
-                                                      : !gzip && !zstd;
-  if (!ok) {
-    return MakeError(Module::kStore, Errc::kCorrupt,
-                     "layer content does not match its media type (sniffed " +
-                         std::string(gzip ? "gzip" : zstd ? "zstd" : "neither gzip nor zstd") +
-                         ")");
-  }
-  return {};
-}
-
 }  // namespace
 
 Result<void> ValidateTreePath(std::string_view path, const UnpackLimits& limits) {
@@ -371,16 +367,29 @@ Result<void> ValidateTreePath(std::string_view path, const UnpackLimits& limits)
   return {};
 }
 
+Result<std::span<const std::byte>> FdSource::Next() {
+  for (;;) {
+    const ssize_t n = ::read(fd_, buf_.data(), buf_.size());
+    if (n >= 0) return std::span<const std::byte>(buf_.data(), static_cast<std::size_t>(n));
+    if (errno != EINTR) return SysError(Module::kStore, "read layer blob");
+  }
+}
+
 Result<LayerTree> ReadLayerTree(int blob_fd, LayerDecoder::Kind kind, const UnpackLimits& limits,
                                 ContentSink& sink) {
-  DIGESTD_RETURN_IF_ERROR(SniffMatches(blob_fd, kind));
   if (::lseek(blob_fd, 0, SEEK_SET) != 0) return SysError(Module::kStore, "seek layer blob");
+  FdSource source(blob_fd);
+  return ReadLayerTree(source, kind, limits, sink);
+}
+
+Result<LayerTree> ReadLayerTree(ByteSource& source, LayerDecoder::Kind kind,
+                                const UnpackLimits& limits, ContentSink& sink) {
   // The uncompressed stream is bounded by what the files may hold plus tar's own overhead
   // (headers, padding, pax records): a decompression bomb stops here.
   const std::uint64_t max_stream =
       limits.max_file_bytes + (limits.max_entries + 16) * 4096 + (std::uint64_t{64} << 20);
   DIGESTD_ASSIGN_OR_RETURN(auto decoder, LayerDecoder::Create(kind, max_stream));
-  StreamReader reader(blob_fd, *decoder);
+  StreamReader reader(source, *decoder, kind);
 
   std::unique_ptr<struct archive, ArchiveDeleter> a(archive_read_new());
   if (!a) return MakeError(Module::kStore, Errc::kInternal, "archive_read_new failed");
@@ -469,8 +478,13 @@ Result<LayerTree> ReadLayerTree(int blob_fd, LayerDecoder::Kind kind, const Unpa
                                    std::to_string(limits.max_file_bytes) + " bytes of files");
         }
         file_bytes += e.size;
-        DIGESTD_ASSIGN_OR_RETURN(auto content, CopyData(a.get(), path, e.size, sink));
-        e.content = std::move(content);
+        auto content = CopyData(a.get(), path, e.size, sink);
+        if (!content) {
+          // A failing source (a corrupt stream, an abandoned download) says more than libarchive.
+          if (reader.failure) return *reader.failure;
+          return content.error();
+        }
+        e.content = std::move(*content);
         break;
       }
       case AE_IFDIR: e.type = EntryType::kDirectory; break;

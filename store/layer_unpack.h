@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "common/error.h"
 #include "store/layer_decoder.h"
@@ -31,9 +32,32 @@ class ContentSink {
   virtual Result<verify::Digest> End() = 0;
 };
 
-// Reads the layer blob from `blob_fd` (offset 0 to EOF). On success the tree is sorted by path
-// and its diff_id is the digest of the whole uncompressed stream (`layer` is set to the same
-// value; the caller knows the real one).
+// The compressed bytes of a layer, in order: a blob file, or a staging file followed while it is
+// being downloaded.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  // The next bytes; empty at the end. The view stays valid until the next call.
+  virtual Result<std::span<const std::byte>> Next() = 0;
+};
+
+// Reads a file from its current offset to EOF.
+class FdSource final : public ByteSource {
+ public:
+  explicit FdSource(int fd) : fd_(fd) {}
+  Result<std::span<const std::byte>> Next() override;
+
+ private:
+  int fd_;
+  std::vector<std::byte> buf_ = std::vector<std::byte>(1u << 20);
+};
+
+// Reads the layer from `source` to its end. On success the tree is sorted by path and its
+// diff_id is the digest of the whole uncompressed stream (`layer` is set to the same value; the
+// caller knows the real one). The content must match `kind` (magic sniffed).
+Result<LayerTree> ReadLayerTree(ByteSource& source, LayerDecoder::Kind kind,
+                                const UnpackLimits& limits, ContentSink& sink);
+// The same over a blob file, from offset 0.
 Result<LayerTree> ReadLayerTree(int blob_fd, LayerDecoder::Kind kind, const UnpackLimits& limits,
                                 ContentSink& sink);
 

@@ -62,7 +62,15 @@ struct IngestOptions {
   // Bound on the uncompressed size when diff_id is set (a decompression bomb is kTooLarge-like
   // kCorrupt). Default 256 GiB.
   std::uint64_t max_uncompressed = std::uint64_t{256} << 30;
+  // For layers with diff_id: also unpack the layer into file objects and a tree (as PrepareTree
+  // does) while it streams in, on another core, following the staging file. Commit() then fails
+  // if the tar is refused too, and a successful Commit() leaves the uncommitted tree for
+  // BlobWriter::TakeTree(). Replaces the separate decode (the tree reader checks the diff_id).
+  std::optional<UnpackLimits> unpack;
 };
+
+class PendingTree;
+using PendingTreePtr = std::unique_ptr<PendingTree>;
 
 class Store;
 
@@ -101,6 +109,10 @@ class BlobWriter {
   const Digest& expected_digest() const;
   std::uint64_t bytes_written() const;
 
+  // After a successful Commit() with IngestOptions::unpack: the layer's tree, not yet durable or
+  // visible (Store::CommitTrees makes it so). Null otherwise, and after the first call.
+  PendingTreePtr TakeTree();
+
  private:
   friend class Store;
   struct State;
@@ -125,7 +137,6 @@ class PendingTree {
   explicit PendingTree(std::unique_ptr<State> state);
   std::unique_ptr<State> s_;
 };
-using PendingTreePtr = std::unique_ptr<PendingTree>;
 
 class Store;
 using StorePtr = std::unique_ptr<Store>;

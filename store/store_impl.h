@@ -23,6 +23,7 @@
 
 #include "common/unique_fd.h"
 #include "store/index.h"
+#include "store/layer_unpack.h"
 #include "store/store.h"
 #include "verify/hasher.h"
 
@@ -131,5 +132,12 @@ struct Store::Impl {
 
   void FinishInFlight(const Digest& d);
 };
+
+// Reads a layer's tar from `source` into file objects (pinned, not synced) and an uncommitted
+// tree, checking the diff_id (unpack.cc). Used by PrepareTree over a stored blob and by the blob
+// writer over its staging file while the layer downloads.
+Result<PendingTreePtr> ReadPendingTree(Store::Impl& impl, const Digest& layer,
+                                       const Digest& diff_id, LayerDecoder::Kind kind,
+                                       const UnpackLimits& limits, ByteSource& source);
 
 }  // namespace digestd::store

@@ -61,6 +61,9 @@ class FileObjectSink final : public ContentSink {
 
   Result<verify::Digest> End() override {
     verify::Digest d = hasher_.Finish();
+    // GC, quota and fsck (exclusive) wait while an object is published; the pin keeps it from
+    // the sweep until the tree is committed or discarded.
+    std::shared_lock maint(impl_.maint_mu);
     {
       std::lock_guard lock(impl_.files_mu);
       if (pinned_.insert(d).second) ++impl_.file_pins[d];
@@ -222,9 +225,15 @@ struct PendingTree::State {
     sink.reset();
   }
 
+  static PendingTreePtr Make(std::unique_ptr<State> s) {
+    return PendingTreePtr(new PendingTree(std::move(s)));
+  }
+
   // Discards, logs and audits the refusal.
   Error Fail(Error e) {
     Discard();
+    // An abandoned download (the blob writer aborted) is not a refusal of the layer.
+    if (e.code() == Errc::kAborted) return e;
     impl->log->warn("unpack of {} refused: {}", info.layer.ToString(), e.ToString());
     impl->AuditInternal("store.unpack.refused", info.layer.ToString(), e.context());
     return std::move(e).Wrap("unpack layer " + info.layer.ToString());
@@ -255,20 +264,25 @@ Result<PendingTreePtr> Store::PrepareTree(const Digest& layer, const Digest& dif
                             diff_id.ToString());
     }
     state->info = *existing;
-    return PendingTreePtr(new PendingTree(std::move(state)));
+    return PendingTree::State::Make(std::move(state));
   }
   DIGESTD_ASSIGN_OR_RETURN(auto record, impl.GetBlobRecord(layer));
   if (!record) return StoreError(Errc::kNotFound, "layer " + layer.ToString() + " not in the store");
   const std::string type(media_type.empty() ? std::string_view(record->media_type) : media_type);
   DIGESTD_ASSIGN_OR_RETURN(auto kind, LayerDecoder::KindFor(type));
   DIGESTD_ASSIGN_OR_RETURN(UniqueFd blob, OpenBlob(layer));
+  FdSource source(blob.Get());
+  return ReadPendingTree(impl, layer, diff_id, kind, limits, source);
+}
 
-  // GC and fsck wait for unpacks; unpacks of different layers run in parallel. Between prepare
-  // and commit the file objects are pinned, so a GC in between keeps them.
-  std::shared_lock maint(impl.maint_mu);
+Result<PendingTreePtr> ReadPendingTree(Store::Impl& impl, const Digest& layer,
+                                       const Digest& diff_id, LayerDecoder::Kind kind,
+                                       const UnpackLimits& limits, ByteSource& source) {
+  auto state =
+      std::make_unique<PendingTree::State>(&impl, TreeInfo{.layer = layer, .diff_id = diff_id});
   DIGESTD_ASSIGN_OR_RETURN(auto hasher, verify::Hasher::Create(verify::DigestAlgorithm::kSha256));
   state->sink = std::make_unique<FileObjectSink>(impl, std::move(hasher));
-  auto tree = ReadLayerTree(blob.Get(), kind, limits, *state->sink);
+  auto tree = ReadLayerTree(source, kind, limits, *state->sink);
   if (!tree) return state->Fail(tree.error());
   if (tree->diff_id != diff_id) {
     impl.counters.digest_mismatches.fetch_add(1, std::memory_order_relaxed);
@@ -281,7 +295,7 @@ Result<PendingTreePtr> Store::PrepareTree(const Digest& layer, const Digest& dif
   state->info.entries = tree->entries.size();
   state->info.file_bytes = tree->file_bytes;
   state->tree = std::move(*tree);
-  return PendingTreePtr(new PendingTree(std::move(state)));
+  return PendingTree::State::Make(std::move(state));
 }
 
 Result<void> Store::CommitTrees(std::span<const PendingTreePtr> trees) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <random>
 #include <thread>
 
 #include "store/index.h"
@@ -37,8 +38,12 @@ std::size_t CountFiles(const fs::path& dir) {
   return n;
 }
 
-class UnpackTest : public ::testing::Test {
+// Every test runs twice: unpacking a stored blob (Store::UnpackLayer, as for a layer already in
+// the store), and unpacking while the blob streams in (Store::Ingest with `unpack`, as a pull
+// does), where a refused layer must not leave the blob committed either.
+class UnpackFixture : public ::testing::Test {
  protected:
+  virtual bool streaming() const = 0;
   void SetUp() override { Reopen(); }
   void Reopen() {
     store_.reset();
@@ -56,11 +61,35 @@ class UnpackTest : public ::testing::Test {
     if (media_type == kTarZstd) blob = TarBuilder::Zstd(tar);
     const Digest layer = Sha(blob);
     if (layer_out) *layer_out = layer;
-    if (auto r = store_->PutBlob(layer, blob, {.media_type = std::string(media_type)}); !r) {
+    if (!streaming()) {
+      if (auto r = store_->PutBlob(layer, blob, {.media_type = std::string(media_type)}); !r) {
+        return r.error();
+      }
+      return store_->UnpackLayer(layer, Sha(tar), "", limits);
+    }
+    IngestOptions opts{.media_type = std::string(media_type)};
+    opts.diff_id = Sha(tar);
+    opts.unpack = limits;
+    DIGESTD_ASSIGN_OR_RETURN(auto writer, store_->Ingest(layer, blob.size(), opts));
+    // Uneven pieces, so the tree reader waits for the writer at odd places.
+    std::size_t at = 0;
+    for (std::size_t n = 1; at < blob.size(); n = n * 7 % 300007 + 1) {
+      const std::size_t len = std::min(n, blob.size() - at);
+      DIGESTD_RETURN_IF_ERROR(writer->Write(std::string_view(blob).substr(at, len)));
+      at += len;
+    }
+    if (auto r = writer->Commit(); !r) {
+      EXPECT_FALSE(store_->Contains(layer)) << "a refused layer's blob was committed";
       return r.error();
     }
-    return store_->UnpackLayer(layer, Sha(tar), "", limits);
+    std::vector<PendingTreePtr> trees;
+    trees.push_back(writer->TakeTree());
+    EXPECT_NE(trees.front(), nullptr);
+    if (!trees.front()) return MakeError(Module::kStore, Errc::kInternal, "no tree");
+    DIGESTD_RETURN_IF_ERROR(store_->CommitTrees(trees));
+    return trees.front()->info();
   }
+
 
   std::string ReadFileObject(const Digest& d) {
     auto fd = store_->OpenFile(d);
@@ -99,7 +128,38 @@ class UnpackTest : public ::testing::Test {
   StorePtr store_;
 };
 
-TEST_F(UnpackTest, RecordsEveryKindOfEntry) {
+class UnpackTest : public UnpackFixture, public ::testing::WithParamInterface<bool> {
+ protected:
+  bool streaming() const override { return GetParam(); }
+};
+
+// What only the streaming path has: a download that fails or is abandoned halfway.
+class StreamingUnpackTest : public UnpackFixture {
+ protected:
+  bool streaming() const override { return true; }
+
+  BlobWriterPtr Start(const std::string& blob, const std::string& tar) {
+    IngestOptions opts{.media_type = std::string(kTarGzip)};
+    opts.diff_id = Sha(tar);
+    opts.unpack = UnpackLimits{};
+    auto w = store_->Ingest(Sha(blob), blob.size(), opts);
+    EXPECT_TRUE(w.has_value()) << w.error().ToString();
+    return w ? std::move(*w) : nullptr;
+  }
+
+  std::size_t RefusalAudits() {
+    auto events = store_->ReadAudit(0, 1000);
+    EXPECT_TRUE(events.has_value());
+    std::size_t n = 0;
+    if (!events) return n;
+    for (const auto& e : *events) {
+      n += e.json.find("\"store.unpack.refused\"") != std::string::npos ? 1 : 0;
+    }
+    return n;
+  }
+};
+
+TEST_P(UnpackTest, RecordsEveryKindOfEntry) {
   TarBuilder t;
   t.Dir("./", {.mode = 0755})
       .Dir("bin/")
@@ -174,7 +234,7 @@ TEST_F(UnpackTest, RecordsEveryKindOfEntry) {
   ASSERT_ERRC(store_->UnpackLayer(layer, Sha("other")), Errc::kDigestMismatch);
 }
 
-TEST_F(UnpackTest, GzipZstdAndPlainAndContentStoredOnce) {
+TEST_P(UnpackTest, GzipZstdAndPlainAndContentStoredOnce) {
   const std::string big(3u << 20, 'z');  // past the in-memory buffer: goes through a temp file
   for (auto media : {kTar, kTarGzip, kTarZstd}) {
     TarBuilder t;
@@ -188,7 +248,7 @@ TEST_F(UnpackTest, GzipZstdAndPlainAndContentStoredOnce) {
   EXPECT_EQ(ReadFileObject(Sha(big)).size(), big.size());
 }
 
-TEST_F(UnpackTest, WrongDiffIdKeepsNothing) {
+TEST_P(UnpackTest, WrongDiffIdKeepsNothing) {
   TarBuilder t;
   t.File("a", "content of a").File("b", "content of b");
   const std::string tar = t.Finish();
@@ -204,7 +264,7 @@ TEST_F(UnpackTest, WrongDiffIdKeepsNothing) {
   ASSERT_ERRC(store_->UnpackLayer(layer, Sha(tar), kTarZstd), Errc::kCorrupt);
 }
 
-TEST_F(UnpackTest, HostilePathsAreRefused) {
+TEST_P(UnpackTest, HostilePathsAreRefused) {
   ExpectRefused(TarBuilder().File("/etc/passwd", "x").Finish(), "absolute path");
   ExpectRefused(TarBuilder().File("../../etc/passwd", "x").Finish(), "\"..\" component");
   ExpectRefused(TarBuilder().File("a/../../b", "x").Finish(), "\"..\" component");
@@ -223,7 +283,7 @@ TEST_F(UnpackTest, HostilePathsAreRefused) {
                 "uid");
 }
 
-TEST_F(UnpackTest, HostileLinksAreRefused) {
+TEST_P(UnpackTest, HostileLinksAreRefused) {
   ExpectRefused(TarBuilder().Hardlink("x", "missing").Finish(), "hard link to missing");
   ExpectRefused(TarBuilder().Hardlink("x", "../outside").Finish(), "\"..\" component");
   ExpectRefused(TarBuilder().Hardlink("x", "/etc/shadow").Finish(), "absolute path");
@@ -236,7 +296,7 @@ TEST_F(UnpackTest, HostileLinksAreRefused) {
                 "trusted namespace");
 }
 
-TEST_F(UnpackTest, DuplicatesLastWins) {
+TEST_P(UnpackTest, DuplicatesLastWins) {
   TarBuilder t;
   t.File("f", "first")
       .File("f", "second")
@@ -260,7 +320,7 @@ TEST_F(UnpackTest, DuplicatesLastWins) {
   EXPECT_EQ(ReadFileObject(*Find(*tree, "h")->content), "g");
 }
 
-TEST_F(UnpackTest, BombsAndTruncationAreRefused) {
+TEST_P(UnpackTest, BombsAndTruncationAreRefused) {
   // Entry count and bytes of files past the limits.
   TarBuilder many;
   for (int i = 0; i < 50; ++i) many.File("f" + std::to_string(i), "x");
@@ -291,7 +351,7 @@ TEST_F(UnpackTest, BombsAndTruncationAreRefused) {
   ExpectRefused(std::string(4096, 'G'), "", {}, kTar);  // not a tar at all
 }
 
-TEST_F(UnpackTest, RefusedLayerKeepsFilesOtherLayersUse) {
+TEST_P(UnpackTest, RefusedLayerKeepsFilesOtherLayersUse) {
   Digest good = Sha("x");
   ASSERT_OK(Unpack(TarBuilder().File("shared", "shared content").Finish(), kTarGzip, {}, &good));
   ASSERT_EQ(CountFiles(root() / "files"), 1u);
@@ -307,7 +367,7 @@ TEST_F(UnpackTest, RefusedLayerKeepsFilesOtherLayersUse) {
   EXPECT_EQ(ReadFileObject(*Find(*tree, "shared")->content), "shared content");
 }
 
-TEST_F(UnpackTest, ConcurrentUnpacksSharingContent) {
+TEST_P(UnpackTest, ConcurrentUnpacksSharingContent) {
   std::vector<std::string> tars;
   for (int i = 0; i < 8; ++i) {
     TarBuilder t;
@@ -342,7 +402,7 @@ TEST_F(UnpackTest, ConcurrentUnpacksSharingContent) {
   EXPECT_EQ(CountFiles(root() / "files"), 40u + 4u);
 }
 
-TEST_F(UnpackTest, PreparedTreesAreInvisibleUntilCommittedTogether) {
+TEST_P(UnpackTest, PreparedTreesAreInvisibleUntilCommittedTogether) {
   std::vector<Digest> layers;
   std::vector<std::string> tars;
   for (int i = 0; i < 3; ++i) {
@@ -372,7 +432,7 @@ TEST_F(UnpackTest, PreparedTreesAreInvisibleUntilCommittedTogether) {
   ASSERT_OK(store_->CommitTrees(pending));  // idempotent
 }
 
-TEST_F(UnpackTest, ReleaseWithWipeOverwritesOnlyTheTenantsOwnData) {
+TEST_P(UnpackTest, ReleaseWithWipeOverwritesOnlyTheTenantsOwnData) {
   auto a = digestd::testing::PutImage(
       *store_, {TarBuilder().File("secret", "tenant a's secret").File("shared", "shared").Finish()}, "a");
   ASSERT_OK(a);
@@ -416,7 +476,7 @@ TEST_F(UnpackTest, ReleaseWithWipeOverwritesOnlyTheTenantsOwnData) {
   EXPECT_TRUE(store_->Contains(b->layers[0]));
 }
 
-TEST_F(UnpackTest, RemovingALayerRemovesItsTreeAndOnlyItsFiles) {
+TEST_P(UnpackTest, RemovingALayerRemovesItsTreeAndOnlyItsFiles) {
   Digest a = Sha("x"), b = Sha("y");
   ASSERT_OK(Unpack(TarBuilder().File("s", "shared").File("a", "only a").Finish(), kTarGzip, {}, &a));
   ASSERT_OK(Unpack(TarBuilder().File("s", "shared").File("b", "only b").Finish(), kTarGzip, {}, &b));
@@ -429,7 +489,7 @@ TEST_F(UnpackTest, RemovingALayerRemovesItsTreeAndOnlyItsFiles) {
   ASSERT_ERRC(store_->OpenFile(Sha("only a")), Errc::kNotFound);
 }
 
-TEST_F(UnpackTest, RecoveryRemovesUnreferencedFileObjectsAndCorruptTreesFailLoudly) {
+TEST_P(UnpackTest, RecoveryRemovesUnreferencedFileObjectsAndCorruptTreesFailLoudly) {
   Digest layer = Sha("x");
   ASSERT_OK(Unpack(TarBuilder().File("f", "kept").Finish(), kTarGzip, {}, &layer));
   // An object a crashed unpack left behind (never synced, so never trusted).
@@ -457,6 +517,77 @@ TEST_F(UnpackTest, RecoveryRemovesUnreferencedFileObjectsAndCorruptTreesFailLoud
   ASSERT_ERRC(tree, Errc::kCorrupt);
   EXPECT_GT(store_->counters().corrupt_records, 0u);
 }
+
+// A flipped byte in the download is a digest mismatch (the registry sent wrong bytes), not a
+// refused layer, even though the tree reader chokes on it first; nothing is kept.
+TEST_F(StreamingUnpackTest, WrongBytesAreADigestMismatch) {
+  TarBuilder t;
+  for (int i = 0; i < 40; ++i) t.File("d/f" + std::to_string(i), std::string(20000, 'a' + i % 26));
+  const std::string tar = t.Finish();
+  const std::string blob = TarBuilder::Gzip(tar);
+  std::string bad = blob;
+  bad[bad.size() / 2] ^= 0x20;
+  auto writer = Start(blob, tar);
+  ASSERT_NE(writer, nullptr);
+  ASSERT_OK(writer->Write(bad));
+  ASSERT_ERRC(writer->Commit(), Errc::kDigestMismatch);
+  EXPECT_FALSE(store_->Contains(Sha(blob)));
+  EXPECT_EQ(CountFiles(root() / "files"), 0u);
+  EXPECT_EQ(CountFiles(root() / "staging"), 0u);
+  EXPECT_EQ(writer->TakeTree(), nullptr);
+}
+
+// A download abandoned halfway (connection lost for good, pull cancelled) removes the file
+// objects written so far and is not audited as a refused layer.
+TEST_F(StreamingUnpackTest, AbandonedDownloadKeepsNothing) {
+  // Incompressible content, so that the blob is several follower windows long.
+  std::mt19937_64 rng(7);
+  TarBuilder t;
+  for (int i = 0; i < 64; ++i) {
+    std::string data(100000, '\0');
+    for (auto& c : data) c = static_cast<char>(rng());
+    t.File("f" + std::to_string(i), data);
+  }
+  const std::string tar = t.Finish();
+  const std::string blob = TarBuilder::Gzip(tar);
+  const std::size_t audits = RefusalAudits();
+  {
+    auto writer = Start(blob, tar);
+    ASSERT_NE(writer, nullptr);
+    ASSERT_OK(writer->Write(std::string_view(blob).substr(0, blob.size() * 3 / 4)));
+    // Some file objects exist by now: the tree reader follows the writer.
+    for (int i = 0; i < 500 && CountFiles(root() / "files") == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_GT(CountFiles(root() / "files"), 0u);
+    writer->Abort();
+  }
+  EXPECT_FALSE(store_->Contains(Sha(blob)));
+  EXPECT_EQ(CountFiles(root() / "files"), 0u);
+  EXPECT_EQ(CountFiles(root() / "staging"), 0u);
+  EXPECT_EQ(RefusalAudits(), audits);
+  // A truncated download is a size mismatch, and keeps nothing either.
+  auto writer = Start(blob, tar);
+  ASSERT_NE(writer, nullptr);
+  ASSERT_OK(writer->Write(std::string_view(blob).substr(0, blob.size() - 10)));
+  ASSERT_ERRC(writer->Commit(), Errc::kSizeMismatch);
+  EXPECT_EQ(CountFiles(root() / "files"), 0u);
+  EXPECT_EQ(CountFiles(root() / "staging"), 0u);
+}
+
+TEST_F(StreamingUnpackTest, UnpackNeedsADiffId) {
+  IngestOptions opts{.media_type = std::string(kTarGzip)};
+  opts.unpack = UnpackLimits{};
+  ASSERT_ERRC(store_->Ingest(Sha("x"), 1, opts), Errc::kInvalidArgument);
+  // The digest is free again.
+  opts.unpack.reset();
+  ASSERT_OK(store_->Ingest(Sha("x"), 1, opts));
+}
+
+INSTANTIATE_TEST_SUITE_P(Store, UnpackTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "WhileDownloading" : "AfterCommit";
+                         });
 
 }  // namespace
 }  // namespace digestd::store
