@@ -73,6 +73,7 @@ class StagingFollower final : public ByteSource {
   // Follower side (the body): the next bytes of the file, waiting for the writer.
   Result<std::span<const std::byte>> Next() override {
     Unmap();
+    DropConsumed();
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] {
       return stop_ || read_ == total_ || written_ - read_ >= kMinChunk || written_ == total_;
@@ -137,10 +138,30 @@ class StagingFollower final : public ByteSource {
     map_ = nullptr;
   }
 
+  // The blob is not read again soon (the mount serves the unpacked files): pages the body is done
+  // with and that writeback has cleaned leave the page cache, so a large layer recycles a few
+  // dozen MiB of cache instead of claiming fresh memory for all of it. Dirty pages are left
+  // alone by the kernel; the writer's pacer cleans them, and a later call drops them.
+  void DropConsumed() {
+    std::uint64_t consumed;
+    {
+      std::lock_guard lock(mu_);
+      consumed = read_;
+    }
+    if (consumed - dropped_ < kDropChunk) return;
+    // From one chunk back: pages that were still dirty last time are likely clean now.
+    const std::uint64_t from = dropped_ > kDropChunk ? dropped_ - kDropChunk : 0;
+    (void)::posix_fadvise(fd_, static_cast<off_t>(from), static_cast<off_t>(consumed - from),
+                          POSIX_FADV_DONTNEED);
+    dropped_ = consumed;
+  }
+
   const int fd_;
   const std::uint64_t total_;
   verify::Hasher& hasher_;
   Body body_;
+  static constexpr std::uint64_t kDropChunk = 16u << 20;
+  std::uint64_t dropped_ = 0;  // DropConsumed() covered [0, dropped_) (follower thread only)
   void* map_ = nullptr;  // the view last returned (follower thread only)
   std::size_t map_len_ = 0;
   std::vector<std::byte> fallback_;
@@ -171,8 +192,7 @@ struct BlobWriter::State {
   UniqueFd fd;
   std::string staging_name;  // empty for an O_TMPFILE staging file
   std::uint64_t written = 0;
-  std::uint64_t kicked = 0;   // bytes handed to writeback so far
-  std::uint64_t waited = 0;   // bytes whose writeback we waited for
+  WritebackPacer pacer;
   std::optional<Error> poisoned;
   bool finished = false;
   std::unique_ptr<LayerDecoder> decoder;     // when a diff_id is to be verified (no unpack)
@@ -242,8 +262,8 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
   }
   auto state = std::unique_ptr<BlobWriter::State>(
       new BlobWriter::State{impl_.get(), expected, expected_size, std::move(options),
-                            std::move(*hasher), UniqueFd(), std::string(), 0, 0, 0, std::nullopt,
-                            false});
+                            std::move(*hasher), UniqueFd(), std::string(), 0,
+                            WritebackPacer(impl_->opts.writeback_interval, kDirtyWindows)});
   auto staging = CreateStagingFile(*impl_);
   if (!staging) {
     impl_->FinishInFlight(expected);
@@ -343,24 +363,7 @@ Result<void> BlobWriter::CompleteWrite(std::span<const std::byte> data) {
   s_->written += data.size();
   if (s_->follower) s_->follower->Publish(s_->written);
   // Start writeback as we go so the final fdatasync has little left to do.
-  const std::uint64_t window = s_->store->opts.writeback_interval;
-  if (window > 0 && s_->written - s_->kicked >= window) {
-    // sync_file_range is advisory here: on failure the final fdatasync still makes it durable.
-    (void)::sync_file_range(s_->fd.Get(), static_cast<off_t>(s_->kicked),
-                            static_cast<off_t>(s_->written - s_->kicked), SYNC_FILE_RANGE_WRITE);
-    s_->kicked = s_->written;
-    // Bound this blob's dirty pages: wait for writeback older than kDirtyWindows windows. Waiting
-    // on the window just kicked would serialise us with the disk; this keeps it busy.
-    const std::uint64_t lag = window * kDirtyWindows;
-    if (s_->kicked > s_->waited + lag) {
-      const std::uint64_t upto = s_->kicked - lag;
-      (void)::sync_file_range(s_->fd.Get(), static_cast<off_t>(s_->waited),
-                              static_cast<off_t>(upto - s_->waited),
-                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                  SYNC_FILE_RANGE_WAIT_AFTER);
-      s_->waited = upto;
-    }
-  }
+  s_->pacer.Advance(s_->fd.Get(), s_->written);
   return {};
 }
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -158,6 +159,82 @@ Result<std::uint64_t> WipeFile(int dirfd, std::string_view name) {
   if (::fdatasync(fd->Get()) != 0) return SysError(Module::kStore, "fdatasync wiped file");
   if (::unlinkat(dirfd, n.c_str(), 0) != 0) return SysError(Module::kStore, "unlink wiped file");
   return size;
+}
+
+void WritebackPacer::Advance(int fd, std::uint64_t written) {
+  if (window_ == 0 || written - kicked_ < window_) return;
+  (void)::sync_file_range(fd, static_cast<off_t>(kicked_), static_cast<off_t>(written - kicked_),
+                          SYNC_FILE_RANGE_WRITE);
+  kicked_ = written;
+  const std::uint64_t lag = window_ * windows_;
+  if (kicked_ > waited_ + lag) {
+    const std::uint64_t upto = kicked_ - lag;
+    (void)::sync_file_range(fd, static_cast<off_t>(waited_), static_cast<off_t>(upto - waited_),
+                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                SYNC_FILE_RANGE_WAIT_AFTER);
+    waited_ = upto;
+  }
+}
+
+bool DirectAppender::Start(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_DIRECT) != 0) return false;
+  if (!buf_) {
+    buf_.reset(static_cast<std::byte*>(std::aligned_alloc(kAlign, kBuffer)));
+    if (!buf_) {
+      (void)::fcntl(fd, F_SETFL, flags);
+      return false;
+    }
+  }
+  fd_ = fd;
+  used_ = 0;
+  flushed_ = 0;
+  return true;
+}
+
+Result<void> DirectAppender::Flush(std::size_t len) {
+  std::size_t done = 0;
+  while (done < len) {
+    const ssize_t n = ::pwrite(fd_, buf_.get() + done, len - done,
+                               static_cast<off_t>(flushed_ + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return SysError(Module::kStore, "direct write");
+    // A short direct write leaves an unaligned offset we cannot continue from.
+    if (static_cast<std::size_t>(n) % kAlign != 0 && done + static_cast<std::size_t>(n) != len) {
+      return MakeError(Module::kStore, Errc::kIo, "short unaligned direct write");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  flushed_ += len;
+  return {};
+}
+
+Result<void> DirectAppender::Append(std::span<const std::byte> data) {
+  while (!data.empty()) {
+    const std::size_t n = std::min(data.size(), kBuffer - used_);
+    std::memcpy(buf_.get() + used_, data.data(), n);
+    used_ += n;
+    data = data.subspan(n);
+    if (used_ == kBuffer) {
+      DIGESTD_RETURN_IF_ERROR(Flush(kBuffer));
+      used_ = 0;
+    }
+  }
+  return {};
+}
+
+Result<void> DirectAppender::Finish() {
+  const std::uint64_t size = flushed_ + used_;
+  if (used_ > 0) {
+    const std::size_t padded = (used_ + kAlign - 1) / kAlign * kAlign;
+    std::memset(buf_.get() + used_, 0, padded - used_);
+    DIGESTD_RETURN_IF_ERROR(Flush(padded));
+    used_ = 0;
+  }
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+    return SysError(Module::kStore, "truncate direct-written file");
+  }
+  return {};
 }
 
 }  // namespace digestd::store

@@ -32,7 +32,8 @@ class FileObjectSink final : public ContentSink {
  public:
   static constexpr std::size_t kBufferMax = 1u << 20;
 
-  FileObjectSink(Store::Impl& impl, verify::Hasher hasher) : impl_(impl), hasher_(std::move(hasher)) {}
+  FileObjectSink(Store::Impl& impl, verify::Hasher hasher)
+      : impl_(impl), hasher_(std::move(hasher)), pacer_(impl.opts.writeback_interval, 8) {}
   ~FileObjectSink() override { Unpin(); }
 
   Result<void> Begin(std::uint64_t size) override {
@@ -40,8 +41,15 @@ class FileObjectSink final : public ContentSink {
     buffer_.clear();
     tmp_.Reset();
     at_ = 0;
+    pacer_.Reset();
+    direct_on_ = false;
     if (size > kBufferMax) {
       DIGESTD_ASSIGN_OR_RETURN(tmp_, NewTemp());
+      direct_on_ = direct_ok_ && direct_.Start(tmp_.Get());
+      if (!direct_on_ && direct_ok_) {
+        direct_ok_ = false;  // say it once per layer
+        impl_.log->info("O_DIRECT refused for file objects; writing through the page cache");
+      }
     } else {
       buffer_.reserve(static_cast<std::size_t>(size));
     }
@@ -50,8 +58,12 @@ class FileObjectSink final : public ContentSink {
 
   Result<void> Append(std::span<const std::byte> data) override {
     hasher_.Update(data);
-    if (tmp_) {
+    if (direct_on_) {
+      DIGESTD_RETURN_IF_ERROR(direct_.Append(data));
+    } else if (tmp_) {
       DIGESTD_RETURN_IF_ERROR(PWriteAll(tmp_.Get(), data, at_));
+      // Large files go to disk while the layer is read, not all at the final syncfs.
+      pacer_.Advance(tmp_.Get(), at_ + data.size());
     } else {
       buffer_.insert(buffer_.end(), data.begin(), data.end());
     }
@@ -61,6 +73,10 @@ class FileObjectSink final : public ContentSink {
 
   Result<verify::Digest> End() override {
     verify::Digest d = hasher_.Finish();
+    if (direct_on_) {
+      direct_on_ = false;
+      DIGESTD_RETURN_IF_ERROR(direct_.Finish());
+    }
     // GC, quota and fsck (exclusive) wait while an object is published; the pin keeps it from
     // the sweep until the tree is committed or discarded.
     std::shared_lock maint(impl_.maint_mu);
@@ -123,6 +139,11 @@ class FileObjectSink final : public ContentSink {
   std::uint64_t at_ = 0;
   std::vector<std::byte> buffer_;
   UniqueFd tmp_;
+  WritebackPacer pacer_;
+  // Large file objects are written with O_DIRECT where the filesystem allows it.
+  DirectAppender direct_;
+  bool direct_ok_ = true;
+  bool direct_on_ = false;
   std::unordered_set<verify::Digest> pinned_;
   std::vector<verify::Digest> created_;
 };
