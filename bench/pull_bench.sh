@@ -8,13 +8,21 @@
 # `ratio pull_vs_curl`, `ratio pull_vs_skopeo_big`, `ratio pull_vs_skopeo_small` (>1: digestd is
 # faster). Starts and stops its own registry on a free loopback port.
 #
+# As root, every tool writes into a fresh ext4 filesystem (a sparse image on a direct-io loop
+# device under --dir): a long-lived filesystem remembers recently deleted inodes (ext4 skips
+# inodes freed in the last 12 hours while their inode table block is cached, recently_deleted()),
+# which taxes whichever tool creates the most files, here digestd's unpacked file objects. A
+# dedicated cache volume is the realistic setting; --host-fs measures on the --dir filesystem.
+#
 # Usage: bench/pull_bench.sh [--build DIR] [--big-mib N] [--small-layers N] [--runs N] [--dir DIR]
+#                            [--host-fs]
 set -euo pipefail
 BUILD=build/default
 BIG_MIB=1024
 SMALL_LAYERS=200
 RUNS=3
 BASE=/var/tmp
+FRESH_FS=1
 while [ $# -gt 0 ]; do
   case $1 in
     --build) BUILD=$2; shift 2 ;;
@@ -22,7 +30,8 @@ while [ $# -gt 0 ]; do
     --small-layers) SMALL_LAYERS=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --dir) BASE=$2; shift 2 ;;
-    *) echo "usage: $0 [--build DIR] [--big-mib N] [--small-layers N] [--runs N] [--dir DIR]" >&2; exit 2 ;;
+    --host-fs) FRESH_FS=; shift ;;
+    *) echo "usage: $0 [--build DIR] [--big-mib N] [--small-layers N] [--runs N] [--dir DIR] [--host-fs]" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
@@ -31,12 +40,31 @@ PULL_ONCE=$BUILD/bench/pull_once
 DIGESTCTL=$BUILD/tools/digestctl
 . scripts/lib/registry.sh
 WORK=$(mktemp -d "$BASE/pull_bench.XXXXXX")
+OUT=$WORK  # where the measured runs write
+LOOP=
 cleanup() {
   stop_registry
+  if [ -n "$LOOP" ]; then
+    umount "$WORK/out" 2>/dev/null || true
+    losetup -d "$LOOP" 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 [ -n "${PULL_BENCH_KEEP:-}" ] || trap cleanup EXIT
 cd "$WORK"
+if [ -n "$FRESH_FS" ] && [ "$(id -u)" = 0 ]; then
+  # Room for every run's output: per run 2x the big layer for digestd (blob + file), 1x each for
+  # curl and skopeo, plus the small image.
+  truncate -s "$(( (BIG_MIB * 4 * RUNS + 512 * RUNS + 2048) ))M" "$WORK/fs.img"
+  mkdir "$WORK/out"
+  if mkfs.ext4 -q -F "$WORK/fs.img" && LOOP=$(losetup --find --show --direct-io=on "$WORK/fs.img") &&
+     mount "$LOOP" "$WORK/out"; then
+    OUT=$WORK/out
+    echo "pull_bench: runs write to a fresh ext4 filesystem on $LOOP" >&2
+  else
+    echo "pull_bench: no loop device here; runs write to $WORK's filesystem" >&2
+  fi
+fi
 
 start_registry "$WORK"
 HOST=$REGISTRY_HOST
@@ -63,21 +91,22 @@ make_layout() {
 }
 
 echo "pull_bench: building a ${BIG_MIB} MiB single-layer image and a ${SMALL_LAYERS}-layer image" >&2
+# Nothing is deleted before the measured runs, here either: ext4 skips inodes freed in the last
+# ~35 s when it allocates new ones (recently_deleted()), which taxes whichever tool creates the
+# most files (digestd's file objects) for what the setup threw away. The inputs stay in $WORK.
 mkdir -p big/root && head -c "$((BIG_MIB << 20))" /dev/urandom > big/root/data.bin
-tar -C big/root -cf - data.bin | gzip -1 > big.tar.gz && rm -rf big/root
+tar -C big/root -cf - data.bin | gzip -1 > big.tar.gz
 make_layout big-oci big.tar.gz
 mkdir -p small
 for i in $(seq "$SMALL_LAYERS"); do
   mkdir -p small/r$i/etc/l$i
   for f in $(seq 20); do head -c $((RANDOM % 4096 + 100)) /dev/urandom > small/r$i/etc/l$i/f$f; done
   tar -C small/r$i -cf - etc | gzip -1 > small/l$i.tar.gz
-  rm -rf small/r$i
 done
 layers=(); for i in $(seq "$SMALL_LAYERS"); do layers+=("small/l$i.tar.gz"); done
 make_layout small-oci "${layers[@]}"
 skopeo copy --quiet --dest-tls-verify=false oci:big-oci:v1 "docker://$HOST/bench/big:v1"
 skopeo copy --quiet --dest-tls-verify=false oci:small-oci:v1 "docker://$HOST/bench/small:v1"
-rm -rf big-oci small-oci small
 
 # Both images signed; the policy requires it, so the measured pull is the verified one.
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out sign.pem 2>/dev/null
@@ -98,18 +127,18 @@ d_big=(); d_rss=(); c_big=(); s_big=(); d_small=(); s_small=()
 # the most files (digestd's unpacked file objects: 4000 for the small image).
 for run in $(seq "$RUNS"); do
   sync
-  out=$("$PULL_ONCE" --store "$WORK/d-big-$run" --policy policy.json --insecure "$HOST" "$HOST/bench/big:v1" 2>/dev/null)
+  out=$("$PULL_ONCE" --store "$OUT/d-big-$run" --policy policy.json --insecure "$HOST" "$HOST/bench/big:v1" 2>/dev/null)
   d_big+=("$(echo "$out" | sed -n 's/.*seconds=\([0-9.]*\).*/\1/p')")
   d_rss+=("$(echo "$out" | sed -n 's/.*maxrss_kb=\([0-9]*\).*/\1/p')")
   sync
-  t0=$(now); curl -sf -o "c-big-$run.blob" "http://$HOST/v2/bench/big/blobs/$BIG_LAYER"; sync; t1=$(now)
+  t0=$(now); curl -sf -o "$OUT/c-big-$run.blob" "http://$HOST/v2/bench/big/blobs/$BIG_LAYER"; sync; t1=$(now)
   c_big+=("$(echo "$t1 - $t0" | bc -l)")
-  t0=$(now); skopeo copy --quiet --src-tls-verify=false "docker://$HOST/bench/big:v1" "oci:s-big-$run:v1"; sync; t1=$(now)
+  t0=$(now); skopeo copy --quiet --src-tls-verify=false "docker://$HOST/bench/big:v1" "oci:$OUT/s-big-$run:v1"; sync; t1=$(now)
   s_big+=("$(echo "$t1 - $t0" | bc -l)")
-  out=$("$PULL_ONCE" --store "$WORK/d-small-$run" --policy policy.json --insecure "$HOST" "$HOST/bench/small:v1" 2>/dev/null)
+  out=$("$PULL_ONCE" --store "$OUT/d-small-$run" --policy policy.json --insecure "$HOST" "$HOST/bench/small:v1" 2>/dev/null)
   d_small+=("$(echo "$out" | sed -n 's/.*seconds=\([0-9.]*\).*/\1/p')")
   sync
-  t0=$(now); skopeo copy --quiet --src-tls-verify=false "docker://$HOST/bench/small:v1" "oci:s-small-$run:v1"; sync; t1=$(now)
+  t0=$(now); skopeo copy --quiet --src-tls-verify=false "docker://$HOST/bench/small:v1" "oci:$OUT/s-small-$run:v1"; sync; t1=$(now)
   s_small+=("$(echo "$t1 - $t0" | bc -l)")
   echo "run $run: digestd big ${d_big[-1]}s (rss ${d_rss[-1]} KiB), curl+sync ${c_big[-1]}s, skopeo big ${s_big[-1]}s, digestd small ${d_small[-1]}s, skopeo small ${s_small[-1]}s" >&2
 done

@@ -160,7 +160,7 @@ class RegistryClient {
   std::map<std::string, Token> tokens_;  // key: registry + " " + scope
   std::map<std::string, std::unique_ptr<AsyncSemaphore>> limits_;
   RegistryStats stats_;
-  asio::thread_pool blocking_{2};
+  asio::thread_pool blocking_{4};
 };
 
 }  // namespace digestd::daemon

@@ -301,7 +301,7 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
     state->follower = std::make_unique<StagingFollower>(
         state->fd.Get(), expected_size, state->hasher, [st, layer, k](ByteSource& source) {
           st->tree = ReadPendingTree(*st->store, layer, *st->opts.diff_id, k, *st->opts.unpack,
-                                     source);
+                                     source, st->expected_size >= st->store->opts.pipeline_threshold);
         });
   } else if (expected_size >= kParallelHashThreshold) {
     // The follower hashes each window and, for layers, decodes it while it is hot in the cache

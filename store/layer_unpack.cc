@@ -5,10 +5,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace digestd::store {
@@ -69,15 +76,34 @@ std::string Join(std::string_view dir, std::string_view name) {
   return p;
 }
 
-// Feeds libarchive the uncompressed stream: takes the compressed bytes from the source, decodes
-// into a bounded buffer. The first bytes must carry the magic of the media type's compression.
-class StreamReader {
+// The uncompressed stream as libarchive reads it.
+class ChunkReader {
+ public:
+  virtual ~ChunkReader() = default;
+  // Next chunk of uncompressed bytes; empty at the end of the stream. Valid until the next call.
+  virtual Result<std::span<const std::byte>> Next() = 0;
+
+  // Reads (and hashes) whatever libarchive left unread: padding after the end-of-archive blocks
+  // is part of the diff_id.
+  Result<void> Drain() {
+    for (;;) {
+      DIGESTD_ASSIGN_OR_RETURN(auto chunk, Next());
+      if (chunk.empty()) return {};
+    }
+  }
+
+  std::optional<Error> failure;  // the error behind libarchive's last read failure
+};
+
+// Takes the compressed bytes from the source and decodes them into a bounded buffer (the decoder
+// hashes what it produces: the diff_id). The first bytes must carry the magic of the media type's
+// compression.
+class StreamReader final : public ChunkReader {
  public:
   StreamReader(ByteSource& source, LayerDecoder& decoder, LayerDecoder::Kind kind)
       : source_(source), decoder_(decoder), kind_(kind) {}
 
-  // Next chunk of uncompressed bytes; empty at the end of the stream.
-  Result<std::span<const std::byte>> Next() {
+  Result<std::span<const std::byte>> Next() override {
     for (;;) {
       std::size_t consumed = 0;
       DIGESTD_ASSIGN_OR_RETURN(std::size_t produced, decoder_.Decode(in_, &consumed, out_));
@@ -97,16 +123,6 @@ class StreamReader {
     }
   }
 
-  // Reads (and hashes) whatever libarchive left unread: padding after the end-of-archive blocks
-  // is part of the diff_id.
-  Result<void> Drain() {
-    for (;;) {
-      DIGESTD_ASSIGN_OR_RETURN(auto chunk, Next());
-      if (chunk.empty()) return {};
-    }
-  }
-
-  std::optional<Error> failure;
 
  private:
   Result<void> SniffMatches(std::span<const std::byte> head) const {
@@ -137,8 +153,104 @@ class StreamReader {
   bool eof_ = false;
 };
 
+// Runs a StreamReader on a thread of its own, a few chunks ahead of libarchive: reading the
+// source, hashing the compressed bytes (a following source does), decompressing and hashing the
+// tar happen on one core while the tar is parsed and its files hashed and written on another.
+class PipelinedReader final : public ChunkReader {
+ public:
+  static constexpr std::size_t kSlots = 4;
+  static constexpr std::size_t kSlotSize = 1u << 20;
+
+  explicit PipelinedReader(StreamReader& inner) : inner_(inner) {
+    for (std::size_t i = 0; i < kSlots; ++i) {
+      slots_[i].resize(kSlotSize);
+      free_.push_back(i);
+    }
+    thread_ = std::thread([this] { Produce(); });
+  }
+  ~PipelinedReader() override {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  Result<std::span<const std::byte>> Next() override {
+    if (end_) return *end_;
+    std::unique_lock lock(mu_);
+    if (held_) {
+      free_.push_back(*held_);
+      held_.reset();
+      cv_.notify_all();
+    }
+    cv_.wait(lock, [&] { return !ready_.empty(); });
+    Item item = std::move(ready_.front());
+    ready_.pop_front();
+    lock.unlock();
+    if (item.error) {
+      end_ = *item.error;
+      return *end_;
+    }
+    if (item.len == 0) {
+      end_ = std::span<const std::byte>();
+      return *end_;
+    }
+    held_ = item.slot;
+    return std::span<const std::byte>(slots_[item.slot].data(), item.len);
+  }
+
+ private:
+  struct Item {
+    std::size_t slot = 0;
+    std::size_t len = 0;
+    std::optional<Error> error;
+  };
+
+  void Produce() {
+    for (;;) {
+      std::size_t slot = 0;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return !free_.empty() || stop_; });
+        if (stop_) return;
+        slot = free_.back();
+        free_.pop_back();
+      }
+      auto chunk = inner_.Next();  // at most the decoder's output buffer: fits a slot
+      Item item{.slot = slot};
+      if (!chunk) {
+        item.error = chunk.error();
+      } else {
+        DIGESTD_CHECK(chunk->size() <= kSlotSize);
+        std::memcpy(slots_[slot].data(), chunk->data(), chunk->size());
+        item.len = chunk->size();
+      }
+      const bool last = !chunk || chunk->empty();
+      {
+        std::lock_guard lock(mu_);
+        ready_.push_back(std::move(item));
+      }
+      cv_.notify_all();
+      if (last) return;
+    }
+  }
+
+  StreamReader& inner_;
+  std::array<std::vector<std::byte>, kSlots> slots_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::size_t> free_;
+  std::deque<Item> ready_;
+  bool stop_ = false;
+  std::optional<std::size_t> held_;  // the slot libarchive is reading (consumer side only)
+  std::optional<Result<std::span<const std::byte>>> end_;  // EOF or error, sticky
+  std::thread thread_;
+};
+
 la_ssize_t ReadCallback(struct archive* a, void* ctx, const void** buf) {
-  auto* r = static_cast<StreamReader*>(ctx);
+  auto* r = static_cast<ChunkReader*>(ctx);
   auto chunk = r->Next();
   if (!chunk) {
     r->failure = chunk.error();
@@ -379,17 +491,20 @@ Result<LayerTree> ReadLayerTree(int blob_fd, LayerDecoder::Kind kind, const Unpa
                                 ContentSink& sink) {
   if (::lseek(blob_fd, 0, SEEK_SET) != 0) return SysError(Module::kStore, "seek layer blob");
   FdSource source(blob_fd);
-  return ReadLayerTree(source, kind, limits, sink);
+  return ReadLayerTree(source, kind, limits, sink, /*pipelined=*/false);
 }
 
 Result<LayerTree> ReadLayerTree(ByteSource& source, LayerDecoder::Kind kind,
-                                const UnpackLimits& limits, ContentSink& sink) {
+                                const UnpackLimits& limits, ContentSink& sink, bool pipelined) {
   // The uncompressed stream is bounded by what the files may hold plus tar's own overhead
   // (headers, padding, pax records): a decompression bomb stops here.
   const std::uint64_t max_stream =
       limits.max_file_bytes + (limits.max_entries + 16) * 4096 + (std::uint64_t{64} << 20);
   DIGESTD_ASSIGN_OR_RETURN(auto decoder, LayerDecoder::Create(kind, max_stream));
-  StreamReader reader(source, *decoder, kind);
+  StreamReader stream(source, *decoder, kind);
+  std::optional<PipelinedReader> pipe;
+  if (pipelined) pipe.emplace(stream);
+  ChunkReader& reader = pipe ? static_cast<ChunkReader&>(*pipe) : stream;
 
   std::unique_ptr<struct archive, ArchiveDeleter> a(archive_read_new());
   if (!a) return MakeError(Module::kStore, Errc::kInternal, "archive_read_new failed");

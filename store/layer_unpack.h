@@ -54,9 +54,10 @@ class FdSource final : public ByteSource {
 
 // Reads the layer from `source` to its end. On success the tree is sorted by path and its
 // diff_id is the digest of the whole uncompressed stream (`layer` is set to the same value; the
-// caller knows the real one). The content must match `kind` (magic sniffed).
+// caller knows the real one). The content must match `kind` (magic sniffed). `pipelined` reads
+// and decompresses on a second thread, a few MiB ahead of the tar parser (for large layers).
 Result<LayerTree> ReadLayerTree(ByteSource& source, LayerDecoder::Kind kind,
-                                const UnpackLimits& limits, ContentSink& sink);
+                                const UnpackLimits& limits, ContentSink& sink, bool pipelined);
 // The same over a blob file, from offset 0.
 Result<LayerTree> ReadLayerTree(int blob_fd, LayerDecoder::Kind kind, const UnpackLimits& limits,
                                 ContentSink& sink);

@@ -44,6 +44,9 @@ struct StoreOptions {
   double quota_low = 0.80;
   // Bytes between sync_file_range() writeback kicks while ingesting. Default 8 MiB.
   std::size_t writeback_interval = 8u << 20;
+  // Layers at least this large are decompressed on a thread of their own, a few MiB ahead of the
+  // tar parser, when they are unpacked. Default 4 MiB.
+  std::uint64_t pipeline_threshold = 4u << 20;
   // Clock seam: unix seconds. Default: the system clock.
   std::function<std::int64_t()> clock;
 };

@@ -138,6 +138,7 @@ struct Store::Impl {
 // writer over its staging file while the layer downloads.
 Result<PendingTreePtr> ReadPendingTree(Store::Impl& impl, const Digest& layer,
                                        const Digest& diff_id, LayerDecoder::Kind kind,
-                                       const UnpackLimits& limits, ByteSource& source);
+                                       const UnpackLimits& limits, ByteSource& source,
+                                       bool pipelined);
 
 }  // namespace digestd::store

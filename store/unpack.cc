@@ -293,17 +293,19 @@ Result<PendingTreePtr> Store::PrepareTree(const Digest& layer, const Digest& dif
   DIGESTD_ASSIGN_OR_RETURN(auto kind, LayerDecoder::KindFor(type));
   DIGESTD_ASSIGN_OR_RETURN(UniqueFd blob, OpenBlob(layer));
   FdSource source(blob.Get());
-  return ReadPendingTree(impl, layer, diff_id, kind, limits, source);
+  return ReadPendingTree(impl, layer, diff_id, kind, limits, source,
+                         record->size >= impl.opts.pipeline_threshold);
 }
 
 Result<PendingTreePtr> ReadPendingTree(Store::Impl& impl, const Digest& layer,
                                        const Digest& diff_id, LayerDecoder::Kind kind,
-                                       const UnpackLimits& limits, ByteSource& source) {
+                                       const UnpackLimits& limits, ByteSource& source,
+                                       bool pipelined) {
   auto state =
       std::make_unique<PendingTree::State>(&impl, TreeInfo{.layer = layer, .diff_id = diff_id});
   DIGESTD_ASSIGN_OR_RETURN(auto hasher, verify::Hasher::Create(verify::DigestAlgorithm::kSha256));
   state->sink = std::make_unique<FileObjectSink>(impl, std::move(hasher));
-  auto tree = ReadLayerTree(source, kind, limits, *state->sink);
+  auto tree = ReadLayerTree(source, kind, limits, *state->sink, pipelined);
   if (!tree) return state->Fail(tree.error());
   if (tree->diff_id != diff_id) {
     impl.counters.digest_mismatches.fetch_add(1, std::memory_order_relaxed);

@@ -47,7 +47,8 @@ class UnpackFixture : public ::testing::Test {
   void SetUp() override { Reopen(); }
   void Reopen() {
     store_.reset();
-    auto s = Store::Open({.root = root()});
+    // While downloading, every layer is also decompressed ahead of the parser on its own thread.
+    auto s = Store::Open({.root = root(), .pipeline_threshold = streaming() ? 0u : 1u << 30});
     ASSERT_TRUE(s.has_value()) << s.error().ToString();
     store_ = std::move(*s);
   }
