@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -177,6 +178,15 @@ void WritebackPacer::Advance(int fd, std::uint64_t written) {
 }
 
 bool DirectAppender::Start(int fd) {
+  // Only where the filesystem says direct I/O works with our alignment (statx STATX_DIOALIGN;
+  // a filesystem that does not say is written the ordinary way).
+  struct statx stx {};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) != 0 ||
+      (stx.stx_mask & STATX_DIOALIGN) == 0 || stx.stx_dio_offset_align == 0 ||
+      stx.stx_dio_mem_align == 0 || kAlign % stx.stx_dio_offset_align != 0 ||
+      kAlign % stx.stx_dio_mem_align != 0) {
+    return false;
+  }
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_DIRECT) != 0) return false;
   if (!buf_) {
