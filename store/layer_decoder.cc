@@ -51,7 +51,7 @@ struct LayerDecoder::Impl {
     switch (kind) {
       case Kind::kPlain: {
         produced = std::min(in.size(), dst.size());
-        std::memcpy(dst.data(), in.data(), produced);
+        if (produced > 0) std::memcpy(dst.data(), in.data(), produced);  // data() may be null
         *consumed = produced;
         break;
       }

@@ -224,7 +224,7 @@ class PipelinedReader final : public ChunkReader {
         item.error = chunk.error();
       } else {
         DIGESTD_CHECK(chunk->size() <= kSlotSize);
-        std::memcpy(slots_[slot].data(), chunk->data(), chunk->size());
+        if (!chunk->empty()) std::memcpy(slots_[slot].data(), chunk->data(), chunk->size());
         item.len = chunk->size();
       }
       const bool last = !chunk || chunk->empty();
