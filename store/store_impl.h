@@ -63,6 +63,8 @@ struct Store::Impl {
   std::unique_ptr<Index> index;
   RecoveryReport recovery;
   std::atomic<bool> use_tmpfile{true};
+  // Large file objects are written with O_DIRECT until the filesystem refuses it once.
+  std::atomic<bool> use_direct_io{true};
   mutable AtomicCounters counters;  // counted from const readers too
   std::atomic<std::uint64_t> generation{0};  // see Store::generation()
 

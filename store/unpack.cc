@@ -45,10 +45,11 @@ class FileObjectSink final : public ContentSink {
     direct_on_ = false;
     if (size > kBufferMax) {
       DIGESTD_ASSIGN_OR_RETURN(tmp_, NewTemp());
-      direct_on_ = direct_ok_ && direct_.Start(tmp_.Get());
-      if (!direct_on_ && direct_ok_) {
-        direct_ok_ = false;  // say it once per layer
-        impl_.log->info("O_DIRECT refused for file objects; writing through the page cache");
+      if (impl_.use_direct_io.load(std::memory_order_relaxed)) {
+        direct_on_ = direct_.Start(tmp_.Get());
+        if (!direct_on_ && impl_.use_direct_io.exchange(false)) {
+          impl_.log->info("no direct I/O for file objects here; writing them through the page cache");
+        }
       }
     } else {
       buffer_.reserve(static_cast<std::size_t>(size));
@@ -142,7 +143,6 @@ class FileObjectSink final : public ContentSink {
   WritebackPacer pacer_;
   // Large file objects are written with O_DIRECT where the filesystem allows it.
   DirectAppender direct_;
-  bool direct_ok_ = true;
   bool direct_on_ = false;
   std::unordered_set<verify::Digest> pinned_;
   std::vector<verify::Digest> created_;
