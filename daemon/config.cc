@@ -213,20 +213,44 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
   }
   if (const auto* sn = SubTable(root, "snapshotter")) {
     DIGESTD_RETURN_IF_ERROR(
-        rd.OnlyKeys(*sn, "snapshotter", {"enabled", "socket", "root", "wipe", "pull_on_demand"}));
+        rd.OnlyKeys(*sn, "snapshotter", {"enabled", "socket", "root", "wipe", "pull_on_demand",
+                                         "containerd_socket", "seed_namespaces", "seed_hold_s"}));
     DIGESTD_RETURN_IF_ERROR(rd.Set(*sn, "enabled", "snapshotter", c.snapshotter.enabled));
     DIGESTD_RETURN_IF_ERROR(
         rd.Set(*sn, "pull_on_demand", "snapshotter", c.snapshotter.pull_on_demand));
     DIGESTD_RETURN_IF_ERROR(rd.Set(*sn, "wipe", "snapshotter", c.snapshotter.wipe));
-    for (const char* key : {"socket", "root"}) {
+    for (const char* key : {"socket", "root", "containerd_socket"}) {
       std::string p;
       DIGESTD_RETURN_IF_ERROR(rd.Set(*sn, key, "snapshotter", p));
       if (p.empty()) continue;
       if (p.front() != '/') {
         return rd.Bad(std::string("snapshotter.") + key, "must be an absolute path");
       }
-      (std::string_view(key) == "socket" ? c.snapshotter.socket : c.snapshotter.root) = p;
+      const std::string_view k(key);
+      (k == "socket" ? c.snapshotter.socket
+       : k == "root" ? c.snapshotter.root
+                     : c.snapshotter.containerd_socket) = p;
     }
+    if (const toml::node* n = sn->get("seed_namespaces")) {
+      const toml::array* arr = n->as_array();
+      if (arr == nullptr) return rd.Bad("snapshotter.seed_namespaces", "must be an array of strings");
+      for (const auto& item : *arr) {
+        const auto* v = item.as_string();
+        if (v == nullptr || (*v)->empty()) {
+          return rd.Bad("snapshotter.seed_namespaces", "must hold non-empty strings");
+        }
+        c.snapshotter.seed_namespaces.push_back(**v);
+      }
+      if (!c.snapshotter.seed_namespaces.empty() && c.snapshotter.containerd_socket.empty()) {
+        return rd.Bad("snapshotter.seed_namespaces", "needs snapshotter.containerd_socket");
+      }
+    }
+    std::int64_t hold = c.snapshotter.seed_hold.count();
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*sn, "seed_hold_s", "snapshotter", hold));
+    if (hold < 60 || hold > 7 * 24 * 3600) {
+      return rd.Bad("snapshotter.seed_hold_s", "must be 60..604800");
+    }
+    c.snapshotter.seed_hold = std::chrono::seconds(hold);
   }
   if (const auto* t = SubTable(root, "timeouts")) {
     DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(*t, "timeouts", {"connect_ms", "first_byte_ms", "stall_ms"}));

@@ -56,6 +56,12 @@ struct SnapshotterConfig {
   bool wipe = true;  // overwrite a container's files before removing its snapshot
   // Pull (and verify, under the policy) an image CRI asks for that digestd does not hold.
   bool pull_on_demand = false;
+  // After each pull, copy the image's verified blobs into containerd's content store in these
+  // namespaces, so that clients that download before they unpack (`ctr image pull`) fetch
+  // nothing from the registry. Needs containerd_socket. Held by a containerd lease for seed_hold.
+  std::filesystem::path containerd_socket;
+  std::vector<std::string> seed_namespaces;
+  std::chrono::seconds seed_hold{3600};
 };
 
 struct Config {

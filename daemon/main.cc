@@ -29,6 +29,7 @@
 #include "daemon/pull.h"
 #include "daemon/registry_client.h"
 #include "daemon/revalidate.h"
+#include "snapshotter/content_seed.h"
 #include "snapshotter/grpc_server.h"
 #include "snapshotter/snapshots.h"
 #include "fusefs/fuse_mount.h"
@@ -109,6 +110,12 @@ int main(int argc, char** argv) {
   auto log = Logger("digestd");
   auto config = daemon::LoadConfig(config_path);
   if (!config) return Fail(config.error().ToString());
+  for (const auto& ns : config->snapshotter.seed_namespaces) {
+    if (!snapshotter::ValidContainerdNamespace(ns)) {
+      return Fail(config_path + ": snapshotter.seed_namespaces: \"" + ns +
+                  "\" is not a containerd namespace name");
+    }
+  }
   if (check_only) {
     // Config, policy and trust as the daemon would load them; nothing is opened or mounted.
     verify::PolicySet check(config->policy_path, config->trust_path);
@@ -138,6 +145,29 @@ int main(int argc, char** argv) {
   boost::asio::io_context io;
   daemon::RegistryClient registry(io, *config);
   daemon::Puller puller(io, **store, policies, *config, registry);
+  if (!config->snapshotter.seed_namespaces.empty()) {
+    // Every pulled image is also handed to containerd's content store (verified bytes only), so
+    // that clients which download before they unpack find it there.
+    store::Store* st = store->get();
+    const daemon::Config* cfg = &*config;
+    puller.SetAfterPull([st, cfg, log](const daemon::PullResult& r) -> Result<void> {
+      std::vector<verify::Digest> blobs = {r.manifest};
+      if (r.image_manifest != r.manifest) blobs.push_back(r.image_manifest);
+      blobs.push_back(r.config);
+      blobs.insert(blobs.end(), r.layers.begin(), r.layers.end());
+      for (const auto& ns : cfg->snapshotter.seed_namespaces) {
+        auto seeded = snapshotter::SeedContainerdContent(
+            *st, blobs,
+            {.containerd_socket = cfg->snapshotter.containerd_socket,
+             .ns = ns,
+             .hold = cfg->snapshotter.seed_hold});
+        if (!seeded) return std::move(seeded).error().Wrap("namespace " + ns);
+        log->info("containerd content: {} in namespace {}: {} blobs written ({} bytes), {} present",
+                  r.manifest.ToString(), ns, seeded->written, seeded->bytes, seeded->present);
+      }
+      return {};
+    });
+  }
   // Cached images whose admission no longer holds are withdrawn from the mount.
   std::unordered_set<verify::Digest> withdrawn_before;
   std::unordered_set<verify::Digest> hidden_before;

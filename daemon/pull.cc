@@ -403,6 +403,15 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   for (const auto& l : manifest->layers) result.layers.push_back(l.digest);
   Audit("pulled", opts, ref_text, top_digest.ToString(), &decision,
         "pulled " + std::to_string(manifest->layers.size()) + " layers");
+  if (after_pull_) {
+    const AfterPullFn* hook = &after_pull_;
+    const PullResult* pulled = &result;
+    const BlockingFn after = [hook, pulled]() -> Result<void> { return (*hook)(*pulled); };
+    if (auto err = co_await OffThread(registry_.blocking(), after)) {
+      Logger("pull")->warn("after pull of {}: {}", ref_text, err->ToString());
+      Audit("pull.handoff.failed", opts, ref_text, top_digest.ToString(), nullptr, err->context());
+    }
+  }
   emit({.type = "committed", .detail = ref_text, .digest = top_digest.ToString()});
   co_return result;
 }

@@ -60,6 +60,12 @@ class Puller {
 
   asio::awaitable<Result<PullResult>> Pull(std::string_view reference, PullOptions options);
 
+  // Runs on the blocking pool after every successful pull, before Pull() returns (the daemon
+  // hands the image to containerd's content store with it). A failure is logged and audited as
+  // `pull.handoff.failed`; the pull itself stands.
+  using AfterPullFn = std::function<Result<void>(const PullResult&)>;
+  void SetAfterPull(AfterPullFn fn) { after_pull_ = std::move(fn); }
+
  private:
   asio::awaitable<Result<verify::Evidence>> FetchEvidence(const verify::Reference& ref,
                                                           const verify::Digest& digest);
@@ -71,6 +77,7 @@ class Puller {
   verify::PolicySet& policies_;
   const Config& config_;
   RegistryClient& registry_;
+  AfterPullFn after_pull_;
 };
 
 }  // namespace digestd::daemon

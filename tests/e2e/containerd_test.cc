@@ -3,9 +3,10 @@
 // and sockets in the test's directory, the snapshotter wired in as a proxy plugin. Images are
 // pulled by containerd two ways: through its CRI plugin (kubelet's PullImage; remote snapshots,
 // so containerd fetches no layer blob) and with `ctr image pull` (containerd 1.6's ctr downloads
-// the layers into its own content store first; what it extracts is discarded and digestd's
-// verified tree is served). Everything the test starts is stopped, and every mount and cgroup
-// directory it leaves is removed, even when it fails.
+// every blob into its content store before it unpacks; digestd hands it the verified blobs after
+// each pull, [snapshotter] seed_namespaces, so ctr fetches only the manifest by tag). Everything
+// the test starts is stopped, and every mount and cgroup directory it leaves is removed, even
+// when it fails.
 
 #include <sys/mount.h>
 #include <unistd.h>
@@ -48,6 +49,8 @@ class SnapshotterTest : public DaemonTest {
     // SetUp of the base classes creates dir_; the paths are relative to it.
     extra_config_ = "[snapshotter]\nenabled = true\nsocket = \"" + SnapSock() +
                     "\"\nroot = \"" + (dir_.path() / "snaps").string() + "\"\n" +
+                    "containerd_socket = \"" + Ctd() + "/containerd.sock\"\n" +
+                    "seed_namespaces = [\"default\"]\n" +
                     (PullOnDemand() ? "pull_on_demand = true\n" : "");
     DaemonTest::SetUp();
     if (HasFatalFailure() || IsSkipped()) return;
@@ -168,10 +171,15 @@ TEST_F(SnapshotterTest, ContainerdRunsVerifiedLayersWithoutFetchingThem) {
   auto again = Ctr("run --rm --snapshotter digestd " + image + " c3 /bin/busybox cat /hello.txt", "k8s.io");
   EXPECT_EQ(again.output, "hello\n");
 
-  // `ctr image pull` (another namespace): containerd 1.6 downloads the layers itself, then
-  // unpacks into digestd, which serves its verified tree in place of what containerd extracted.
+  // `ctr image pull` (namespace "default"): ctr downloads every blob before it unpacks, but
+  // digestd handed the verified blobs to containerd's content store when it pulled the image,
+  // so containerd asks the registry for the manifest by tag and nothing else.
+  const std::size_t ctr_mark = registry_->Log().size();
   auto ctr_pull = Ctr("image pull --plain-http --snapshotter digestd " + image);
   ASSERT_EQ(ctr_pull.status, 0) << ctr_pull.output;
+  const std::string by_ctr = ContainerdRequests(ctr_mark);
+  EXPECT_NE(by_ctr.find("/manifests/v1"), std::string::npos) << by_ctr;
+  EXPECT_EQ(by_ctr.find("/blobs/"), std::string::npos) << "ctr fetched blobs\n" << by_ctr;
   auto run2 = Ctr("run --rm --snapshotter digestd " + image + " c4 /bin/sh -c 'echo ok'");
   EXPECT_EQ(run2.output, "ok\n");
 }

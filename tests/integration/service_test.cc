@@ -358,5 +358,26 @@ TEST_F(DaemonTest, OneDaemonPerStoreAndSigtermStopsCleanly) {
   EXPECT_FALSE(fs::exists(socket_));
 }
 
+// Handing pulled images to containerd's content store is best effort: when containerd cannot be
+// reached the pull still succeeds, and the failure is logged and audited.
+class HandoffTest : public DaemonTest {
+ protected:
+  void SetUp() override {
+    extra_config_ =
+        "[snapshotter]\ncontainerd_socket = \"/nonexistent/containerd.sock\"\n"
+        "seed_namespaces = [\"default\"]\n";
+    DaemonTest::SetUp();
+  }
+};
+
+TEST_F(HandoffTest, AnUnreachableContainerdDoesNotFailThePull) {
+  PushSigned("svc/handoff");
+  auto pull = Ctl("pull " + registry_->host() + "/svc/handoff:v1");
+  ASSERT_EQ(pull.status, 0) << pull.output << Slurp(log_);
+  auto audit = Ctl("audit");
+  EXPECT_NE(audit.output.find("pull.handoff.failed"), std::string::npos) << audit.output;
+  EXPECT_NE(audit.output.find("namespace default"), std::string::npos) << audit.output;
+}
+
 }  // namespace
 }  // namespace digestd::daemon

@@ -82,6 +82,14 @@ TEST(ConfigTest, Snapshotter) {
   EXPECT_EQ(c->snapshotter.root, "/srv/snaps");
   EXPECT_FALSE(c->snapshotter.wipe);
   EXPECT_TRUE(c->snapshotter.pull_on_demand);
+  EXPECT_TRUE(c->snapshotter.seed_namespaces.empty());  // no hand-off unless asked for
+  auto seed = ParseConfig("[snapshotter]\ncontainerd_socket = \"/run/containerd/containerd.sock\"\n"
+                          "seed_namespaces = [\"default\", \"k8s.io\"]\nseed_hold_s = 600\n",
+                          "s.toml");
+  ASSERT_OK(seed);
+  EXPECT_EQ(seed->snapshotter.containerd_socket, "/run/containerd/containerd.sock");
+  EXPECT_EQ(seed->snapshotter.seed_namespaces, (std::vector<std::string>{"default", "k8s.io"}));
+  EXPECT_EQ(seed->snapshotter.seed_hold, std::chrono::seconds(600));
 }
 
 TEST(ConfigTest, UnknownKeysAndBadValuesNameTheKey) {
@@ -103,6 +111,15 @@ TEST(ConfigTest, UnknownKeysAndBadValuesNameTheKey) {
       {"store = 5", "store: must be a table"},
       {"[snapshotter]\nenable = true", "snapshotter.enable: unknown key"},
       {"[snapshotter]\nenabled = 1", "snapshotter.enabled: must be true or false"},
+      {"[snapshotter]\nseed_namespaces = [\"default\"]",
+       "snapshotter.seed_namespaces: needs snapshotter.containerd_socket"},
+      {"[snapshotter]\ncontainerd_socket = \"/c.sock\"\nseed_namespaces = \"default\"",
+       "snapshotter.seed_namespaces: must be an array of strings"},
+      {"[snapshotter]\ncontainerd_socket = \"/c.sock\"\nseed_namespaces = [1]",
+       "snapshotter.seed_namespaces: must hold non-empty strings"},
+      {"[snapshotter]\ncontainerd_socket = \"c.sock\"",
+       "snapshotter.containerd_socket: must be an absolute path"},
+      {"[snapshotter]\nseed_hold_s = 5", "snapshotter.seed_hold_s: must be 60..604800"},
       {"[snapshotter]\nroot = \"snaps\"", "snapshotter.root: must be an absolute path"},
       {"snapshotter = true", "snapshotter: must be a table"},
       {"[store\nroot = 1", "digestd.toml: "},
