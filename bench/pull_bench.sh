@@ -119,8 +119,10 @@ BIG_LAYER=$(skopeo inspect --raw --tls-verify=false "docker://$HOST/bench/big:v1
 BIG_BYTES=$(skopeo inspect --raw --tls-verify=false "docker://$HOST/bench/big:v1" | jq -r '.layers[0].size')
 
 now() { date +%s.%N; }
+# CPU seconds the registry has used so far (it shares the machine's cores with the tools).
+reg_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f\n", ($14 + $15) / hz }' "/proc/$REGISTRY_PID/stat"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-d_big=(); d_rss=(); c_big=(); s_big=(); d_small=(); s_small=()
+d_big=(); d_rss=(); c_big=(); s_big=(); d_small=(); s_small=(); r_dsmall=(); r_ssmall=()
 # Every run of every tool writes into its own new directory, and nothing is deleted until the
 # end: ext4's inode allocator skips inodes freed in the last seconds (recently_deleted() in
 # perf), so deleting the previous run's output right before a run taxes whichever tool creates
@@ -135,10 +137,14 @@ for run in $(seq "$RUNS"); do
   c_big+=("$(echo "$t1 - $t0" | bc -l)")
   t0=$(now); skopeo copy --quiet --src-tls-verify=false "docker://$HOST/bench/big:v1" "oci:$OUT/s-big-$run:v1"; sync; t1=$(now)
   s_big+=("$(echo "$t1 - $t0" | bc -l)")
+  r0=$(reg_cpu)
   out=$("$PULL_ONCE" --store "$OUT/d-small-$run" --policy policy.json --insecure "$HOST" "$HOST/bench/small:v1" 2>/dev/null)
+  r_dsmall+=("$(echo "$(reg_cpu) - $r0" | bc -l)")
   d_small+=("$(echo "$out" | sed -n 's/.*seconds=\([0-9.]*\).*/\1/p')")
   sync
+  r0=$(reg_cpu)
   t0=$(now); skopeo copy --quiet --src-tls-verify=false "docker://$HOST/bench/small:v1" "oci:$OUT/s-small-$run:v1"; sync; t1=$(now)
+  r_ssmall+=("$(echo "$(reg_cpu) - $r0" | bc -l)")
   s_small+=("$(echo "$t1 - $t0" | bc -l)")
   echo "run $run: digestd big ${d_big[-1]}s (rss ${d_rss[-1]} KiB), curl+sync ${c_big[-1]}s, skopeo big ${s_big[-1]}s, digestd small ${d_small[-1]}s, skopeo small ${s_small[-1]}s" >&2
 done
@@ -154,6 +160,10 @@ echo "bench pull_big_layer_bytes $BIG_BYTES bytes"
 echo "bench pull_small_digestd_seconds $DS s"
 echo "bench pull_small_skopeo_seconds $SS s"
 echo "bench pull_small_layers $SMALL_LAYERS layers"
+# The registry's own CPU while serving each small pull: with both on the same cores, no client
+# can finish in less than this divided by the number of cores.
+echo "bench pull_small_registry_cpu_digestd $(printf '%s\n' "${r_dsmall[@]}" | median) s"
+echo "bench pull_small_registry_cpu_skopeo $(printf '%s\n' "${r_ssmall[@]}" | median) s"
 echo "bench pull_digestd_peak_rss $(echo "scale=1; $RSS / 1024" | bc -l) MiB"
 echo "ratio pull_vs_curl $(echo "scale=3; $CB / $DB" | bc -l)"
 echo "ratio pull_vs_skopeo_big $(echo "scale=3; $SB / $DB" | bc -l)"
