@@ -254,6 +254,9 @@ asio::awaitable<Result<HttpResponse>> RoundTrip(Stream& stream, beast::tcp_strea
     if (n > 0) {
       if (streaming) {
         const std::span<const std::byte> chunk = std::as_bytes(std::span(buf.data(), n));
+        // The sink may wait for the disk (the store's follower); that is not the peer stalling,
+        // so the stall timer is off until the next read re-arms it.
+        lowest.expires_never();
         auto written = co_await (*sink)(chunk);
         if (!written) {
           *keep_alive = false;

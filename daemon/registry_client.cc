@@ -558,8 +558,11 @@ asio::awaitable<Result<void>> RegistryClient::FetchBlob(store::Store& store, con
         co_return MakeError(Module::kDaemon, Errc::kIo,
                             "writing " + digest.ToString() + " to staging: " + ec.message());
       }
-      auto done = writer->CompleteWrite(data);
+      // The store's follower (hash, unpack) may lag behind the network: wait for it here without
+      // blocking the event loop, which serves other downloads and the control socket.
+      auto done = writer->CompleteWrite(data, store::BlobWriter::Backpressure::kReport);
       if (!done) co_return done.error();
+      while (writer->Saturated()) co_await Sleep(io_, std::chrono::milliseconds(1));
       received += data.size();
       stats_.bytes += data.size();
       if (progress) progress(digest, received);

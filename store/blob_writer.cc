@@ -55,12 +55,17 @@ class StagingFollower final : public ByteSource {
   StagingFollower(const StagingFollower&) = delete;
   StagingFollower& operator=(const StagingFollower&) = delete;
 
-  // Writer side: bytes [0, written) are in the file.
-  void Publish(std::uint64_t written) {
+  // Writer side: bytes [0, written) are in the file. With `wait`, holds the writer back while
+  // the follower lags by more than kMaxLag.
+  void Publish(std::uint64_t written, bool wait) {
     std::unique_lock lock(mu_);
     written_ = written;
     cv_.notify_all();
-    cv_.wait(lock, [&] { return written_ - read_ <= kMaxLag || done_; });
+    if (wait) cv_.wait(lock, [&] { return written_ - read_ <= kMaxLag || done_; });
+  }
+  bool Saturated() {
+    std::lock_guard lock(mu_);
+    return written_ - read_ > kMaxLag && !done_;
   }
   // Writer side, once all `total` bytes are published: waits until the body returned and every
   // byte is hashed. False when the file could not be read back.
@@ -350,7 +355,9 @@ Result<void> BlobWriter::Write(std::span<const std::byte> data) {
   return CompleteWrite(data);
 }
 
-Result<void> BlobWriter::CompleteWrite(std::span<const std::byte> data) {
+bool BlobWriter::Saturated() const { return s_->follower && s_->follower->Saturated(); }
+
+Result<void> BlobWriter::CompleteWrite(std::span<const std::byte> data, Backpressure backpressure) {
   if (s_->finished) return StoreError(Errc::kAborted, "writer already finished");
   if (s_->poisoned) return *s_->poisoned;
   if (data.size() > s_->expected_size - s_->written) {
@@ -361,7 +368,7 @@ Result<void> BlobWriter::CompleteWrite(std::span<const std::byte> data) {
     if (s_->decoder) (void)s_->decoder->Feed(data);  // errors surface in Commit()
   }
   s_->written += data.size();
-  if (s_->follower) s_->follower->Publish(s_->written);
+  if (s_->follower) s_->follower->Publish(s_->written, backpressure == Backpressure::kBlock);
   // Start writeback as we go so the final fdatasync has little left to do.
   s_->pacer.Advance(s_->fd.Get(), s_->written);
   return {};

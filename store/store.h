@@ -107,7 +107,14 @@ class BlobWriter {
     std::uint64_t offset;  // where the next byte goes
   };
   Result<WriteSlot> BeginWrite(std::size_t n);
-  Result<void> CompleteWrite(std::span<const std::byte> data);
+  // kBlock: when the reader that follows the staging file (hashing, unpacking) lags too far
+  // behind, CompleteWrite waits for it. kReport: it returns at once and Saturated() says when the
+  // caller should hold off (an event loop that must not block waits asynchronously instead).
+  enum class Backpressure { kBlock, kReport };
+  Result<void> CompleteWrite(std::span<const std::byte> data,
+                             Backpressure backpressure = Backpressure::kBlock);
+  // True while the follower is further behind than it may be; the writer should wait.
+  bool Saturated() const;
 
   const Digest& expected_digest() const;
   std::uint64_t bytes_written() const;
