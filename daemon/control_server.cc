@@ -280,6 +280,9 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     line("digestd_gc_runs_total", "Garbage collections run (not dry runs).", "counter", gc_runs);
     line("digestd_gc_bytes_freed_total", "Bytes of blobs freed by garbage collection.", "counter", gc_bytes_freed);
     line("digestd_pull_bytes_total", "Bytes fetched by successful pulls.", "counter", pull_bytes);
+    line("digestd_handoff_failures_total",
+         "Pulled images that could not be handed to containerd's content store.", "counter",
+         deps.puller.handoff_failures());
     line("digestd_hidden_digests", "Digests withdrawn from the mount by the last policy/trust re-evaluation.",
          "gauge", deps.hidden ? deps.hidden->size() : 0);
     line("digestd_cache_bytes", "Bytes of verified blobs in the store.", "gauge", usage.bytes);

@@ -408,6 +408,7 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
     const PullResult* pulled = &result;
     const BlockingFn after = [hook, pulled]() -> Result<void> { return (*hook)(*pulled); };
     if (auto err = co_await OffThread(registry_.blocking(), after)) {
+      ++handoff_failures_;
       Logger("pull")->warn("after pull of {}: {}", ref_text, err->ToString());
       Audit("pull.handoff.failed", opts, ref_text, top_digest.ToString(), nullptr, err->context());
     }

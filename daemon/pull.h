@@ -65,6 +65,8 @@ class Puller {
   // `pull.handoff.failed`; the pull itself stands.
   using AfterPullFn = std::function<Result<void>(const PullResult&)>;
   void SetAfterPull(AfterPullFn fn) { after_pull_ = std::move(fn); }
+  // After-pull hand-offs that failed (read on the io thread, like every Pull()).
+  std::uint64_t handoff_failures() const { return handoff_failures_; }
 
  private:
   asio::awaitable<Result<verify::Evidence>> FetchEvidence(const verify::Reference& ref,
@@ -78,6 +80,7 @@ class Puller {
   const Config& config_;
   RegistryClient& registry_;
   AfterPullFn after_pull_;
+  std::uint64_t handoff_failures_ = 0;
 };
 
 }  // namespace digestd::daemon

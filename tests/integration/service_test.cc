@@ -377,6 +377,9 @@ TEST_F(HandoffTest, AnUnreachableContainerdDoesNotFailThePull) {
   auto audit = Ctl("audit");
   EXPECT_NE(audit.output.find("pull.handoff.failed"), std::string::npos) << audit.output;
   EXPECT_NE(audit.output.find("namespace default"), std::string::npos) << audit.output;
+  auto metrics = Ctl("metrics");
+  EXPECT_NE(metrics.output.find("digestd_handoff_failures_total 1\n"), std::string::npos)
+      << metrics.output;
 }
 
 }  // namespace
