@@ -14,6 +14,7 @@ std::string_view ToString(Module module) {
     case Module::kStore: return "store";
     case Module::kFuse: return "fusefs";
     case Module::kDaemon: return "daemon";
+    case Module::kSnapshotter: return "snapshotter";
     case Module::kTools: return "tools";
   }
   return "unknown-module";

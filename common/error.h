@@ -12,7 +12,7 @@
 
 namespace digestd {
 
-enum class Module : std::uint8_t { kCommon, kVerify, kStore, kFuse, kDaemon, kTools };
+enum class Module : std::uint8_t { kCommon, kVerify, kStore, kFuse, kDaemon, kSnapshotter, kTools };
 
 // Closed set of failure kinds shared by all modules. Callers branch on these; the text is for humans.
 enum class Errc : std::uint8_t {

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "common/unix_socket.h"
 #include "fusefs/fuse_mount.h"
 #include "verify/oci.h"
 
@@ -796,40 +797,18 @@ ControlServer::~ControlServer() { Stop(); }
 Result<void> ControlServer::Start() {
   auto& s = *impl_;
   const std::string path = s.deps.config.daemon.socket.string();
-  if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    return MakeError(Module::kDaemon, Errc::kInvalidArgument, "socket path too long: " + Quote(path));
-  }
-  std::error_code fs_ec;
-  std::filesystem::create_directories(s.deps.config.daemon.socket.parent_path(), fs_ec);
-  // A socket left by a previous daemon: the store lock already proved none is running.
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) {
-      return MakeError(Module::kDaemon, Errc::kBusy, Quote(path) + " exists and is not a socket; refusing to replace it");
-    }
-    ::unlink(path.c_str());
-  }
   gid_t group = ::getegid();
   if (!s.deps.config.daemon.socket_group.empty()) {
-    struct group* g = ::getgrnam(s.deps.config.daemon.socket_group.c_str());
-    if (g == nullptr) {
-      return MakeError(Module::kDaemon, Errc::kInvalidArgument,
-                       "daemon.socket_group " + Quote(s.deps.config.daemon.socket_group) + " does not exist");
-    }
-    group = g->gr_gid;
+    auto g = GroupId(s.deps.config.daemon.socket_group, Module::kDaemon);
+    if (!g) return std::move(g).error().Wrap("daemon.socket_group");
+    group = *g;
   }
-  // Bind under a restrictive umask, then open up to 0660 for the group.
-  const mode_t old = ::umask(0177);
+  DIGESTD_ASSIGN_OR_RETURN(UniqueFd fd, ListenUnixSocket(path, 0660, group, Module::kDaemon));
   error_code ec;
   s.acceptor.emplace(s.io);
-  s.acceptor->open(local{}, ec);
-  if (!ec) s.acceptor->bind(local::endpoint(path), ec);
-  ::umask(old);
-  if (!ec) s.acceptor->listen(64, ec);
+  s.acceptor->assign(local{}, fd.Get(), ec);
   if (ec) return MakeError(Module::kDaemon, Errc::kIo, "listen on " + Quote(path) + ": " + ec.message());
-  if (::chown(path.c_str(), ::geteuid(), group) != 0 || ::chmod(path.c_str(), 0660) != 0) {
-    return SysError(Module::kDaemon, "set owner and mode of " + Quote(path));
-  }
+  fd.Release();  // the acceptor owns it now
   asio::co_spawn(s.io, impl_->Accept(), asio::detached);
   s.log->info("control socket {} (0660, gid {})", path, group);
   return {};

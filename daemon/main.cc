@@ -7,7 +7,6 @@
 
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <grp.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -26,6 +25,7 @@
 #include "daemon/config.h"
 #include "daemon/control_server.h"
 #include "daemon/io_uring_check.h"
+#include "common/unix_socket.h"
 #include "daemon/pull.h"
 #include "daemon/registry_client.h"
 #include "daemon/revalidate.h"
@@ -82,8 +82,8 @@ boost::asio::awaitable<void> PullOnDemand(daemon::Puller* puller, std::string re
   daemon::PullOptions options;
   options.actor_uid = 0;
   auto r = co_await puller->Pull(ref, options);
-  if (r) after();
   if (r) {
+    after();
     done->set_value(Result<void>());
   } else {
     done->set_value(Result<void>(r.error()));
@@ -242,11 +242,11 @@ int main(int argc, char** argv) {
                   .pull = pull_on_demand});
     if (!s) return Fail("snapshotter: " + s.error().ToString());
     snapshots = std::move(*s);
-    gid_t socket_gid = static_cast<gid_t>(-1);
+    gid_t socket_gid = ::getegid();
     if (!config->daemon.socket_group.empty()) {
-      if (const struct group* gr = ::getgrnam(config->daemon.socket_group.c_str())) {
-        socket_gid = gr->gr_gid;
-      }
+      auto g = GroupId(config->daemon.socket_group, Module::kDaemon);
+      if (!g) return Fail("daemon.socket_group: " + g.error().ToString());
+      socket_gid = *g;
     }
     store::Store& st = **store;
     auto g = snapshotter::GrpcServer::Start(

@@ -19,7 +19,7 @@ namespace leases = containerd::services::leases::v1;
 constexpr std::size_t kChunk = 1u << 20;
 
 Error SeedError(Errc code, std::string context) {
-  return MakeError(Module::kDaemon, code, "containerd content: " + std::move(context));
+  return MakeError(Module::kSnapshotter, code, "containerd content: " + std::move(context));
 }
 
 Error FromStatus(const grpc::Status& s, const std::string& what) {
@@ -102,7 +102,7 @@ class Seeder {
       while (got < want) {
         const ssize_t n = ::pread(fd, buf.data() + got, want - got, static_cast<off_t>(off + got));
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return SysError(Module::kDaemon, "read blob " + d.ToString());
+        if (n <= 0) return SysError(Module::kSnapshotter, "read blob " + d.ToString());
         got += static_cast<std::size_t>(n);
       }
       content::WriteContentRequest req;

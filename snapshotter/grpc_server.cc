@@ -1,8 +1,6 @@
 #include "snapshotter/grpc_server.h"
 
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,6 +10,7 @@
 #include <grpcpp/server_posix.h>
 
 #include "common/unique_fd.h"
+#include "common/unix_socket.h"
 #include "github.com/containerd/containerd/api/services/snapshots/v1/snapshots.grpc.pb.h"
 
 namespace digestd::snapshotter {
@@ -200,32 +199,18 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(Snapshots& snapshots,
                                                       GrpcServerOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->opts = std::move(options);
-  const std::string path = impl->opts.socket.string();
-  sockaddr_un addr{};
-  if (path.empty() || path.size() >= sizeof addr.sun_path) {
-    return MakeError(Module::kStore, Errc::kInvalidArgument, "bad snapshotter socket path " + path);
-  }
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return SysError(Module::kStore, "socket");
-  ::unlink(path.c_str());  // a stale socket of a previous run
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  if (::bind(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return SysError(Module::kStore, "bind " + path);
-  }
-  if (::chmod(path.c_str(), impl->opts.mode) != 0) return SysError(Module::kStore, "chmod " + path);
-  if (impl->opts.group != static_cast<gid_t>(-1) &&
-      ::chown(path.c_str(), static_cast<uid_t>(-1), impl->opts.group) != 0) {
-    return SysError(Module::kStore, "chown " + path);
-  }
-  if (::listen(fd.Get(), 64) != 0) return SysError(Module::kStore, "listen " + path);
+  DIGESTD_ASSIGN_OR_RETURN(
+      UniqueFd fd, ListenUnixSocket(impl->opts.socket, impl->opts.mode, impl->opts.group,
+                                    Module::kSnapshotter));
   impl->listener = std::move(fd);
   impl->service = std::make_unique<Service>(snapshots, impl->opts.on_refusal);
   grpc::ServerBuilder builder;
   builder.RegisterService(impl->service.get());
   builder.SetMaxReceiveMessageSize(4 << 20);
   impl->server = builder.BuildAndStart();
-  if (!impl->server) return MakeError(Module::kStore, Errc::kInternal, "gRPC server did not start");
+  if (!impl->server) {
+    return MakeError(Module::kSnapshotter, Errc::kInternal, "gRPC server did not start");
+  }
   impl->acceptor = std::thread([p = impl.get()] { p->AcceptLoop(); });
   return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
 }

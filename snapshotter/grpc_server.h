@@ -6,6 +6,7 @@
 // socket), and only then handed to gRPC; a refused peer is closed at once.
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <functional>
@@ -20,7 +21,7 @@ namespace digestd::snapshotter {
 struct GrpcServerOptions {
   std::filesystem::path socket;
   mode_t mode = 0660;
-  gid_t group = static_cast<gid_t>(-1);  // -1: leave the group
+  gid_t group = ::getegid();  // owner group of the socket
   // Whether a peer (uid, gid) may use the service.
   std::function<bool(uid_t, gid_t)> authorize;
   // Told about every refused connection and every failed call (for the log and audit).

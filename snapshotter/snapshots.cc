@@ -19,7 +19,7 @@ namespace digestd::snapshotter {
 namespace {
 
 using nlohmann::json;
-constexpr Module kMod = Module::kStore;  // the snapshotter reports as part of the store's domain
+constexpr Module kMod = Module::kSnapshotter;
 
 Error NotFound(const std::string& what) { return MakeError(kMod, Errc::kNotFound, what); }
 Error Exists(const std::string& what) { return MakeError(kMod, Errc::kAlreadyExists, what); }
