@@ -129,22 +129,31 @@ struct Loader {
 
   // fulcio {caPath|caData, oidcIssuer, subjectEmail|subject} with rekorPublicKeyPath|Data, or
   // fulcio {oidcIssuer, subjectEmail|subject} with trustedRootPath.
+  // The PEM text of a `...Path` / `...Data` field pair: a file (relative to the policy, at most
+  // `cap` bytes) or base64 of `what`. `label` says where it came from: the path, or the data
+  // field's name.
+  Result<std::string> PemFrom(const json& obj, const char* path_field, const char* data_field,
+                              const std::string& where, std::size_t cap, const char* what,
+                              std::string& label) const {
+    if (obj.contains(path_field)) {
+      DIGESTD_ASSIGN_OR_RETURN(std::string p, String(obj, path_field, where));
+      DIGESTD_ASSIGN_OR_RETURN(std::string pem, ReadRelative(p, where + "." + path_field, cap));
+      label = p;
+      return pem;
+    }
+    DIGESTD_ASSIGN_OR_RETURN(std::string data, String(obj, data_field, where));
+    auto raw = Base64Decode(data);
+    if (!raw) return Bad(where + "." + data_field, std::string("must be base64 of ") + what);
+    label = data_field;
+    return *raw;
+  }
+
   // Certificates from a path or base64 data field pair.
   Result<std::vector<CertificatePtr>> CertsFrom(const json& obj, const char* path_field,
                                                 const char* data_field, const std::string& where,
                                                 std::string& label) const {
-    std::string pem;
-    if (obj.contains(path_field)) {
-      DIGESTD_ASSIGN_OR_RETURN(std::string p, String(obj, path_field, where));
-      DIGESTD_ASSIGN_OR_RETURN(pem, ReadRelative(p, where + "." + path_field, 256u << 10));
-      label = p;
-    } else {
-      DIGESTD_ASSIGN_OR_RETURN(std::string data, String(obj, data_field, where));
-      auto raw = Base64Decode(data);
-      if (!raw) return Bad(where + "." + data_field, "must be base64 of PEM certificates");
-      pem = *raw;
-      label = data_field;
-    }
+    DIGESTD_ASSIGN_OR_RETURN(std::string pem, PemFrom(obj, path_field, data_field, where,
+                                                      256u << 10, "PEM certificates", label));
     auto certs = Certificate::ChainFromPem(pem);
     if (!certs) return Bad(where, "certificates: " + certs.error().context());
     return *certs;
@@ -232,18 +241,10 @@ struct Loader {
       return Bad(where, "exactly one of rekorPublicKeyPath and rekorPublicKeyData is required: "
                         "without a Rekor signed entry timestamp there is no trusted signing time");
     }
-    std::string ca_pem;
-    if (f->contains("caPath")) {
-      DIGESTD_ASSIGN_OR_RETURN(std::string p, String(*f, "caPath", fw));
-      DIGESTD_ASSIGN_OR_RETURN(ca_pem, ReadRelative(p, fw + ".caPath", 256u << 10));
-      rule.root_label = "fulcio " + p;
-    } else {
-      DIGESTD_ASSIGN_OR_RETURN(std::string data, String(*f, "caData", fw));
-      auto pem = Base64Decode(data);
-      if (!pem) return Bad(fw + ".caData", "must be base64 of PEM certificates");
-      ca_pem = *pem;
-      rule.root_label = "fulcio caData";
-    }
+    std::string ca_label;
+    DIGESTD_ASSIGN_OR_RETURN(std::string ca_pem, PemFrom(*f, "caPath", "caData", fw, 256u << 10,
+                                                         "PEM certificates", ca_label));
+    rule.root_label = "fulcio " + ca_label;
     auto certs = Certificate::ChainFromPem(ca_pem);
     if (!certs) return Bad(fw, "CA certificates: " + certs.error().context());
     std::vector<Authority> cas;
@@ -254,16 +255,10 @@ struct Loader {
       }
       cas.push_back(Authority{rule.root_label, {c->der()}, {}});
     }
-    std::string rekor_pem;
-    if (obj.contains("rekorPublicKeyPath")) {
-      DIGESTD_ASSIGN_OR_RETURN(std::string p, String(obj, "rekorPublicKeyPath", where));
-      DIGESTD_ASSIGN_OR_RETURN(rekor_pem, ReadRelative(p, where + ".rekorPublicKeyPath", 64u << 10));
-    } else {
-      DIGESTD_ASSIGN_OR_RETURN(std::string data, String(obj, "rekorPublicKeyData", where));
-      auto pem = Base64Decode(data);
-      if (!pem) return Bad(where + ".rekorPublicKeyData", "must be base64 of a PEM key");
-      rekor_pem = *pem;
-    }
+    std::string rekor_label;
+    DIGESTD_ASSIGN_OR_RETURN(std::string rekor_pem,
+                             PemFrom(obj, "rekorPublicKeyPath", "rekorPublicKeyData", where,
+                                     64u << 10, "a PEM key", rekor_label));
     auto key = PublicKey::FromPem(rekor_pem);
     if (!key) return Bad(where + ".rekorPublicKey", key.error().context());
     if ((*key)->type() != KeyType::kEcdsaP256 && (*key)->type() != KeyType::kEcdsaP384) {
