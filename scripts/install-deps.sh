@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs every Debian package that digestd's build, tests, demo and benchmarks need.
+# Installs every Debian package that digestd's build, tests, demo and benchmarks need, on Debian 12
+# (bookworm), from a minimal system up (scripts/check-fresh.sh proves it on a new debootstrap root).
 # Idempotent: packages already installed are skipped; apt is only touched when something is missing.
 set -euo pipefail
 
 PACKAGES=(
-  # toolchain and build
-  g++ cmake make pkg-config ccache
+  # toolchain and build; dpkg-dev (dpkg-source) with the decompressors of Debian source
+  # packages unpacks trixie's fuse3 source (scripts/fetch-libfuse.sh)
+  g++ cmake make pkg-config ccache dpkg-dev xz-utils bzip2 gzip
   # libraries (Boost >= 1.78 for Asio's io_uring backend; 1.81 conflicts with libboost1.74-dev)
   libboost1.81-dev liburing-dev librocksdb-dev libssl-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libtomlplusplus-dev libexpected-dev libarchive-dev libzstd-dev libcli11-dev
@@ -13,9 +15,12 @@ PACKAGES=(
   # the containerd snapshotter (gRPC; containerd's API protos; containerd itself for the e2e test)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   golang-github-containerd-containerd-dev containerd
-  # tests
+  # tests: the registry and image tools, the runtimes, and every command the tests and benchmarks
+  # run (systemd: systemd-analyze; procps: pkill; util-linux: unshare, setpriv, losetup,
+  # mountpoint, prlimit; e2fsprogs: mkfs.ext4; coreutils: timeout, sha256sum, stat)
   libgtest-dev libgmock-dev docker-registry skopeo umoci busybox-static runc curl jq strace openssl
-  apache2-utils bc python3
+  apache2-utils bc python3 systemd procps util-linux e2fsprogs coreutils findutils grep sed
+  tar ca-certificates git
   # fuzzing (clang + libFuzzer runtime)
   clang libclang-rt-14-dev
 )
