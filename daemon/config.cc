@@ -60,10 +60,14 @@ struct Reader {
     return {};
   }
 
-  Result<void> Host(const std::string& key, const std::string& host) const {
-    if (host.find('/') != std::string::npos || !verify::ValidateRegistryHost(host)) {
+  // Validates and normalises (verify::NormalizeRegistryHost) a host in place, so lookups by a
+  // reference's registry find it whatever case either was written in.
+  Result<void> Host(const std::string& key, std::string& host) const {
+    auto normal = verify::NormalizeRegistryHost(host);
+    if (host.find('/') != std::string::npos || !normal) {
       return Bad(key, Quote(host) + " is not a registry host[:port]");
     }
+    host = std::move(*normal);
     return {};
   }
 
@@ -86,8 +90,10 @@ const toml::table* SubTable(const toml::table& t, std::string_view key) {
 }  // namespace
 
 const RegistryConfig* Config::FindRegistry(std::string_view host) const {
+  auto normal = verify::NormalizeRegistryHost(host);
+  if (!normal) return nullptr;
   for (const auto& r : registries) {
-    if (r.host == host) return &r;
+    if (r.host == *normal) return &r;
   }
   return nullptr;
 }
@@ -108,9 +114,9 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
   DIGESTD_RETURN_IF_ERROR(
       rd.OnlyKeys(root, "",
                   {"store", "policy", "auth", "pull", "timeouts", "unpack", "daemon", "registry",
-                   "snapshotter"}));
-  for (const char* section :
-       {"store", "policy", "auth", "pull", "timeouts", "unpack", "daemon", "snapshotter"}) {
+                   "snapshotter", "audit"}));
+  for (const char* section : {"store", "policy", "auth", "pull", "timeouts", "unpack", "daemon",
+                              "snapshotter", "audit"}) {
     if (root.get(section) && !root.get(section)->is_table()) {
       return rd.Bad(section, "must be a table ([" + std::string(section) + "])");
     }
@@ -253,10 +259,36 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
     c.snapshotter.seed_hold = std::chrono::seconds(hold);
   }
   if (const auto* t = SubTable(root, "timeouts")) {
-    DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(*t, "timeouts", {"connect_ms", "first_byte_ms", "stall_ms"}));
+    DIGESTD_RETURN_IF_ERROR(
+        rd.OnlyKeys(*t, "timeouts",
+                    {"connect_ms", "first_byte_ms", "stall_ms", "blob_deadline_min_ms",
+                     "min_rate_bytes_per_s"}));
     DIGESTD_RETURN_IF_ERROR(rd.Ms(*t, "connect_ms", "timeouts", c.connect_timeout));
     DIGESTD_RETURN_IF_ERROR(rd.Ms(*t, "first_byte_ms", "timeouts", c.first_byte_timeout));
     DIGESTD_RETURN_IF_ERROR(rd.Ms(*t, "stall_ms", "timeouts", c.stall_timeout));
+    DIGESTD_RETURN_IF_ERROR(rd.Ms(*t, "blob_deadline_min_ms", "timeouts", c.blob_deadline_min));
+    DIGESTD_RETURN_IF_ERROR(
+        rd.Set(*t, "min_rate_bytes_per_s", "timeouts", c.min_rate_bytes_per_s));
+    if (c.min_rate_bytes_per_s < 1024) {
+      return rd.Bad("timeouts.min_rate_bytes_per_s", "must be at least 1024");
+    }
+  }
+  if (const auto* a = SubTable(root, "audit")) {
+    DIGESTD_RETURN_IF_ERROR(
+        rd.OnlyKeys(*a, "audit", {"max_bytes", "max_age_days", "refusals_per_minute"}));
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*a, "max_bytes", "audit", c.audit.max_bytes));
+    if (c.audit.max_bytes != 0 && c.audit.max_bytes < (1u << 20)) {
+      return rd.Bad("audit.max_bytes", "must be 0 (no bound) or at least 1 MiB");
+    }
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*a, "max_age_days", "audit", c.audit.max_age_days));
+    if (c.audit.max_age_days < 0 || c.audit.max_age_days > 36500) {
+      return rd.Bad("audit.max_age_days", "must be 0..36500");
+    }
+    DIGESTD_RETURN_IF_ERROR(
+        rd.Set(*a, "refusals_per_minute", "audit", c.audit.refusals_per_minute));
+    if (c.audit.refusals_per_minute < 1 || c.audit.refusals_per_minute > 100000) {
+      return rd.Bad("audit.refusals_per_minute", "must be 1..100000");
+    }
   }
   if (const toml::node* regs = root.get("registry")) {
     const toml::array* arr = regs->as_array();

@@ -64,6 +64,15 @@ struct SnapshotterConfig {
   std::chrono::seconds seed_hold{3600};
 };
 
+// [audit]: the audit log's retention and the bound on what one client can make it record.
+struct AuditConfig {
+  std::uint64_t max_bytes = std::uint64_t{256} << 20;  // oldest events go past this; 0: no bound
+  std::int64_t max_age_days = 90;                      // older events go; 0: kept by size only
+  // Refusals (forbidden or malformed requests) recorded per peer uid and minute; the rest are
+  // counted (digestd_audit_suppressed_total) and reported on the next recorded refusal.
+  int refusals_per_minute = 60;
+};
+
 struct Config {
   std::filesystem::path store_root = "/var/lib/digestd";
   std::uint64_t quota_bytes = 0;
@@ -85,6 +94,13 @@ struct Config {
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds first_byte_timeout{30'000};
   std::chrono::milliseconds stall_timeout{30'000};
+  // A whole blob (or manifest) download must finish within blob_deadline_min plus its size at
+  // min_rate_bytes_per_s, whatever trickles in: a registry sending one byte per stall_timeout
+  // cannot hold a pull forever.
+  std::chrono::milliseconds blob_deadline_min{60'000};
+  std::uint64_t min_rate_bytes_per_s = 256 << 10;
+
+  AuditConfig audit;
 
   std::vector<RegistryConfig> registries;
   DaemonConfig daemon;

@@ -18,6 +18,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "common/fd_budget.h"
 #include "common/log.h"
 #include "common/unix_socket.h"
 #include "fusefs/fuse_mount.h"
@@ -36,6 +37,8 @@ using nlohmann::json;
 constexpr std::size_t kHeaderLimit = 16u << 10;
 constexpr std::size_t kBodyLimit = 1u << 20;
 constexpr auto kRequestTimeout = std::chrono::seconds(30);
+// Connections served at once; past it new ones are closed at accept (counted).
+constexpr std::size_t kMaxConnections = 4096;
 
 struct Reply {
   http::status status = http::status::ok;
@@ -44,7 +47,8 @@ struct Reply {
 };
 
 Reply JsonReply(http::status status, const json& j) {
-  return Reply{status, j.dump() + "\n", "application/json"};
+  // Never throws: text from a request (a path with invalid UTF-8) is replaced, not fatal.
+  return Reply{status, Auditor::Dump(j) + "\n", "application/json"};
 }
 
 Reply ErrorReply(http::status status, std::string_view message) {
@@ -116,6 +120,38 @@ Result<std::string> StringField(const json& j, const char* name, bool required, 
   return s;
 }
 
+// A request target we route: printable ASCII or well-formed UTF-8, no controls or spaces.
+bool ValidTarget(std::string_view t) {
+  if (t.empty() || t.size() > 8192) return false;
+  for (std::size_t i = 0; i < t.size();) {
+    const auto c = static_cast<unsigned char>(t[i]);
+    if (c < 0x80) {
+      if (c <= 0x20 || c == 0x7f) return false;
+      ++i;
+      continue;
+    }
+    std::size_t n = 0;
+    std::uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) { n = 1; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { n = 2; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { n = 3; cp = c & 0x07; }
+    else return false;
+    for (std::size_t k = 1; k <= n; ++k) {
+      if (i + k >= t.size()) return false;
+      const auto cc = static_cast<unsigned char>(t[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    // Overlong forms, surrogates and code points past U+10FFFF are not UTF-8.
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
 json EventJson(const PullEvent& e) {
   json j{{"type", e.type}};
   if (!e.detail.empty()) j["detail"] = e.detail;
@@ -166,17 +202,20 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
   std::map<std::string, std::uint64_t> pull_failures;  // by error code
   std::uint64_t gc_runs = 0;
   std::uint64_t gc_bytes_freed = 0;
+  std::size_t open_connections = 0;
+  std::uint64_t connections_refused = 0;
+  AcceptBackoff backoff{Logger("api"), "control socket"};
 
   void Audit(std::string_view type, const Peer& peer, json fields) {
-    fields["type"] = std::string(type);
-    fields["time"] = static_cast<std::int64_t>(::time(nullptr));
     fields["actor"] = static_cast<std::int64_t>(peer.uid);
     fields["pid"] = static_cast<std::int64_t>(peer.pid);
-    const std::string text = fields.dump();
-    log->info("audit {}", text);
-    if (auto r = deps.store.AppendAudit(text); !r) {
-      log->error("audit append failed: {}", r.error().ToString());
-    }
+    deps.auditor->Record(type, fields);
+  }
+  // A refused request: recorded within the peer's per-minute budget, counted beyond it.
+  void AuditRefusal(std::string_view type, const Peer& peer, json fields) {
+    fields["actor"] = static_cast<std::int64_t>(peer.uid);
+    fields["pid"] = static_cast<std::int64_t>(peer.pid);
+    deps.auditor->Refusal(static_cast<std::int64_t>(peer.uid), type, fields);
   }
 
   json PullResultJson(const PullResult& r) const {
@@ -271,6 +310,31 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     const auto sc = deps.store.counters();
     line("digestd_api_requests_total", "Control API requests.", "counter", requests);
     line("digestd_api_forbidden_total", "Requests refused by role.", "counter", forbidden);
+    line("digestd_api_bad_requests_total", "Malformed requests answered with a 4xx.", "counter",
+         bad_requests);
+    line("digestd_api_connections", "Control socket connections open now.", "gauge",
+         open_connections);
+    line("digestd_api_connections_refused_total",
+         "Connections closed at accept because kMaxConnections were open.", "counter",
+         connections_refused);
+    line("digestd_accept_backoffs_total",
+         "accept() failures from fd or memory shortage, each backed off (never fatal).", "counter",
+         backoff.failures(), "{socket=\"control\"}");
+    if (deps.other_accept_failures) {
+      m += "digestd_accept_backoffs_total{socket=\"snapshotter\"} " +
+           std::to_string(deps.other_accept_failures()) + "\n";
+    }
+    line("digestd_fd_limit", "The process's soft RLIMIT_NOFILE.", "gauge", FdLimit());
+    const auto audit = deps.store.GetAuditStats();
+    line("digestd_audit_events", "Events in the audit log.", "gauge", audit.events);
+    line("digestd_audit_bytes", "Bytes of the audit log's events.", "gauge", audit.bytes);
+    line("digestd_audit_pruned_total", "Audit events removed by retention.", "counter",
+         deps.auditor->pruned());
+    line("digestd_audit_suppressed_total",
+         "Refusals not recorded because their peer was over audit.refusals_per_minute.",
+         "counter", deps.auditor->suppressed());
+    line("digestd_audit_write_failures_total", "Audit events that could not be written.",
+         "counter", deps.auditor->write_failures());
     line("digestd_pulls_total", "Pulls that committed an image.", "counter", pulls_ok, "{result=\"ok\"}");
     m += "digestd_pulls_total{result=\"failed\"} " + std::to_string(pulls_failed) + "\n";
     m += "# HELP digestd_pull_failures_total Failed pulls by reason (policy: permission; bad content: digest-mismatch, size-mismatch, corrupt; network: io).\n"
@@ -322,15 +386,35 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
 
   asio::awaitable<void> Accept() {
     auto self = shared_from_this();
+    asio::steady_timer pause(io);
     for (;;) {
       error_code ec;
       local::socket sock = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
-        log->warn("accept: {}", ec.message());
+        // Out of fds (or memory): the connection stays queued and accept fails again at once;
+        // wait instead of spinning, log once in a while, count every time.
+        const int err = ec.category() == boost::system::system_category() ? ec.value() : 0;
+        const auto delay = AcceptBackoff::IsShortage(err) ? backoff.OnShortage(err)
+                                                          : std::chrono::milliseconds(100);
+        if (!AcceptBackoff::IsShortage(err)) log->warn("accept: {}", ec.message());
+        pause.expires_after(delay);
+        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        if (stopping) co_return;
         continue;
       }
-      asio::co_spawn(io, self->Serve(std::move(sock)), asio::detached);
+      backoff.OnSuccess();
+      if (open_connections >= kMaxConnections) {
+        // Bounded like every other resource a client can make us hold: the newest is refused.
+        ++connections_refused;
+        error_code ignored;
+        sock.close(ignored);
+        continue;
+      }
+      ++open_connections;
+      asio::co_spawn(io, self->Serve(std::move(sock)), [self](std::exception_ptr) {
+        --self->open_connections;
+      });
     }
   }
 
@@ -365,6 +449,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       }
       if (ec) {
         ++bad_requests;
+        AuditRefusal("api.bad_request", peer, {{"reason", ec.message()}});
         Reply r;
         if (ec == http::error::body_limit) {
           r = ErrorReply(http::status::payload_too_large, "request body over 1 MiB");
@@ -381,6 +466,19 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       stream.expires_never();
       auto req = parser.release();
       ++requests;
+      if (!ValidTarget(req.target())) {
+        // Answered and audited like any other refusal (the path is recorded with its invalid
+        // bytes replaced); the connection is closed.
+        ++bad_requests;
+        AuditRefusal("api.bad_request", peer,
+                     {{"path", std::string(req.target())},
+                      {"reason", "request target is not printable UTF-8"}});
+        co_await Write(stream,
+                       ErrorReply(http::status::bad_request,
+                                  "request target must be printable UTF-8 without spaces"),
+                       req.version(), false);
+        co_return;
+      }
       bool streamed = false;
       Reply reply = co_await Route(peer, req, stream, &streamed);
       const bool keep = req.keep_alive() && !streamed;
@@ -404,7 +502,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     const Role role = RoleFor(deps.config.daemon, peer);
     if (role == Role::kNone || (write && role != Role::kAdmin)) {
       ++forbidden;
-      Audit("api.forbidden", peer,
+      AuditRefusal("api.forbidden", peer,
             {{"path", path}, {"method", std::string(req.method_string())},
              {"role", std::string(RoleName(role))}});
       co_return ErrorReply(http::status::forbidden,
@@ -539,7 +637,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
         json j = json::parse(e.json, nullptr, false);
         if (j.is_discarded() || !j.is_object()) j = json::object();
         j["seq"] = e.seq;
-        body += j.dump() + "\n";
+        body += Auditor::Dump(j) + "\n";
       }
       co_return Reply{http::status::ok, body, "application/x-ndjson"};
     }
@@ -563,6 +661,8 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       if (!digest) co_return FromError(digest.error());
       if (auto r = deps.store.Deny(*digest, *reason); !r) co_return FromError(r.error());
       if (deps.mount) deps.mount->Invalidate(*digest);
+      // Layers that only denied images use are withdrawn with them.
+      if (deps.revalidate) deps.revalidate();
       Audit("deny.added", peer, {{"digest", digest->ToString()}, {"reason", *reason}});
       co_return JsonReply(http::status::ok, json{{"denied", digest->ToString()}});
     }
@@ -571,6 +671,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       if (!digest) co_return FromError(digest.error());
       if (auto r = deps.store.Undeny(*digest); !r) co_return FromError(r.error());
       if (deps.mount) deps.mount->Invalidate(*digest);  // negative entries the kernel may hold
+      if (deps.revalidate) deps.revalidate();           // its layers come back
       Audit("deny.removed", peer, {{"digest", digest->ToString()}});
       co_return JsonReply(http::status::ok, json{{"allowed", digest->ToString()}});
     }
@@ -619,7 +720,8 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       for (const auto& l : *leases) {
         json digests = json::array();
         for (const auto& d : l.digests) digests.push_back(d.ToString());
-        out.push_back({{"id", l.id}, {"tenant", l.tenant}, {"digests", digests}, {"created", l.created}});
+        out.push_back({{"id", l.id}, {"tenant", l.tenant}, {"container", l.container},
+                       {"digests", digests}, {"created", l.created}});
       }
       co_return JsonReply(http::status::ok, out);
     }
@@ -630,7 +732,11 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       if (!id) co_return FromError(id.error());
       auto tenant = StringField(*body, "tenant", true, 128);
       if (!tenant) co_return FromError(tenant.error());
-      store::Lease lease{.id = *id, .tenant = *tenant};
+      // The container the lease is for: only a release naming it (the poststop hook with that
+      // container's state) may release the lease on the container's behalf.
+      auto container = StringField(*body, "container", false, 128);
+      if (!container) co_return FromError(container.error());
+      store::Lease lease{.id = *id, .tenant = *tenant, .container = *container};
       // Images by digest or by a reference pulled before.
       auto images = body->find("images");
       if (images == body->end() || !images->is_array() || images->empty() || images->size() > 1000) {
@@ -657,22 +763,38 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       if (auto r = deps.store.PutLease(lease); !r) co_return FromError(r.error());
       json digests = json::array();
       for (const auto& d : lease.digests) digests.push_back(d.ToString());
-      Audit("lease.created", peer, {{"lease", lease.id}, {"tenant", lease.tenant}, {"digests", digests}});
-      co_return JsonReply(http::status::ok, json{{"id", lease.id}, {"tenant", lease.tenant}, {"digests", digests}});
+      Audit("lease.created", peer, {{"lease", lease.id}, {"tenant", lease.tenant},
+                                    {"container", lease.container}, {"digests", digests}});
+      co_return JsonReply(http::status::ok, json{{"id", lease.id}, {"tenant", lease.tenant},
+                                                 {"container", lease.container},
+                                                 {"digests", digests}});
     }
     if (path.starts_with("/v1/leases/") && method == http::verb::delete_) {
       const std::string id = path.substr(11);
       const std::string w = QueryValue(query, "wipe");
       const bool wipe = w == "1" || w == "true";
+      // A release on a container's behalf (the poststop hook) names the container (and maybe
+      // the tenant) from the container's state; the store checks them against the lease.
+      std::optional<store::LeaseOwner> owner;
+      if (const std::string c = QueryValue(query, "container"); !c.empty() ||
+          query.find("container=") != std::string::npos) {
+        owner = store::LeaseOwner{.container = c, .tenant = QueryValue(query, "tenant")};
+      }
       std::optional<store::WipeReport> report;
       store::Store* store = &deps.store;
-      const BlockingFn release = [store, id, wipe, &report]() -> Result<void> {
-        auto r = store->ReleaseLease(id, wipe);
+      const store::LeaseOwner* owner_ptr = owner ? &*owner : nullptr;
+      const BlockingFn release = [store, id, wipe, owner_ptr, &report]() -> Result<void> {
+        auto r = store->ReleaseLease(id, wipe, owner_ptr);
         if (!r) return r.error();
         report = std::move(*r);
         return {};
       };
       auto err = co_await OffThread(deps.registry.blocking(), release);
+      if (err && err->code() == Errc::kPermission) {
+        AuditRefusal("lease.release.refused", peer,
+                     {{"lease", id}, {"container", owner ? owner->container : ""},
+                      {"tenant", owner ? owner->tenant : ""}, {"reason", err->context()}});
+      }
       if (err) co_return FromError(*err);
       json blobs = json::array();
       for (const auto& d : report->blobs) {
@@ -690,6 +812,25 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       co_return co_await Pull(peer, req, query, stream, streamed);
     }
     co_return ErrorReply(http::status::not_found, "no endpoint " + std::string(req.method_string()) + " " + path);
+  }
+
+  // Audit retention: at start and then every minute, off the io thread.
+  asio::awaitable<void> RetainAudit() {
+    auto self = shared_from_this();
+    asio::steady_timer timer(io);
+    Auditor* auditor = deps.auditor;
+    const BlockingFn prune = [auditor]() -> Result<void> {
+      auto r = auditor->Prune();
+      if (!r) return r.error();
+      return {};
+    };
+    while (!stopping) {
+      auto err = co_await OffThread(deps.registry.blocking(), prune);
+      if (err) log->error("audit retention: {}", err->ToString());
+      timer.expires_after(std::chrono::seconds(60));
+      error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
   }
 
   struct PullStream {
@@ -739,7 +880,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     co_await http::async_write_header(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
     auto state = std::make_shared<PullStream>(io);
     opts.on_event = [state](const PullEvent& e) {
-      state->lines.push_back(EventJson(e).dump());
+      state->lines.push_back(Auditor::Dump(EventJson(e)));
       state->wake.cancel();
     };
     auto self = shared_from_this();
@@ -761,7 +902,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
             last = json{{"type", "error"}, {"error", r.error().ToString()},
                         {"code", std::string(ToString(r.error().code()))}};
           }
-          state->lines.push_back(last.dump());
+          state->lines.push_back(Auditor::Dump(last));
           state->done = true;
           state->wake.cancel();
         },
@@ -810,9 +951,12 @@ Result<void> ControlServer::Start() {
   if (ec) return MakeError(Module::kDaemon, Errc::kIo, "listen on " + Quote(path) + ": " + ec.message());
   fd.Release();  // the acceptor owns it now
   asio::co_spawn(s.io, impl_->Accept(), asio::detached);
+  asio::co_spawn(s.io, impl_->RetainAudit(), asio::detached);
   s.log->info("control socket {} (0660, gid {})", path, group);
   return {};
 }
+
+std::size_t ControlServer::connections() const { return impl_->open_connections; }
 
 void ControlServer::Stop() {
   auto& s = *impl_;

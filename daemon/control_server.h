@@ -19,6 +19,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 
 #include "common/error.h"
+#include "daemon/auditor.h"
 #include "daemon/config.h"
 #include "daemon/pull.h"
 #include "daemon/revalidate.h"
@@ -54,6 +55,10 @@ struct ControlDeps {
   std::function<void()> revalidate;
   // Images withdrawn by the last re-evaluation; may be null.
   const HiddenSet* hidden = nullptr;
+  // Every event the API records goes through it (clipped, refusals rate-limited per peer).
+  Auditor* auditor = nullptr;
+  // Other accept loops' shortage counts, for /v1/metrics (the snapshotter's); may be null.
+  std::function<std::uint64_t()> other_accept_failures;
 };
 
 class ControlServer {
@@ -65,6 +70,8 @@ class ControlServer {
   Result<void> Start();
   // Stops accepting; connections in progress finish their current request.
   void Stop();
+  // Connections open now (each is a coroutine and an fd; bounded by kMaxConnections).
+  std::size_t connections() const;
 
   struct Impl;
 

@@ -21,7 +21,9 @@
 #include <string>
 #include <unordered_set>
 
+#include "common/fd_budget.h"
 #include "common/log.h"
+#include "daemon/auditor.h"
 #include "daemon/config.h"
 #include "daemon/control_server.h"
 #include "daemon/io_uring_check.h"
@@ -66,10 +68,11 @@ int Fail(const std::string& what) {
   return 1;
 }
 
-void AuditEvent(store::Store& store, nlohmann::json j) {
-  j["time"] = static_cast<std::int64_t>(::time(nullptr));
+void AuditEvent(daemon::Auditor& auditor, nlohmann::json j) {
   j["actor"] = "digestd";
-  (void)store.AppendAudit(j.dump());
+  const std::string type = j.value("type", "digestd");
+  j.erase("type");
+  auditor.Record(type, j);
 }
 
 }  // namespace
@@ -125,8 +128,12 @@ int main(int argc, char** argv) {
   }
   if (auto r = daemon::CheckIoUring(); !r) return Fail(r.error().ToString());
 
+  // Every reader of the mount and client of the sockets costs an fd: take the whole hard limit
+  // (the unit raises it), and size the mount's fd cache from it.
+  const std::uint64_t fd_limit = RaiseFdLimit();
   auto store = store::Store::Open({.root = config->store_root, .quota_bytes = config->quota_bytes});
   if (!store) return Fail(store.error().ToString());
+  daemon::Auditor auditor(**store, config->audit);
   // Leases of pulls that were in flight when a previous daemon stopped pin nothing useful.
   if (auto leases = (*store)->ListLeases()) {
     for (const auto& l : *leases) {
@@ -137,10 +144,27 @@ int main(int argc, char** argv) {
   if (auto r = policies.Reload(); !r) return Fail(r.error().ToString());
 
   daemon::HiddenSet hidden;
+  // blobs/ under the mount is for root and the admin group (the socket's group) only.
+  gid_t admin_gid = 0;
+  if (!config->daemon.socket_group.empty()) {
+    auto g = GroupId(config->daemon.socket_group, Module::kDaemon);
+    if (!g) return Fail("daemon.socket_group: " + g.error().ToString());
+    admin_gid = *g;
+  }
   auto mount = fusefs::FuseMount::Mount(
       **store, {.mountpoint = config->daemon.mountpoint.string(),
+                .content_cache_entries = ContentCacheBudget(fd_limit),
+                .blobs_gid = admin_gid,
                 .hidden = [&hidden](const verify::Digest& d) { return hidden.Contains(d); }});
   if (!mount) return Fail(mount.error().ToString());
+  log->info("fd limit {}: the mount keeps at most {} backing fds open", fd_limit,
+            ContentCacheBudget(fd_limit));
+  // Whatever a removal (GC, quota, wipe) takes away, the mount stops serving at once: its views
+  // and cached fds go, and a later pull of the same digest gets fresh ones.
+  fusefs::FuseMount* served = mount->get();
+  (*store)->SetRemovalListener([served](const std::vector<verify::Digest>& removed) {
+    for (const auto& d : removed) served->Removed(d);
+  });
 
   boost::asio::io_context io;
   daemon::RegistryClient registry(io, *config);
@@ -180,7 +204,7 @@ int main(int argc, char** argv) {
     for (const auto& w : r->withdrawn) {
       if (withdrawn_before.count(w.manifest)) continue;
       log->warn("withdrawn from the mount: {} ({}): {}", w.reference, w.manifest.ToString(), w.reason);
-      AuditEvent(**store, {{"type", "image.withdrawn"}, {"digest", w.manifest.ToString()},
+      AuditEvent(auditor, {{"type", "image.withdrawn"}, {"digest", w.manifest.ToString()},
                            {"reference", w.reference}, {"reason", w.reason}});
     }
     withdrawn_before.clear();
@@ -197,7 +221,7 @@ int main(int argc, char** argv) {
   revalidate();
   auto reload = [&]() -> Result<void> {
     auto r = policies.Reload();
-    AuditEvent(**store, {{"type", "policy.reload"}, {"ok", r.has_value()},
+    AuditEvent(auditor, {{"type", "policy.reload"}, {"ok", r.has_value()},
                          {"reason", r ? "" : r.error().ToString()}});
     if (!r) {
       log->error("reload refused, keeping the previous policy: {}", r.error().ToString());
@@ -206,6 +230,8 @@ int main(int argc, char** argv) {
     revalidate();
     return r;
   };
+  std::unique_ptr<snapshotter::Snapshots> snapshots;
+  std::unique_ptr<snapshotter::GrpcServer> snapshotter_server;
   daemon::ControlServer server(io, {.store = **store,
                                     .policies = policies,
                                     .config = *config,
@@ -214,13 +240,18 @@ int main(int argc, char** argv) {
                                     .mount = mount->get(),
                                     .reload = reload,
                                     .revalidate = revalidate,
-                                    .hidden = &hidden});
+                                    .hidden = &hidden,
+                                    .auditor = &auditor,
+                                    .other_accept_failures =
+                                        [&snapshotter_server]() -> std::uint64_t {
+                                      return snapshotter_server
+                                                 ? snapshotter_server->accept_failures()
+                                                 : 0;
+                                    }});
   if (auto r = server.Start(); !r) return Fail(r.error().ToString());
 
   // containerd's remote snapshotter: verified layers only, same peer rules as the control socket
   // (admins only: containerd runs as root).
-  std::unique_ptr<snapshotter::Snapshots> snapshots;
-  std::unique_ptr<snapshotter::GrpcServer> snapshotter_server;
   if (config->snapshotter.enabled) {
     // Pull on demand: the gRPC thread waits while the io thread runs the pull.
     std::function<Result<void>(const std::string&)> pull_on_demand;
@@ -248,7 +279,6 @@ int main(int argc, char** argv) {
       if (!g) return Fail("daemon.socket_group: " + g.error().ToString());
       socket_gid = *g;
     }
-    store::Store& st = **store;
     auto g = snapshotter::GrpcServer::Start(
         *snapshots,
         {.socket = config->snapshotter.socket,
@@ -260,9 +290,10 @@ int main(int argc, char** argv) {
                       daemon::Role::kAdmin;
              },
          .on_refusal =
-             [&st, log](const std::string& what) {
+             [&auditor, log](const std::string& what) {
                log->warn("snapshotter: {}", what);
-               AuditEvent(st, {{"type", "snapshotter.refused"}, {"reason", what}});
+               // Refusals share one budget (the callback does not carry the peer's uid).
+               auditor.Refusal(-1, "snapshotter.refused", {{"actor", "digestd"}, {"reason", what}});
              }});
     if (!g) return Fail("snapshotter: " + g.error().ToString());
     snapshotter_server = std::move(*g);

@@ -40,6 +40,15 @@ Result<RevalidateResult> Revalidate(const store::Store& store,
     }
     const auto layers =
         store.ImageLayers(rec.image_manifest).value_or(std::vector<verify::Digest>());
+    if (store.IsDenied(rec.manifest) || store.IsDenied(rec.image_manifest)) {
+      // A denied image is gone from the mount already (the deny list); what is withdrawn here
+      // is what only it uses: its layers, which a runtime holding a lowerdir string could
+      // otherwise still mount. They come back when it is undenied.
+      out.hidden.insert(rec.manifest);
+      out.hidden.insert(rec.image_manifest);
+      withdrawn_layers.insert(layers.begin(), layers.end());
+      continue;
+    }
     if (why.empty()) {
       kept_layers.insert(layers.begin(), layers.end());
       continue;

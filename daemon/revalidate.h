@@ -6,7 +6,9 @@
 // its validity window and scopes, still present if it was named by id). Images that fail are
 // withdrawn: hidden from the mount like denied digests (with the layers no still-admitted image
 // uses), until a later reload admits them again. The signatures themselves are not re-verified:
-// a withdrawn image signed by several keys comes back by pulling it again.
+// a withdrawn image signed by several keys comes back by pulling it again. Denied images are
+// not "withdrawn" (the deny list hides them and says why), but the layers only they use are
+// hidden here too, until they are undenied.
 
 #include <cstdint>
 #include <mutex>

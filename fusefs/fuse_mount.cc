@@ -52,9 +52,35 @@ class ContentCache {
       lru_.pop_back();
     }
   }
+  // Closes the least recently used half (what an EMFILE asks for). Returns how many went.
+  std::size_t EvictHalf() {
+    std::lock_guard lock(mu_);
+    const std::size_t n = (map_.size() + 1) / 2;
+    for (std::size_t i = 0; i < n; ++i) {
+      map_.erase(lru_.back());
+      lru_.pop_back();
+    }
+    return n;
+  }
+  // Forgets the entries of inodes in [first, first + count).
+  void EraseRange(Ino first, std::uint64_t count) {
+    std::lock_guard lock(mu_);
+    for (auto it = lru_.begin(); it != lru_.end();) {
+      if (*it >= first && *it - first < count) {
+        map_.erase(*it);
+        it = lru_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mu_);
+    return map_.size();
+  }
 
  private:
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::size_t capacity_;
   std::list<Ino> lru_;
   std::unordered_map<Ino, std::pair<std::shared_ptr<const Content>, std::list<Ino>::iterator>> map_;
@@ -67,7 +93,7 @@ struct FuseMount::Impl {
   MountOptions opts;
   Namespace ns;
   FuseStats stats;
-  ContentCache cache{4096};
+  ContentCache cache;
   struct fuse_session* se = nullptr;
   std::thread loop;
   bool mounted = false;
@@ -87,7 +113,11 @@ struct FuseMount::Impl {
   std::shared_ptr<spdlog::logger> log = Logger("fusefs");
 
   Impl(store::Store& s, const MountOptions& o)
-      : store(s), opts(o), ns(s, NamespaceOptions{.mountpoint = o.mountpoint, .hidden = o.hidden}) {}
+      : store(s),
+        opts(o),
+        ns(s, NamespaceOptions{
+                  .mountpoint = o.mountpoint, .hidden = o.hidden, .blobs_gid = o.blobs_gid}),
+        cache(std::max<std::size_t>(o.content_cache_entries, 1)) {}
 
   int Errno(const Error& e) {
     int err = e.sys_errno();
@@ -133,8 +163,16 @@ struct FuseMount::Impl {
 
   Result<std::shared_ptr<const Content>> ContentFor(Ino ino) {
     if (auto c = cache.Get(ino)) return c;
-    DIGESTD_ASSIGN_OR_RETURN(auto content, ns.Open(ino));
-    auto shared = std::make_shared<const Content>(std::move(content));
+    auto content = ns.Open(ino);
+    if (!content && (content.error().sys_errno() == EMFILE || content.error().sys_errno() == ENFILE)) {
+      // Out of fds: close the colder half of the cache rather than fail every reader.
+      const std::size_t closed = cache.EvictHalf();
+      stats.fd_evictions.fetch_add(1, std::memory_order_relaxed);
+      log->warn("out of file descriptors: closed {} cached backing fds", closed);
+      content = ns.Open(ino);
+    }
+    if (!content) return content.error();
+    auto shared = std::make_shared<const Content>(std::move(*content));
     cache.Put(ino, shared);
     return shared;
   }
@@ -552,6 +590,9 @@ bool IsMountPoint(const std::string& path) {
 
 }  // namespace
 
+void InvalidateNames(FuseMount::Impl& s, const verify::Digest& digest,
+                     const std::vector<verify::Digest>& images);
+
 Result<bool> ClearStaleMount(const std::string& mountpoint) {
   // statfs always reaches the filesystem's daemon; stat may be answered from the attr cache.
   struct statvfs st {};
@@ -571,7 +612,11 @@ FuseMount::~FuseMount() {
 }
 
 void FuseMount::Invalidate(const verify::Digest& digest) {
-  auto& s = *impl_;
+  InvalidateNames(*impl_, digest, impl_->ns.ImagesUsing(digest));
+}
+
+void InvalidateNames(FuseMount::Impl& s, const verify::Digest& digest,
+                     const std::vector<verify::Digest>& images) {
   if (s.se == nullptr || !s.mounted) return;
   auto drop = [&](Ino parent, std::string_view name) {
     // ENOENT (nothing cached) is the common case and fine.
@@ -581,13 +626,31 @@ void FuseMount::Invalidate(const verify::Digest& digest) {
   drop(Namespace::kBlobsDirIno, hex);
   drop(Namespace::kLayersDirIno, hex);
   drop(Namespace::kImagesDirIno, hex);
-  for (const auto& image : s.ns.ImagesUsing(digest)) {
+  for (const auto& image : images) {
     const std::string image_hex(image.hex());
     drop(Namespace::kImagesDirIno, image_hex);
   }
   // Cached listings of the top directories go too.
   for (Ino dir : {Namespace::kBlobsDirIno, Namespace::kLayersDirIno, Namespace::kImagesDirIno}) {
     (void)fuse_lowlevel_notify_inval_inode(s.se, dir, 0, 0);
+  }
+}
+
+void FuseMount::Removed(const verify::Digest& digest) {
+  auto& s = *impl_;
+  const auto images = s.ns.ImagesUsing(digest);
+  const auto ranges = s.ns.Drop(digest);
+  for (const auto& r : ranges) s.cache.EraseRange(r.first, r.count);
+  if (!ranges.empty()) s.stats.views_dropped.fetch_add(ranges.size(), std::memory_order_relaxed);
+  // The names (layers/<L>, images/<m> of every image that used it, blobs/<d>) go from the
+  // kernel's dentry cache with their subtrees; inodes the kernel knows drop their cached pages.
+  InvalidateNames(s, digest, images);
+  if (s.se == nullptr || !s.mounted) return;
+  for (const auto& r : ranges) {
+    for (std::uint64_t i = 0; i < r.count; ++i) {
+      const Ino ino = r.first + i;
+      if (s.ns.LookupCount(ino) > 0) (void)fuse_lowlevel_notify_inval_inode(s.se, ino, 0, 0);
+    }
   }
 }
 

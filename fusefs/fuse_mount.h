@@ -38,6 +38,14 @@ struct MountOptions {
   // the kernel or the store's filesystem refuses it.
   bool passthrough = true;
   bool debug = false;   // libfuse's own request log on stderr
+  // Backing fds kept open for reads (an LRU by inode). Each costs the process an fd that any
+  // reader of the mount can make it spend: size it from the fd limit (ContentCacheBudget); when
+  // an open still fails with EMFILE/ENFILE, half the cache is closed and the open retried.
+  std::size_t content_cache_entries = 4096;
+  // Group allowed into blobs/ (mode 0750 root:blobs_gid, blob files 0440): raw blobs and image
+  // configs would bypass the modes of the files inside layers, so only root and this group (the
+  // daemon's admin group) may read them. Layer trees and rootfs views keep the image's modes.
+  std::uint32_t blobs_gid = 0;
   std::function<bool(const verify::Digest&)> hidden;  // see NamespaceOptions::hidden
 };
 
@@ -52,6 +60,8 @@ struct FuseStats {
   std::atomic<std::uint64_t> errors{0};  // replies with an errno other than ENOENT/ENODATA
   std::atomic<std::uint64_t> passthrough_opens{0};      // opens served by the backing file
   std::atomic<std::uint64_t> passthrough_fallbacks{0};  // opens where passthrough was refused
+  std::atomic<std::uint64_t> fd_evictions{0};  // cache halvings forced by EMFILE/ENFILE
+  std::atomic<std::uint64_t> views_dropped{0};  // views dropped because their object was removed
   // Latency of every answered request, a Prometheus-style cumulative histogram: bucket i counts
   // requests that took at most kLatencyBounds[i] seconds; the last bucket is +Inf.
   static constexpr double kLatencyBounds[] = {0.00001, 0.00005, 0.0001, 0.0005, 0.001,
@@ -89,6 +99,14 @@ class FuseMount {
   // Drops the kernel's cached entries for `digest` (blob, layer, image, and every image using
   // it) so that a denied digest is gone from the mount at once, not after the entry timeout.
   void Invalidate(const verify::Digest& digest);
+
+  // `digest` (a blob, a layer's tree, or both) was removed from the store (wipe, GC, quota,
+  // repair): drops every view built on it (its layer view and the image views using it), closes
+  // the cached backing fds of their inodes, and invalidates the kernel's entries, so nothing
+  // serves a removed or overwritten object, and a later pull of the same digest gets fresh views.
+  // Call it after the store's removal returns (never under a store lock: the kernel may wait on
+  // a request that needs one).
+  void Removed(const verify::Digest& digest);
 
   // Whether the kernel accepted FUSE passthrough for this mount.
   bool passthrough_active() const;

@@ -353,7 +353,8 @@ Result<Attr> Namespace::SyntheticAttr(Ino ino, const Synthetic& s) {
     case kBlobFile: {
       auto info = store_.Stat(s.digest);
       if (!info) return Fail(ENOENT, info.error().ToString());
-      return Attr{.ino = ino, .mode = S_IFREG | 0444, .size = info->size, .mtime = info->created};
+      return Attr{.ino = ino, .mode = S_IFREG | 0440, .gid = options_.blobs_gid, .size = info->size,
+                  .mtime = info->created};
     }
     case kImageDir: {
       auto info = store_.Stat(s.digest);
@@ -376,6 +377,12 @@ Result<Attr> Namespace::GetAttr(Ino ino) {
     std::uint32_t subdirs = 0;
     for (const auto& d : kFixed) subdirs += (d.parent == ino && d.ino != ino) ? 1 : 0;
     Attr a = DirAttr(ino, 2 + subdirs);
+    if (ino == kBlobsIno || ino == kBlobsAlgIno) {
+      // Raw blobs (layer tars, configs) would bypass the modes of the files inside layers:
+      // root and the admin group only (checked by the kernel: default_permissions).
+      a.mode = S_IFDIR | 0750;
+      a.gid = options_.blobs_gid;
+    }
     // The listings below change with the store: their mtime follows its generation, so the
     // kernel drops a cached listing once the attributes are refreshed (dynamic timeout).
     a.mtime = started_;
@@ -405,6 +412,9 @@ Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
       return GetAttr(SyntheticIno(kBlobFile, *digest));
     }
     if (parent == kLayersAlgIno) {
+      // The store must still hold the tree: a view built before a wipe or GC is never served.
+      auto info = store_.GetTreeInfo(*digest);
+      if (!info || !*info) return Fail(ENOENT, "layer " + digest->ToString() + " is not unpacked");
       DIGESTD_ASSIGN_OR_RETURN(auto view, LayerView(*digest));
       return NodeAttr(*view, 0);
     }
@@ -584,7 +594,12 @@ Result<Content> Namespace::Open(Ino ino) {
   if (e.type == EntryType::kDirectory) return Fail(EISDIR, "is a directory");
   if (e.type != EntryType::kRegular) return Fail(EINVAL, "not a regular file");
   auto fd = store_.OpenFile(*e.content);
-  if (!fd) return Fail(EIO, fd.error().ToString());  // a tree whose object is gone: damage
+  if (!fd) {
+    // Out of fds is the caller's to handle (it closes cached ones and retries); anything else
+    // is a tree whose object is gone: damage.
+    const int err = fd.error().sys_errno();
+    return Fail(err == EMFILE || err == ENFILE ? err : EIO, fd.error().ToString());
+  }
   return Content{.fd = std::move(*fd)};
 }
 
@@ -609,6 +624,37 @@ std::vector<Digest> Namespace::ImagesUsing(const Digest& digest) const {
     if (std::find(view->guards.begin(), view->guards.end(), digest) != view->guards.end()) {
       out.push_back(view->guards.front());  // guards[0] is the manifest
     }
+  }
+  return out;
+}
+
+std::vector<DroppedRange> Namespace::Drop(const Digest& digest) {
+  std::vector<DroppedRange> out;
+  std::lock_guard lock(mu_);
+  auto forget_view = [&](const std::shared_ptr<TreeView>& v) {
+    out.push_back({v->base, v->nodes.size()});
+    views_.erase(v->base);
+  };
+  const std::string key = digest.ToString();
+  if (auto it = layer_views_.find(key); it != layer_views_.end()) {
+    forget_view(it->second);
+    layer_views_.erase(it);
+  }
+  for (auto it = image_views_.begin(); it != image_views_.end();) {
+    const auto& g = it->second->guards;
+    if (std::find(g.begin(), g.end(), digest) != g.end()) {
+      forget_view(it->second);
+      it = image_views_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (int kind : {kBlobFile, kLowerdirFile, kImageDir}) {
+    auto it = synthetic_by_key_.find(std::to_string(kind) + key);
+    if (it == synthetic_by_key_.end()) continue;
+    out.push_back({it->second, 1});
+    synthetic_.erase(it->second);
+    synthetic_by_key_.erase(it);
   }
   return out;
 }

@@ -1,11 +1,12 @@
 #pragma once
 
 // The inode namespace the mount serves, without FUSE: lookups, attributes, directory listings,
-// link targets, xattrs and the backing content of every path below the mount. fuse_fs.cc is thin
-// glue over this class; tests drive it directly.
+// link targets, xattrs and the backing content of every path below the mount. fuse_mount.cc is
+// thin glue over this class; tests drive it directly.
 //
 // Layout (docs/architecture.md, "The mount"):
-//   /blobs/sha256/<hex>                       verified blobs, 0444
+//   /blobs/sha256/<hex>                       verified blobs, 0440 root:blobs_gid under 0750
+//                                             directories (admins only: docs/operations.md)
 //   /layers/sha256/<hex>/...                  one layer's tree; whiteouts are 0:0 character
 //                                             devices, opaque directories carry
 //                                             trusted.overlay.opaque=y (for overlayfs lowerdirs)
@@ -72,6 +73,14 @@ struct NamespaceOptions {
   // Digests hidden besides the store's deny list (images withdrawn by a policy or trust
   // change); null: none. Called on every lookup and open: must be cheap and thread-safe.
   std::function<bool(const verify::Digest&)> hidden;
+  // Group of blobs/ and its files (see MountOptions::blobs_gid).
+  std::uint32_t blobs_gid = 0;
+};
+
+// Inode ranges of views that Drop() removed: [first, first + count).
+struct DroppedRange {
+  std::uint64_t first = 0;
+  std::uint64_t count = 0;
 };
 
 class Namespace {
@@ -101,6 +110,10 @@ class Namespace {
   // Forgetting more than was referenced is an invariant break (abort).
   // Manifests of the image views built so far that use `digest` (as manifest or layer).
   std::vector<verify::Digest> ImagesUsing(const verify::Digest& digest) const;
+  // Forgets every view built on `digest` (its layer view, the image views using it, its blob
+  // and image inodes): their inode numbers answer ENOENT from now on and are never reused.
+  // Returns the inode ranges dropped (for the caller's fd cache and the kernel).
+  std::vector<DroppedRange> Drop(const verify::Digest& digest);
   static constexpr Ino kBlobsDirIno = 3;   // blobs/sha256
   static constexpr Ino kLayersDirIno = 5;  // layers/sha256
   static constexpr Ino kImagesDirIno = 7;  // images/sha256

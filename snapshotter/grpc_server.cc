@@ -10,6 +10,8 @@
 #include <grpcpp/server_posix.h>
 
 #include "common/unique_fd.h"
+#include "common/fd_budget.h"
+#include "common/log.h"
 #include "common/unix_socket.h"
 #include "github.com/containerd/containerd/api/services/snapshots/v1/snapshots.grpc.pb.h"
 
@@ -167,14 +169,24 @@ struct GrpcServer::Impl {
   std::thread acceptor;
   std::atomic<bool> stopping{false};
 
+  AcceptBackoff backoff{Logger("snapshotter"), "snapshotter socket"};
+
   void AcceptLoop() {
     while (!stopping.load()) {
       // gRPC polls the connection itself: it must be non-blocking.
       const int fd = ::accept4(listener.Get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        break;  // shut down
+        const int err = errno;
+        if (stopping.load()) break;  // Stop() shut the listener down
+        if (err == EINTR || err == ECONNABORTED || err == EAGAIN) continue;
+        // Out of fds (a client holding many connections, or reads through the mount): the
+        // connection stays queued; wait instead of spinning, and never give up serving.
+        std::this_thread::sleep_for(AcceptBackoff::IsShortage(err)
+                                        ? backoff.OnShortage(err)
+                                        : std::chrono::milliseconds(100));
+        continue;
       }
+      backoff.OnSuccess();
       ucred cred{};
       socklen_t len = sizeof cred;
       const bool known = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0;
@@ -214,6 +226,8 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(Snapshots& snapshots,
   impl->acceptor = std::thread([p = impl.get()] { p->AcceptLoop(); });
   return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
 }
+
+std::uint64_t GrpcServer::accept_failures() const { return impl_->backoff.failures(); }
 
 void GrpcServer::Stop() {
   if (!impl_ || impl_->stopping.exchange(true)) return;

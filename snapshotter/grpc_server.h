@@ -33,6 +33,8 @@ class GrpcServer {
   static Result<std::unique_ptr<GrpcServer>> Start(Snapshots& snapshots, GrpcServerOptions options);
   ~GrpcServer();  // stops
   void Stop();
+  // accept() failures from fd or memory shortage (each backed off, never fatal).
+  std::uint64_t accept_failures() const;
 
  private:
   struct Impl;

@@ -268,11 +268,13 @@ Result<GcReport> Store::Impl::GcLocked(bool dry_run) {
 }
 
 Result<GcReport> Store::CollectGarbage(bool dry_run) {
+  RemovalNotice notice(*impl_);
   std::unique_lock maint(impl_->maint_mu);
   return impl_->GcLocked(dry_run);
 }
 
 Result<QuotaReport> Store::EnforceQuota() {
+  RemovalNotice notice(*impl_);
   std::unique_lock maint(impl_->maint_mu);
   QuotaReport report;
   report.usage_before = GetUsage().bytes;
@@ -333,10 +335,25 @@ Result<QuotaReport> Store::EnforceQuota() {
 // ---------------------------------------------------------------------------------------------
 // lease release and wipe
 
-Result<WipeReport> Store::ReleaseLease(std::string_view id, bool wipe) {
+Result<WipeReport> Store::ReleaseLease(std::string_view id, bool wipe, const LeaseOwner* owner) {
+  RemovalNotice notice(*impl_);
   std::unique_lock maint(impl_->maint_mu);
   auto& impl = *impl_;
   DIGESTD_ASSIGN_OR_RETURN(Lease lease, GetLease(id));
+  if (owner != nullptr) {
+    // A container may release only its own lease: one tenant's workload naming another's
+    // lease in its annotations must not wipe that tenant's images.
+    const bool bound = !lease.container.empty() && lease.container == owner->container;
+    const bool tenant_ok = owner->tenant.empty() || owner->tenant == lease.tenant;
+    if (!bound || !tenant_ok) {
+      std::string why = "lease " + Quote(lease.id) + " ";
+      why += lease.container.empty() ? "is bound to no container"
+                                     : "belongs to container " + Quote(lease.container);
+      why += " of tenant " + Quote(lease.tenant) + ", not container " + Quote(owner->container);
+      if (!owner->tenant.empty()) why += " of tenant " + Quote(owner->tenant);
+      return MakeError(Module::kStore, Errc::kPermission, why + ": not released");
+    }
+  }
   WipeReport report{.lease = lease.id, .tenant = lease.tenant, .wiped = wipe};
   Index::Batch release;
   release.Delete(Cf::kLeases, lease.id);
@@ -389,6 +406,7 @@ Result<WipeReport> Store::ReleaseLease(std::string_view id, bool wipe) {
       impl.usage.blobs -= impl.usage.blobs > 0 ? 1 : 0;
       impl.usage.bytes -= std::min(impl.usage.bytes, v.size);
     }
+    impl.NoteRemoved(v.digest);
     report.blobs.push_back(v.digest);
     report.blob_bytes += v.size;
   }
@@ -409,6 +427,7 @@ Result<WipeReport> Store::ReleaseLease(std::string_view id, bool wipe) {
 // fsck
 
 Result<FsckReport> Store::Fsck(bool repair) {
+  RemovalNotice notice(*impl_);
   std::unique_lock maint(impl_->maint_mu);
   auto& impl = *impl_;
   FsckReport report;

@@ -156,6 +156,7 @@ std::string EncodeLease(const Lease& lease) {
             {"tenant", lease.tenant},
             {"digests", std::move(digests)},
             {"created", lease.created}};
+  if (!lease.container.empty()) j["container"] = lease.container;  // absent in older records
   return Dump(j);
 }
 
@@ -167,6 +168,10 @@ Result<Lease> DecodeLease(std::string_view key, std::string_view value) {
   DIGESTD_ASSIGN_OR_RETURN(lease.tenant, GetString(j, "tenant", kWhat, key, 128));
   if (!ValidateName("tenant", lease.tenant)) return Corrupt(kWhat, key, "bad tenant");
   DIGESTD_ASSIGN_OR_RETURN(lease.created, GetTime(j, "created", kWhat, key));
+  if (j.contains("container")) {
+    DIGESTD_ASSIGN_OR_RETURN(lease.container, GetString(j, "container", kWhat, key, 128));
+    if (!ValidateName("container id", lease.container)) return Corrupt(kWhat, key, "bad container id");
+  }
   auto it = j.find("digests");
   if (it == j.end() || !it->is_array() || it->size() > 100000) {
     return Corrupt(kWhat, key, "digests missing, not an array, or too long");

@@ -188,6 +188,7 @@ Result<void> Store::Impl::RemoveBlobUnlocked(const Digest& d, std::uint64_t size
     usage.bytes -= std::min(usage.bytes, size);
   }
   generation.fetch_add(1, std::memory_order_release);
+  NoteRemoved(d);
   // The layer's file objects that no other tree uses go with it.
   if (!contents.empty()) DIGESTD_RETURN_IF_ERROR(SweepFiles(&contents));
   return {};
@@ -242,6 +243,10 @@ void Store::Impl::AuditInternal(std::string_view type, std::string_view digest,
   batch.Put(Cf::kAudit, AuditKey(seq), text);
   if (auto r = index->Write(batch); !r) {
     log->error("audit append failed type={} err={}", type, r.error().ToString());
+  } else {
+    std::lock_guard lock(mu);
+    audit.events += 1;
+    audit.bytes += text.size();
   }
   log->info("audit type={} digest={} reason={}", type, digest, reason);
 }
@@ -295,6 +300,13 @@ Result<StorePtr> Store::Open(const StoreOptions& options) {
           return true;
         }
         impl->denied.insert(rec->digest);
+        return true;
+      }));
+  // The audit log's size, for retention (PruneAudit) and metrics.
+  DIGESTD_RETURN_IF_ERROR(
+      impl->index->Scan(Cf::kAudit, "", [&](std::string_view, std::string_view v) {
+        impl->audit.events += 1;
+        impl->audit.bytes += v.size();
         return true;
       }));
   DIGESTD_ASSIGN_OR_RETURN(auto last_audit, impl->index->LastKey(Cf::kAudit));
@@ -377,7 +389,26 @@ Result<BlobPage> Store::ListBlobs(const std::optional<Digest>& after, std::size_
   return page;
 }
 
+void Store::Impl::NoteRemoved(const Digest& d) {
+  std::lock_guard lock(mu);
+  removed_pending.push_back(d);
+}
+
+void Store::Impl::FlushRemoved() {
+  std::vector<Digest> removed;
+  {
+    std::lock_guard lock(mu);
+    removed.swap(removed_pending);
+  }
+  if (!removed.empty() && removal_listener) removal_listener(removed);
+}
+
+void Store::SetRemovalListener(std::function<void(const std::vector<Digest>&)> listener) {
+  impl_->removal_listener = std::move(listener);
+}
+
 Result<void> Store::RemoveBlob(const Digest& digest) {
+  RemovalNotice notice(*impl_);
   std::shared_lock maint(impl_->maint_mu);
   DIGESTD_ASSIGN_OR_RETURN(auto info, impl_->GetBlobRecord(digest));
   if (!info) return StoreError(Errc::kNotFound, "no blob " + digest.ToString());
@@ -536,6 +567,7 @@ Result<std::vector<std::pair<std::string, std::string>>> Store::ListSnapshotReco
 Result<void> Store::PutLease(const Lease& lease) {
   DIGESTD_RETURN_IF_ERROR(ValidateName("lease id", lease.id));
   DIGESTD_RETURN_IF_ERROR(ValidateName("tenant", lease.tenant));
+  if (!lease.container.empty()) DIGESTD_RETURN_IF_ERROR(ValidateName("container id", lease.container));
   std::shared_lock maint(impl_->maint_mu);
   Lease rec = lease;
   if (rec.created == 0) rec.created = impl_->Now();
@@ -625,7 +657,65 @@ Result<std::uint64_t> Store::AppendAudit(std::string_view json_object) {
   Index::Batch batch;
   batch.Put(Cf::kAudit, AuditKey(seq), json_object);
   DIGESTD_RETURN_IF_ERROR(impl_->index->Write(batch));
+  std::lock_guard lock(impl_->mu);
+  impl_->audit.events += 1;
+  impl_->audit.bytes += json_object.size();
   return seq;
+}
+
+AuditStats Store::GetAuditStats() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->audit;
+}
+
+Result<AuditPruneReport> Store::PruneAudit(std::uint64_t max_bytes, std::int64_t max_age_s) {
+  AuditPruneReport report;
+  const AuditStats before = GetAuditStats();
+  const std::int64_t cutoff = max_age_s > 0 ? impl_->Now() - max_age_s : 0;
+  std::uint64_t bytes_left = before.bytes;
+  Index::Batch batch;
+  std::size_t in_batch = 0;
+  auto flush = [&]() -> Result<void> {
+    if (in_batch == 0) return {};
+    // Not synced: losing a deletion to a crash only keeps an old event a little longer.
+    DIGESTD_RETURN_IF_ERROR(impl_->index->Write(batch, /*sync=*/false));
+    batch = Index::Batch();
+    in_batch = 0;
+    return {};
+  };
+  std::optional<Error> err;
+  // Oldest first; stop at the first event that is both young enough and within the size bound.
+  DIGESTD_RETURN_IF_ERROR(
+      impl_->index->Scan(Cf::kAudit, "", [&](std::string_view k, std::string_view v) {
+        const bool over_size = max_bytes > 0 && bytes_left > max_bytes;
+        bool too_old = false;
+        if (cutoff > 0) {
+          auto j = nlohmann::json::parse(v, nullptr, false);
+          auto t = j.is_object() ? j.find("time") : j.end();
+          too_old = !j.is_object() || t == j.end() || !t->is_number_integer() ||
+                    t->get<std::int64_t>() < cutoff;
+        }
+        if (!over_size && !too_old) return false;
+        batch.Delete(Cf::kAudit, k);
+        ++in_batch;
+        report.removed += 1;
+        report.bytes_removed += v.size();
+        bytes_left -= std::min<std::uint64_t>(bytes_left, v.size());
+        if (in_batch >= 1000) {
+          if (auto r = flush(); !r) {
+            err = r.error();
+            return false;
+          }
+        }
+        return true;
+      }));
+  if (err) return *err;
+  DIGESTD_RETURN_IF_ERROR(flush());
+  std::lock_guard lock(impl_->mu);
+  impl_->audit.events -= std::min(impl_->audit.events, report.removed);
+  impl_->audit.bytes -= std::min(impl_->audit.bytes, report.bytes_removed);
+  report.after = impl_->audit;
+  return report;
 }
 
 Result<std::vector<AuditRecord>> Store::ReadAudit(std::uint64_t since_seq,

@@ -246,7 +246,12 @@ class Store {
   // zeros, synced and unlinked, with its tree; so is every file object no remaining tree uses;
   // references to wiped manifests are removed. Staging files are anonymous and die with their
   // writer, so no tenant data persists there. kNotFound if there is no such lease.
-  Result<WipeReport> ReleaseLease(std::string_view id, bool wipe);
+  // With `owner` (a release on a container's behalf, e.g. the OCI poststop hook): the lease must
+  // be bound to that container (Lease::container, non-empty) and, when owner->tenant is set, to
+  // that tenant; otherwise kPermission and nothing is released. Checked under the same lock as
+  // the release.
+  Result<WipeReport> ReleaseLease(std::string_view id, bool wipe,
+                                  const LeaseOwner* owner = nullptr);
 
   // ---- deny list
   Result<void> Deny(const Digest& digest, std::string_view reason);
@@ -258,6 +263,18 @@ class Store {
   // `json_object` must be one JSON object; returns its sequence number.
   Result<std::uint64_t> AppendAudit(std::string_view json_object);
   Result<std::vector<AuditRecord>> ReadAudit(std::uint64_t since_seq, std::size_t limit) const;
+  // Size of the audit log (records and bytes of their JSON), kept as events come and go.
+  AuditStats GetAuditStats() const;
+  // Retention: removes the oldest events while the log is over `max_bytes` (0: no size bound),
+  // and every event older than `max_age_s` seconds before now (0: no age bound). Sequence
+  // numbers are never reused. An event whose "time" cannot be read counts as old.
+  Result<AuditPruneReport> PruneAudit(std::uint64_t max_bytes, std::int64_t max_age_s);
+
+  // Called with the digests (blobs and their trees) that a removal took away: GC, quota
+  // eviction, lease wipe, RemoveBlob, fsck repair. Runs on the remover's thread after the
+  // removal's locks are released, so it may wait on anything (the mount drops its views and
+  // cached fds there). Set once, before the store is shared.
+  void SetRemovalListener(std::function<void(const std::vector<Digest>&)> listener);
 
   // ---- maintenance
   // Mark from refs and leases (following manifest edges), sweep the rest.

@@ -75,6 +75,10 @@ struct Store::Impl {
   Usage usage;
   std::unordered_set<Digest> denied;
   std::uint64_t next_audit_seq = 1;
+  // Removed digests not yet told to the removal listener (guarded by mu).
+  std::vector<Digest> removed_pending;
+  std::function<void(const std::vector<Digest>&)> removal_listener;  // set once before use
+  AuditStats audit;  // guarded by mu
 
   // File objects in use by unpacks in flight (content digest -> count), so that a failed unpack
   // never removes a file object another unpack is about to reference. Guarded by files_mu, which
@@ -133,6 +137,23 @@ struct Store::Impl {
   Result<GcReport> GcLocked(bool dry_run);
 
   void FinishInFlight(const Digest& d);
+  // Records a removal for the listener (caller may hold any lock).
+  void NoteRemoved(const Digest& d);
+  // Tells the listener what was removed; call with no store lock held.
+  void FlushRemoved();
+};
+
+// Declared before a remover takes its locks, so that its destructor (after theirs) tells the
+// removal listener what went.
+class RemovalNotice {
+ public:
+  explicit RemovalNotice(Store::Impl& impl) : impl_(impl) {}
+  ~RemovalNotice() { impl_.FlushRemoved(); }
+  RemovalNotice(const RemovalNotice&) = delete;
+  RemovalNotice& operator=(const RemovalNotice&) = delete;
+
+ private:
+  Store::Impl& impl_;
 };
 
 // Reads a layer's tar from `source` into file objects (pinned, not synced) and an uncommitted

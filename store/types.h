@@ -36,8 +36,17 @@ struct RefRecord {
 struct Lease {
   std::string id;      // [A-Za-z0-9._-]{1,128}
   std::string tenant;  // [A-Za-z0-9._-]{1,128}
+  // The container (OCI runtime id) the lease belongs to; empty: none. A release from an OCI
+  // hook must name this container and this tenant, or it is refused.
+  std::string container;  // [A-Za-z0-9._-]{1,128} or empty
   std::vector<Digest> digests;  // pinned roots (manifests or blobs); closures are pinned too
   std::int64_t created = 0;
+};
+
+// Who asks for a lease's release on a container's behalf (Store::ReleaseLease).
+struct LeaseOwner {
+  std::string container;  // the OCI runtime's container id, from the container's state
+  std::string tenant;     // optional: the tenant the container's annotations name
 };
 
 // Why an image is in the store: written by the pull once the image is committed.
@@ -63,6 +72,17 @@ struct DenyRecord {
 struct AuditRecord {
   std::uint64_t seq = 0;
   std::string json;  // one JSON object
+};
+
+struct AuditStats {
+  std::uint64_t events = 0;
+  std::uint64_t bytes = 0;  // of the events' JSON text
+};
+
+struct AuditPruneReport {
+  std::uint64_t removed = 0;
+  std::uint64_t bytes_removed = 0;
+  AuditStats after;
 };
 
 struct GcReport {

@@ -465,13 +465,36 @@ int RunHookPoststop(const std::string& socket) {
     return kOk;
   }
   const std::string lease = (*ann)["org.digestd.lease"];
-  for (char c : lease) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
-      std::cerr << "digestctl hook: bad lease id in org.digestd.lease\n";
+  auto name_ok = [](const std::string& v) {
+    if (v.empty() || v.size() > 128) return false;
+    for (char c : v) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+        return false;
+      }
+    }
+    return true;
+  };
+  if (!name_ok(lease)) {
+    std::cerr << "digestctl hook: bad lease id in org.digestd.lease\n";
+    return kBadInput;
+  }
+  // The release is on this container's behalf: digestd releases the lease only if it was created
+  // for this container (lease create --container) and, when the annotations name a tenant, for
+  // that tenant. Another tenant's container naming our lease is refused (and audited).
+  const std::string container = j["id"].is_string() ? j["id"].get<std::string>() : "";
+  if (!name_ok(container)) {
+    std::cerr << "digestctl hook: the state's container id is not [A-Za-z0-9._-]{1,128}\n";
+    return kBadInput;
+  }
+  std::string query = "?wipe=1&container=" + container;
+  if (auto t = ann->find("org.digestd.tenant"); t != ann->end()) {
+    if (!t->is_string() || !name_ok(t->get<std::string>())) {
+      std::cerr << "digestctl hook: bad tenant in org.digestd.tenant\n";
       return kBadInput;
     }
+    query += "&tenant=" + t->get<std::string>();
   }
-  return RunApi(socket, "DELETE", "/v1/leases/" + lease + "?wipe=1", "", false,
+  return RunApi(socket, "DELETE", "/v1/leases/" + lease + query, "", false,
                 [&](const nlohmann::json& r) {
                   std::cerr << "digestctl hook: released lease " << lease << " of container "
                             << j["id"].get<std::string>() << ", wiped " << r["blobs"].size()
@@ -574,12 +597,14 @@ int main(int argc, char** argv) {
   explain->add_option("reference", eval_api_ref)->required();
   auto* lease = app.add_subcommand("lease", "leases: images pinned for a tenant");
   lease->require_subcommand(1);
-  std::string lease_id, lease_tenant;
+  std::string lease_id, lease_tenant, lease_container;
   std::vector<std::string> lease_images;
   bool lease_wipe = false;
   auto* lease_create = lease->add_subcommand("create", "pin images (digests or pulled references)");
   lease_create->add_option("--id", lease_id, "lease id")->required();
   lease_create->add_option("--tenant", lease_tenant, "tenant")->required();
+  lease_create->add_option("--container", lease_container,
+                           "the container (OCI runtime id) whose poststop hook may release it");
   lease_create->add_option("images", lease_images, "digests or references")->required();
   auto* lease_ls = lease->add_subcommand("ls", "list leases");
   auto* lease_release = lease->add_subcommand("release", "release a lease");
@@ -646,7 +671,7 @@ int main(int argc, char** argv) {
   if (*metrics) return RunApi(socket, "GET", "/v1/metrics", "", true, nullptr);
   if (*lease_create) {
     return RunApi(socket, "POST", "/v1/leases",
-                  nlohmann::json{{"id", lease_id}, {"tenant", lease_tenant}, {"images", lease_images}}.dump(),
+                  nlohmann::json{{"id", lease_id}, {"tenant", lease_tenant}, {"container", lease_container}, {"images", lease_images}}.dump(),
                   json, [](const nlohmann::json& j) {
                     std::cout << "lease " << j.value("id", "") << " for " << j.value("tenant", "")
                               << " pins " << j["digests"].size() << " images\n";

@@ -317,10 +317,11 @@ struct Loader {
       id.type = IdentityMatch::kRemapIdentity;
       DIGESTD_ASSIGN_OR_RETURN(id.prefix, String(*it, "prefix", w));
       DIGESTD_ASSIGN_OR_RETURN(id.signed_prefix, String(*it, "signedPrefix", w));
-      for (const auto* p : {&id.prefix, &id.signed_prefix}) {
+      for (auto* p : {&id.prefix, &id.signed_prefix}) {
         if (p->starts_with("*.") || !ValidateScope(*p)) {
           return Bad(w, "prefix " + Quote(*p) + " must be a host, namespace or repository");
         }
+        *p = NormalizeHostPart(*p);
       }
     } else {
       return Bad(w + ".type", "unknown identity type " + Quote(type));
@@ -382,16 +383,21 @@ struct Loader {
                                      w));
     OrgRules org;
     DIGESTD_ASSIGN_OR_RETURN(org.allowed_registries, Strings(o, "allowedRegistries", w));
-    for (const auto& r : org.allowed_registries) {
-      if (r.find('/') != std::string::npos || !ValidateRegistryHost(r)) {
+    for (auto& r : org.allowed_registries) {
+      auto host = NormalizeRegistryHost(r);
+      if (r.find('/') != std::string::npos || !host) {
         return Bad(w + ".allowedRegistries", Quote(r) + " is not a registry host[:port]");
       }
+      r = std::move(*host);
     }
     DIGESTD_ASSIGN_OR_RETURN(org.allowed_namespaces, Strings(o, "allowedNamespaces", w));
-    for (const auto& n : org.allowed_namespaces) {
+    for (auto& n : org.allowed_namespaces) {
       if (n.find('/') == std::string::npos || n.starts_with("*.") || !ValidateScope(n)) {
         return Bad(w + ".allowedNamespaces", Quote(n) + " is not a \"host/namespace\" prefix");
       }
+      // A prefix of names, so only its host is normalised (no "library/" for docker.io).
+      const auto slash = n.find('/');
+      if (auto host = NormalizeRegistryHost(n.substr(0, slash))) n = *host + n.substr(slash);
     }
     if (auto t = o.find("denyMutableTags"); t != o.end()) {
       if (!t->is_boolean()) return Bad(w + ".denyMutableTags", "must be true or false");
@@ -404,8 +410,10 @@ struct Loader {
       org.denied_digests.push_back(std::move(*parsed));
     }
     DIGESTD_ASSIGN_OR_RETURN(org.deny_references, Strings(o, "denyReferences", w));
-    for (const auto& p : org.deny_references) {
+    for (auto& p : org.deny_references) {
       if (p.empty() || p.size() > 512) return Bad(w + ".denyReferences", "empty or too long");
+      // Matched against normalised references: the pattern's host part is lowercased too.
+      p = NormalizeHostPart(p);
     }
     if (auto s = o.find("denySigners"); s != o.end()) {
       DIGESTD_RETURN_IF_ERROR(OnlyKeys(*s, {"keyIds", "keyless"}, w + ".denySigners"));
@@ -732,11 +740,17 @@ Result<Policy> Policy::Parse(std::string_view text, std::string_view source,
         }
         DIGESTD_ASSIGN_OR_RETURN(auto reqs, ld.Requirements(*s, sw));
         // Store scopes normalised, so "docker.io/busybox" and "docker.io/library/busybox" agree.
+        // Hosts compare case-insensitively: every scope's host part is lowercased (and a bare
+        // host gets NormalizeRegistryHost's default-port rule), as references are at parse time.
         std::string key = s.key();
         if (!key.empty() && !key.starts_with("*.") && key.find('/') != std::string::npos) {
           if (auto ref = Reference::Parse(key)) {
             key = (ref->has_tag() || ref->has_digest()) ? ref->String() : ref->Name();
           }
+        } else if (!key.empty() && !key.starts_with("*.")) {
+          if (auto host = NormalizeRegistryHost(key)) key = std::move(*host);
+        } else {
+          key = NormalizeHostPart(key);
         }
         for (const auto& [existing, _] : policy.docker_) {
           if (existing == key) return ld.Bad(sw, "the same scope appears twice");

@@ -1,5 +1,7 @@
 #include "verify/reference.h"
 
+#include <algorithm>
+
 namespace digestd::verify {
 namespace {
 
@@ -97,6 +99,23 @@ Result<void> ValidateRegistryHost(std::string_view host) {
   return {};
 }
 
+Result<std::string> NormalizeRegistryHost(std::string_view host) {
+  DIGESTD_RETURN_IF_ERROR(ValidateRegistryHost(host));
+  std::string out = NormalizeHostPart(host);
+  if (out.ends_with(":443")) out.resize(out.size() - 4);
+  if (out == "index.docker.io") out = std::string(kDockerHub);
+  return out;
+}
+
+std::string NormalizeHostPart(std::string_view scope_or_pattern) {
+  std::string out(scope_or_pattern);
+  const auto end = std::min(out.find('/'), out.size());
+  for (std::size_t i = 0; i < end; ++i) {
+    if (out[i] >= 'A' && out[i] <= 'Z') out[i] = static_cast<char>(out[i] - 'A' + 'a');
+  }
+  return out;
+}
+
 Result<void> ValidateRepositoryPath(std::string_view path) {
   if (path.empty()) return Bad(path, "empty repository");
   std::size_t start = 0;
@@ -169,9 +188,10 @@ Result<Reference> Reference::Parse(std::string_view text) {
     domain = kDockerHub;
     path = rest;
   }
-  if (auto r = ValidateRegistryHost(domain); !r) return Bad(text, r.error().context());
+  auto host = NormalizeRegistryHost(domain);
+  if (!host) return Bad(text, host.error().context());
   if (auto r = ValidateRepositoryPath(path); !r) return Bad(text, r.error().context());
-  ref.registry_ = domain == "index.docker.io" ? std::string(kDockerHub) : std::string(domain);
+  ref.registry_ = std::move(*host);
   ref.repository_ = std::string(path);
   if (ref.registry_ == kDockerHub && ref.repository_.find('/') == std::string::npos) {
     ref.repository_ = "library/" + ref.repository_;

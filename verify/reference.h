@@ -54,6 +54,16 @@ class Reference {
 
 // Validators shared with policy scope parsing.
 Result<void> ValidateRegistryHost(std::string_view host);  // host[:port] or [v6][:port]
+// The one canonical spelling of a registry host, used everywhere a host is compared (references,
+// policy scopes, allowedRegistries, denyReferences, the config's registries): validated, ASCII
+// lowercased (DNS names are case-insensitive, so "REG.example.com" is "reg.example.com"),
+// "index.docker.io" is "docker.io", and the HTTPS default port is dropped ("h:443" is "h").
+// Non-ASCII (Unicode) host names are refused, as the distribution reference grammar does: an
+// internationalised name is written in its ASCII (punycode, "xn--") form.
+Result<std::string> NormalizeRegistryHost(std::string_view host);
+// A policy scope or a glob over references ("host[/path...]"): its host part (everything before
+// the first '/') lowercased, so that it compares with normalised references. "*." prefixes stay.
+std::string NormalizeHostPart(std::string_view scope_or_pattern);
 Result<void> ValidateRepositoryPath(std::string_view path);
 Result<void> ValidateTag(std::string_view tag);
 

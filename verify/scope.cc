@@ -54,7 +54,7 @@ Result<void> ValidateScope(std::string_view scope) {
   if (auto r = ValidateRegistryHost(scope.substr(0, slash)); !r) return bad(r.error().context());
   auto ref = Reference::Parse(scope);
   if (!ref) return bad(ref.error().context());
-  if (ref->registry() != scope.substr(0, slash) && scope.substr(0, slash) != "index.docker.io") {
+  if (auto host = NormalizeRegistryHost(scope.substr(0, slash)); !host || ref->registry() != *host) {
     return bad("must start with a registry host (e.g. \"docker.io/library/busybox\")");
   }
   return {};

@@ -111,7 +111,7 @@ TEST_F(DaemonTest, PoststopHookOfARuncContainerWipesTheTenantsLease) {
   ASSERT_EQ(pull_a.status, 0) << pull_a.output;
   auto pull_b = Ctl("pull --tenant team-b " + ref_b);
   ASSERT_EQ(pull_b.status, 0) << pull_b.output;
-  ASSERT_EQ(Ctl("lease create --id la --tenant team-a " + ref_a).status, 0);
+  ASSERT_EQ(Ctl("lease create --id la --tenant team-a --container digestd-hook-test " + ref_a).status, 0);
   ASSERT_EQ(Ctl("lease create --id lb --tenant team-b " + ref_b).status, 0);
   auto dup = Ctl("lease create --id la --tenant team-a " + ref_a);
   EXPECT_NE(dup.status, 0);
@@ -122,6 +122,33 @@ TEST_F(DaemonTest, PoststopHookOfARuncContainerWipesTheTenantsLease) {
   const fs::path blob_a =
       dir_.path() / "store/blobs/sha256" / manifest_a.substr(7, 2) / manifest_a.substr(7);
   ASSERT_TRUE(fs::exists(blob_a));
+
+  // Another tenant's container whose annotations name team-a's lease (with or without team-a's
+  // tenant) is refused and audited, and wipes nothing; so is a hook release of a lease bound to
+  // no container (found by review: a state document naming job-a wiped team-a's blobs).
+  auto hook_as = [&](const std::string& id, const std::string& annotations) {
+    const std::string state = "{\"ociVersion\":\"1.0.2\",\"id\":\"" + id +
+                              "\",\"status\":\"stopped\",\"bundle\":\"/\",\"annotations\":" +
+                              annotations + "}";
+    std::ofstream(dir_.path() / "state.json") << state;
+    return Shell(ctl_ + " --socket " + socket_ + " hook poststop < " +
+                 (dir_.path() / "state.json").string() + " 2>&1");
+  };
+  for (const auto& ann : {std::string("{\"org.digestd.lease\":\"la\"}"),
+                          std::string("{\"org.digestd.lease\":\"la\",\"org.digestd.tenant\":\"team-a\"}")}) {
+    auto forged = hook_as("job-b", ann);
+    EXPECT_NE(forged.status, 0) << forged.output;
+    EXPECT_NE(forged.output.find("not released"), std::string::npos) << forged.output;
+  }
+  auto wrong_tenant = hook_as("digestd-hook-test",
+                              "{\"org.digestd.lease\":\"la\",\"org.digestd.tenant\":\"team-b\"}");
+  EXPECT_NE(wrong_tenant.status, 0) << wrong_tenant.output;
+  auto unbound = hook_as("job-b", "{\"org.digestd.lease\":\"lb\"}");
+  EXPECT_NE(unbound.status, 0) << unbound.output;
+  EXPECT_NE(unbound.output.find("bound to no container"), std::string::npos) << unbound.output;
+  EXPECT_TRUE(fs::exists(blob_a));
+  EXPECT_NE(Ctl("lease ls").output.find("la "), std::string::npos);
+  EXPECT_NE(Ctl("audit").output.find("lease.release.refused"), std::string::npos);
 
   // A real runc container from team-a's image whose config names the lease and lists
   // `digestctl hook poststop` as its poststop hook.

@@ -50,7 +50,8 @@ class NamespaceTest : public ::testing::Test {
     auto img = PutImage(*store_, {base.Finish(), top.Finish()});
     ASSERT_TRUE(img.has_value()) << img.error().ToString();
     image_ = *img;
-    ns_ = std::make_unique<Namespace>(*store_, NamespaceOptions{.mountpoint = "/run/digestd/mnt"});
+    ns_ = std::make_unique<Namespace>(
+        *store_, NamespaceOptions{.mountpoint = "/run/digestd/mnt", .blobs_gid = kAdminGid});
   }
 
   Attr Walk(std::string_view path) {
@@ -108,6 +109,7 @@ class NamespaceTest : public ::testing::Test {
   store::StorePtr store_;
   StoredImage image_{verify::Digest::Parse("sha256:" + std::string(64, '0')).value(), {}};
   std::unique_ptr<Namespace> ns_;
+  static constexpr std::uint32_t kAdminGid = 4242;
 };
 
 TEST_F(NamespaceTest, TopLayoutAndBlobs) {
@@ -117,7 +119,13 @@ TEST_F(NamespaceTest, TopLayoutAndBlobs) {
   auto listing = Names(blobs.ino);
   EXPECT_EQ(listing.size(), 2u + 4u);  // 2 layers, config, manifest
   const Attr manifest = Walk("blobs/sha256/" + std::string(image_.manifest.hex()));
-  EXPECT_EQ(manifest.mode, static_cast<std::uint32_t>(S_IFREG | 0444));
+  // Raw blobs would bypass the modes inside layers: root and the admin group only.
+  EXPECT_EQ(manifest.mode, static_cast<std::uint32_t>(S_IFREG | 0440));
+  EXPECT_EQ(manifest.gid, kAdminGid);
+  EXPECT_EQ(blobs.mode, static_cast<std::uint32_t>(S_IFDIR | 0750));
+  EXPECT_EQ(blobs.gid, kAdminGid);
+  EXPECT_EQ(Walk("blobs").mode, static_cast<std::uint32_t>(S_IFDIR | 0750));
+  EXPECT_EQ(Walk("layers").mode, static_cast<std::uint32_t>(S_IFDIR | 0555));
   EXPECT_NE(Read(manifest.ino).find("schemaVersion"), std::string::npos);
   EXPECT_EQ(WalkErrno("blobs/sha256/" + std::string(64, 'a')), ENOENT);
   EXPECT_EQ(WalkErrno("blobs/sha256/not-a-digest"), ENOENT);
@@ -201,6 +209,33 @@ TEST_F(NamespaceTest, DeniedDigestsVanishAtOnce) {
   EXPECT_EQ(WalkErrno("blobs/sha256/" + std::string(image_.layers[0].hex())), ENOENT);
   ASSERT_OK(store_->Undeny(image_.layers[0]));
   EXPECT_EQ(ns_->GetAttr(layer_file.ino).value().ino, layer_file.ino);
+}
+
+// A removed object is never served from a view built before the removal (found by review:
+// after a wipe and a re-pull, a rootfs view read NULs through a cached fd, and the wiped layer's
+// names stayed listable). Lookups check the store still holds the tree; Drop forgets the views
+// (their inode numbers answer ENOENT and are not reused); a re-built view serves fresh content.
+TEST_F(NamespaceTest, RemovedObjectsLeaveNoViews) {
+  const Attr layer_root = Walk(Layer(1));
+  const Attr layer_file = Walk(Layer(1) + "/opt/upper");
+  const Attr rootfs_file = Walk(Image() + "/rootfs/opt/upper");
+  EXPECT_EQ(Read(rootfs_file.ino), "upper");
+  ASSERT_OK(store_->RemoveBlob(image_.layers[1]));
+  // The store no longer holds the tree: the cached view is not served by name.
+  EXPECT_EQ(WalkErrno(Layer(1)), ENOENT);
+  EXPECT_EQ(WalkErrno(Image()), ENOENT);
+  const auto dropped = ns_->Drop(image_.layers[1]);
+  ASSERT_EQ(dropped.size(), 2u);  // the layer's view and the image's rootfs view
+  for (Ino ino : {layer_root.ino, layer_file.ino, rootfs_file.ino}) {
+    EXPECT_EQ(ns_->GetAttr(ino).error().sys_errno(), ENOENT) << ino;
+    EXPECT_EQ(ns_->Open(ino).error().sys_errno(), ENOENT) << ino;
+    bool covered = false;
+    for (const auto& r : dropped) covered = covered || (ino >= r.first && ino - r.first < r.count);
+    EXPECT_TRUE(covered) << ino;
+  }
+  // The untouched layer keeps its view and numbers.
+  EXPECT_EQ(Walk(Layer(0) + "/etc").ino, Walk(Layer(0) + "/etc").ino);
+  EXPECT_TRUE(ns_->Drop(image_.layers[1]).empty());  // idempotent
 }
 
 TEST_F(NamespaceTest, LookupCounts) {

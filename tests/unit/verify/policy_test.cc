@@ -204,6 +204,45 @@ TEST_F(PolicyTest, ScopePrecedenceMostSpecificFirst) {
   EXPECT_EQ(d.requirement, "reject");
 }
 
+// A host written in another case (or with the HTTPS default port) is the same host: it must not
+// escape a scope, allowedRegistries, allowedNamespaces or denyReferences (found by review: an
+// unsigned REG.internal.example.com/team/app was admitted under a "*.example.com" scope that
+// required a signature, and Reg.internal... escaped a reject scope and denyReferences).
+TEST_F(PolicyTest, HostCaseAndDefaultPortDoNotEscapeRules) {
+  Policy p = Load(R"({"default":[{"type":"insecureAcceptAnything"}],"transports":{"docker":{
+      "*.example.com":[{"type":"sigstoreSigned","keyPath":"team.pub"}],
+      "Reg.Internal.Example.com/secret":[{"type":"reject"}],
+      "blocked.example.org":[{"type":"reject"}]}},
+      "digestd":{"denyReferences":["REG.internal.example.com/team/legacy*"],
+                 "allowedRegistries":["REG.internal.example.com","blocked.example.org:443",
+                                      "other.example.net"],
+                 "allowedNamespaces":["Reg.Internal.Example.com/team",
+                                      "reg.internal.example.com/secret",
+                                      "BLOCKED.example.org/x", "other.example.net/y"]}})");
+  for (const std::string host : {"REG.internal.example.com", "Reg.Internal.Example.Com",
+                                 "reg.internal.example.com:443", "reg.internal.example.com"}) {
+    SCOPED_TRACE(host);
+    EXPECT_EQ(p.ScopeFor(Ref(host + "/team/app:v1")).first, "docker:*.example.com");
+    Decision unsigned_app = p.Evaluate(Ref(host + "/team/app:v1"), digest_, {}, nullptr, kNow);
+    EXPECT_FALSE(unsigned_app.allowed);
+    EXPECT_EQ(unsigned_app.requirement, "sigstoreSigned");
+    EXPECT_EQ(p.ScopeFor(Ref(host + "/secret/x:v1")).first,
+              "docker:reg.internal.example.com/secret");
+    EXPECT_FALSE(p.Evaluate(Ref(host + "/secret/x:v1"), digest_, {}, nullptr, kNow).allowed);
+    EXPECT_EQ(p.PreCheck(Ref(host + "/team/legacy-app:v1")).requirement, "denyReferences");
+    EXPECT_TRUE(p.PreCheck(Ref(host + "/team/app:v1")).allowed);
+  }
+  EXPECT_EQ(p.ScopeFor(Ref("Blocked.Example.org:443/x/y:1")).first, "docker:blocked.example.org");
+  EXPECT_TRUE(p.PreCheck(Ref("Blocked.Example.org:443/x/y:1")).allowed);
+  EXPECT_EQ(p.PreCheck(Ref("OTHER.example.net:5000/y/z:1")).requirement, "allowedRegistries");
+  // Two spellings of one scope are one scope: refused as a duplicate.
+  auto dup = Policy::Parse(R"({"default":[{"type":"reject"}],"transports":{"docker":{
+      "reg.test/a":[{"type":"reject"}],"REG.test/a":[{"type":"reject"}]}}})",
+                           "policy.json", dir_.path());
+  ASSERT_FALSE(dup);
+  EXPECT_NE(dup.error().ToString().find("twice"), std::string::npos) << dup.error().ToString();
+}
+
 TEST_F(PolicyTest, OrgRules) {
   Policy p = Load(TeamPolicy(R"({"type":"matchRepository"})", R"({
       "allowedRegistries":["reg.test","localhost:5000"],

@@ -25,8 +25,12 @@ TEST(ReferenceTest, NormalisesLikeDocker) {
       {"localhost:5000/a/b/c:t", "localhost:5000", "a/b/c", "t", "localhost:5000/a/b/c:t"},
       {"127.0.0.1:5000/app", "127.0.0.1:5000", "app", "", "127.0.0.1:5000/app"},
       {"[::1]:5000/app:x", "[::1]:5000", "app", "x", "[::1]:5000/app:x"},
-      {"Registry.Example.com/ns/app", "Registry.Example.com", "ns/app", "",
-       "Registry.Example.com/ns/app"},
+      // Hosts are case-insensitive: one spelling (lowercase) everywhere hosts are compared.
+      {"Registry.Example.com/ns/app", "registry.example.com", "ns/app", "",
+       "registry.example.com/ns/app"},
+      {"REG.example.com:443/ns/app", "reg.example.com", "ns/app", "", "reg.example.com/ns/app"},
+      {"Index.Docker.IO/foo/bar", "docker.io", "foo/bar", "", "docker.io/foo/bar"},
+      {"[::1]:443/app", "[::1]", "app", "", "[::1]/app"},
       {"reg.example.com/a__b/c-d/e..f", "", "", "", ""},  // ".." separator invalid: see below
       {"reg.example.com/a__b/c---d/e.f_g", "reg.example.com", "a__b/c---d/e.f_g", "",
        "reg.example.com/a__b/c---d/e.f_g"},
@@ -99,6 +103,25 @@ TEST(ReferenceTest, RefusesBadInputWithClearMessages) {
         << Quote(in) << " -> " << r.error().context();
     for (char c : r.error().context()) ASSERT_TRUE(c >= 0x20 && c < 0x7f);
   }
+}
+
+
+TEST(ReferenceTest, RegistryHostsHaveOneSpelling) {
+  EXPECT_EQ(*NormalizeRegistryHost("REG.Internal.Example.COM"), "reg.internal.example.com");
+  EXPECT_EQ(*NormalizeRegistryHost("reg.example.com:443"), "reg.example.com");
+  EXPECT_EQ(*NormalizeRegistryHost("reg.example.com:5000"), "reg.example.com:5000");
+  EXPECT_EQ(*NormalizeRegistryHost("INDEX.docker.io"), "docker.io");
+  EXPECT_EQ(*NormalizeRegistryHost("XN--bcher-kva.example"), "xn--bcher-kva.example");
+  ASSERT_ERRC(NormalizeRegistryHost("b\xc3\xbc" "cher.example"), Errc::kInvalidArgument);
+  ASSERT_ERRC(NormalizeRegistryHost("reg_x.example"), Errc::kInvalidArgument);
+  // The reference grammar refuses Unicode hosts outright (punycode is the way to write them).
+  auto unicode = Reference::Parse("b\xc3\xbc" "cher.example/app:1");
+  ASSERT_FALSE(unicode);
+  EXPECT_NE(unicode.error().context().find("non-ASCII"), std::string::npos);
+  // Two spellings of one reference are one reference.
+  EXPECT_EQ(*Reference::Parse("Reg.Example.com/a/b:1"), *Reference::Parse("reg.example.com:443/a/b:1"));
+  EXPECT_EQ(NormalizeHostPart("REG.Example.com/Team/*"), "reg.example.com/Team/*");
+  EXPECT_EQ(NormalizeHostPart("*.Example.COM"), "*.example.com");
 }
 
 }  // namespace
