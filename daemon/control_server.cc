@@ -218,6 +218,18 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     deps.auditor->Refusal(static_cast<std::int64_t>(peer.uid), type, fields);
   }
 
+  // After a committed pull: re-evaluation (a pull can change what other images share), and the
+  // kernel forgets negative entries for the new digests (a name looked up before the pull, or
+  // between a wipe and a re-pull, would otherwise answer ENOENT until its timeout).
+  void AfterPull(const PullResult& r) {
+    if (deps.revalidate) deps.revalidate();
+    if (!deps.mount) return;
+    deps.mount->Invalidate(r.manifest);
+    if (r.image_manifest != r.manifest) deps.mount->Invalidate(r.image_manifest);
+    deps.mount->Invalidate(r.config);
+    for (const auto& l : r.layers) deps.mount->Invalidate(l);
+  }
+
   json PullResultJson(const PullResult& r) const {
     json layers = json::array();
     for (const auto& l : r.layers) layers.push_back(l.ToString());
@@ -864,7 +876,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       }
       ++pulls_ok;
       pull_bytes += r->bytes_fetched;
-      if (deps.revalidate) deps.revalidate();
+      AfterPull(*r);
       co_return JsonReply(http::status::ok, PullResultJson(*r));
     }
 
@@ -893,7 +905,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
           if (r) {
             ++self->pulls_ok;
             self->pull_bytes += r->bytes_fetched;
-            if (self->deps.revalidate) self->deps.revalidate();
+            self->AfterPull(*r);
             last = self->PullResultJson(*r);
             last["type"] = "result";
           } else {

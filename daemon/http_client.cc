@@ -244,20 +244,53 @@ asio::awaitable<Result<HttpResponse>> RoundTrip(Stream& stream, beast::tcp_strea
   // for 512 MiB, and 160 MB/s instead of GB/s.
   buffer.reserve(256u << 10);
   std::vector<char> buf(opt.stream_chunk);
+  // The body's overall deadline (HttpOptions::body_deadline_min, min_rate_bytes_per_s), counted
+  // in time spent waiting for the peer only.
+  using Clock = std::chrono::steady_clock;
+  const auto body_start = Clock::now();
+  Clock::duration own_wait{};  // time the sink spent on our disk
+  const std::uint64_t rate = std::max<std::uint64_t>(opt.min_rate_bytes_per_s, 1);
+  const auto declared = parser.content_length();
+  std::uint64_t received = 0;
+  auto allowed = [&]() {
+    const std::uint64_t size = std::max<std::uint64_t>(declared.value_or(0), received);
+    return std::chrono::duration_cast<Clock::duration>(opt.body_deadline_min) +
+           std::chrono::duration_cast<Clock::duration>(std::chrono::milliseconds(size * 1000 / rate));
+  };
   while (!parser.is_done()) {
     parser.get().body().data = buf.data();
     parser.get().body().size = buf.size();
-    lowest.expires_after(opt.stall_timeout);
+    const auto peer_time = Clock::now() - body_start - own_wait;
+    const auto left = allowed() - peer_time;
+    if (left <= Clock::duration::zero()) {
+      *keep_alive = false;
+      co_return MakeError(
+          Module::kDaemon, Errc::kIo,
+          url.Origin() + url.target + ": body too slow: " + std::to_string(received) +
+              " bytes in " +
+              std::to_string(std::chrono::duration_cast<std::chrono::seconds>(peer_time).count()) +
+              " s, under the minimum of " + std::to_string(rate) + " bytes/s after " +
+              std::to_string(opt.body_deadline_min.count() / 1000) +
+              " s (timeouts.min_rate_bytes_per_s, timeouts.blob_deadline_min_ms)");
+    }
+    const auto stall = std::chrono::duration_cast<Clock::duration>(opt.stall_timeout);
+    lowest.expires_after(std::min(stall, left));
     co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
     if (ec == http::error::need_buffer) ec = {};
+    if (ec == beast::error::timeout && Clock::now() - body_start - own_wait >= allowed()) {
+      continue;  // reported above with the figures
+    }
     const std::size_t n = buf.size() - parser.get().body().size;
+    received += n;
     if (n > 0) {
       if (streaming) {
         const std::span<const std::byte> chunk = std::as_bytes(std::span(buf.data(), n));
         // The sink may wait for the disk (the store's follower); that is not the peer stalling,
         // so the stall timer is off until the next read re-arms it.
         lowest.expires_never();
+        const auto sink_start = Clock::now();
         auto written = co_await (*sink)(chunk);
+        own_wait += Clock::now() - sink_start;
         if (!written) {
           *keep_alive = false;
           co_return written.error();

@@ -57,6 +57,12 @@ struct HttpOptions {
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds first_byte_timeout{30'000};
   std::chrono::milliseconds stall_timeout{30'000};
+  // A whole response body must arrive within body_deadline_min plus its size (Content-Length,
+  // or the bytes so far when there is none) at min_rate_bytes_per_s. Time the sink spends
+  // waiting for our own disk does not count. Without it, a peer sending one byte per
+  // stall_timeout holds a pull forever.
+  std::chrono::milliseconds body_deadline_min{60'000};
+  std::uint64_t min_rate_bytes_per_s = 256 << 10;
   std::size_t max_idle_per_origin = 8;
   std::size_t stream_chunk = 256u << 10;  // body bytes per sink call at most
 };

@@ -144,13 +144,9 @@ int main(int argc, char** argv) {
   if (auto r = policies.Reload(); !r) return Fail(r.error().ToString());
 
   daemon::HiddenSet hidden;
-  // blobs/ under the mount is for root and the admin group (the socket's group) only.
-  gid_t admin_gid = 0;
-  if (!config->daemon.socket_group.empty()) {
-    auto g = GroupId(config->daemon.socket_group, Module::kDaemon);
-    if (!g) return Fail("daemon.socket_group: " + g.error().ToString());
-    admin_gid = *g;
-  }
+  // blobs/ under the mount is for root and the first admin group ([daemon] admin_gids) only:
+  // raw layer tars and configs would bypass the modes of the files in the layers.
+  const gid_t admin_gid = config->daemon.admin_gids.empty() ? 0 : config->daemon.admin_gids.front();
   auto mount = fusefs::FuseMount::Mount(
       **store, {.mountpoint = config->daemon.mountpoint.string(),
                 .content_cache_entries = ContentCacheBudget(fd_limit),
@@ -209,6 +205,8 @@ int main(int argc, char** argv) {
     }
     withdrawn_before.clear();
     for (const auto& w : r->withdrawn) withdrawn_before.insert(w.manifest);
+    log->info("re-evaluated cached images: {} withdrawn, {} digests hidden", r->withdrawn.size(),
+              r->hidden.size());
     hidden.Replace(r->hidden);
     // Newly hidden and newly visible digests alike: the kernel may hold positive or negative
     // entries for either.

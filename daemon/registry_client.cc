@@ -130,7 +130,9 @@ RegistryClient::RegistryClient(asio::io_context& io, const Config& config)
       config_(config),
       http_(io, HttpOptions{.connect_timeout = config.connect_timeout,
                             .first_byte_timeout = config.first_byte_timeout,
-                            .stall_timeout = config.stall_timeout}),
+                            .stall_timeout = config.stall_timeout,
+                            .body_deadline_min = config.blob_deadline_min,
+                            .min_rate_bytes_per_s = config.min_rate_bytes_per_s}),
       log_(Logger("registry")) {}
 
 RegistryClient::~RegistryClient() { blocking_.join(); }

@@ -39,7 +39,8 @@ Result<RevalidateResult> Revalidate(const store::Store& store,
       }
     }
     const auto layers =
-        store.ImageLayers(rec.image_manifest).value_or(std::vector<verify::Digest>());
+        store.ImageLayers(rec.image_manifest, /*even_if_denied=*/true)
+            .value_or(std::vector<verify::Digest>());
     if (store.IsDenied(rec.manifest) || store.IsDenied(rec.image_manifest)) {
       // A denied image is gone from the mount already (the deny list); what is withdrawn here
       // is what only it uses: its layers, which a runtime holding a lowerdir string could

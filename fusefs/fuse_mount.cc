@@ -161,8 +161,13 @@ struct FuseMount::Impl {
     return e;
   }
 
-  Result<std::shared_ptr<const Content>> ContentFor(Ino ino) {
-    if (auto c = cache.Get(ino)) return c;
+  // `admit`: the caller is opening the file (or reading without opens): a cached fd is only
+  // handed out while the inode is still served (not denied, withdrawn or removed).
+  Result<std::shared_ptr<const Content>> ContentFor(Ino ino, bool admit) {
+    if (auto c = cache.Get(ino)) {
+      if (admit) DIGESTD_RETURN_IF_ERROR(ns.GetAttr(ino));
+      return c;
+    }
     auto content = ns.Open(ino);
     if (!content && (content.error().sys_errno() == EMFILE || content.error().sys_errno() == ENFILE)) {
       // Out of fds: close the colder half of the cache rather than fail every reader.
@@ -303,7 +308,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     fuse_reply_err(req, ENOSYS);
     return;
   }
-  auto c = s.ContentFor(ino);
+  auto c = s.ContentFor(ino, /*admit=*/true);
   if (!c) {
     fuse_reply_err(req, s.Errno(c.error()));
     return;
@@ -344,7 +349,9 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
   auto& s = Self(req);
   OpTimer timer(s.stats);
   s.stats.reads.fetch_add(1, std::memory_order_relaxed);
-  auto c = s.ContentFor(ino);
+  // Reads of an open file go on after a deny, as passthrough reads do; without opens (no-open
+  // mode) every read is an admission.
+  auto c = s.ContentFor(ino, /*admit=*/s.no_open.load(std::memory_order_relaxed));
   if (!c) {
     fuse_reply_err(req, s.Errno(c.error()));
     return;

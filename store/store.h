@@ -179,7 +179,9 @@ class Store {
   Result<std::string> ReadBlob(const Digest& digest, std::uint64_t cap) const;
   // The layer digests of an image manifest in the store, bottom first. kNotFound when `manifest`
   // is absent or not an image manifest (an index, a config); other errors when it cannot be read.
-  Result<std::vector<Digest>> ImageLayers(const Digest& manifest) const;
+  // With `even_if_denied`, a denied manifest is read too (for deciding what only denied images
+  // use); otherwise it is refused like every other read of a denied blob.
+  Result<std::vector<Digest>> ImageLayers(const Digest& manifest, bool even_if_denied = false) const;
   // Blobs in digest order, starting after `after`; at most `limit` (1..10000) per page.
   Result<BlobPage> ListBlobs(const std::optional<Digest>& after, std::size_t limit) const;
   // Removes file, record and its edges. kNotFound if absent.

@@ -103,6 +103,25 @@ TEST_F(PullFaultTest, SlowDripHitsTheStallTimeout) {
   ExpectNothingCommitted();
 }
 
+// A peer that never stalls long enough for the stall timer (one byte every 50 ms) still cannot
+// hold a pull: the body has an overall deadline scaled by its size (found by review: one byte
+// every 29 s held a pull forever).
+TEST_F(PullFaultTest, TrickleUnderTheMinimumRateHitsTheBodyDeadline) {
+  config_.stall_timeout = std::chrono::milliseconds(5000);
+  config_.blob_deadline_min = std::chrono::milliseconds(500);
+  config_.min_rate_bytes_per_s = 1 << 20;
+  config_.retries = 0;
+  Prepare("test/trickle", [this](const ProxyRequest& r) {
+    return IsLayer(r) ? Fault{.kind = Fault::kSlowDrip, .drip_ms = 50} : Fault{};
+  });
+  auto r = Pull("test/trickle@" + digest_);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::kIo) << r.error().ToString();
+  EXPECT_NE(r.error().context().find("body too slow"), std::string::npos) << r.error().ToString();
+  EXPECT_NE(r.error().context().find("min_rate_bytes_per_s"), std::string::npos);
+  ExpectNothingCommitted();
+}
+
 TEST_F(PullFaultTest, ServerErrorsThenSuccessAndRetryAfter) {
   config_.retries = 3;
   Prepare("test/flaky", [this](const ProxyRequest& r) {
