@@ -171,6 +171,13 @@ int main(int argc, char** argv) {
     store::Store* st = store->get();
     const daemon::Config* cfg = &*config;
     puller.SetAfterPull([st, cfg, log](const daemon::PullResult& r) -> Result<void> {
+      // A tenant's pull stays in digestd's store only: containerd's content store is shared by
+      // every client of containerd and a lease wipe cannot reach (or overwrite) its copies.
+      if (!r.tenant.empty()) {
+        log->info("containerd content: {} not handed over (tenant {}: wiped with its lease)",
+                  r.manifest.ToString(), r.tenant);
+        return {};
+      }
       std::vector<verify::Digest> blobs = {r.manifest};
       if (r.image_manifest != r.manifest) blobs.push_back(r.image_manifest);
       blobs.push_back(r.config);

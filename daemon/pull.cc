@@ -399,7 +399,8 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
                     .image_manifest = image.digest,
                     .config = manifest->config.digest,
                     .decision = decision,
-                    .bytes_fetched = registry_.stats().bytes - fetched_before};
+                    .bytes_fetched = registry_.stats().bytes - fetched_before,
+                    .tenant = opts.tenant};
   for (const auto& l : manifest->layers) result.layers.push_back(l.digest);
   Audit("pulled", opts, ref_text, top_digest.ToString(), &decision,
         "pulled " + std::to_string(manifest->layers.size()) + " layers");

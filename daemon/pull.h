@@ -51,6 +51,7 @@ struct PullResult {
   std::vector<verify::Digest> layers;
   verify::Decision decision;
   std::uint64_t bytes_fetched = 0;
+  std::string tenant;  // the pull's tenant (PullOptions::tenant); empty for shared pulls
 };
 
 class Puller {

@@ -16,6 +16,8 @@
 #include <sstream>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "integration/daemon_fixture.h"
 
 namespace digestd::daemon {
@@ -182,6 +184,25 @@ TEST_F(SnapshotterTest, ContainerdRunsVerifiedLayersWithoutFetchingThem) {
   EXPECT_EQ(by_ctr.find("/blobs/"), std::string::npos) << "ctr fetched blobs\n" << by_ctr;
   auto run2 = Ctr("run --rm --snapshotter digestd " + image + " c4 /bin/sh -c 'echo ok'");
   EXPECT_EQ(run2.output, "ok\n");
+}
+
+// A tenant's pull is not handed to containerd's shared content store: a lease wipe could not
+// reach (or overwrite) the copies there.
+TEST_F(SnapshotterTest, TenantPullsAreNotHandedToContainerd) {
+  PushImage("e2e/private");
+  const std::string image = registry_->host() + "/e2e/private:v1";
+  auto pull = Ctl("--json pull --tenant team-a " + image);
+  ASSERT_EQ(pull.status, 0) << pull.output;
+  auto j = nlohmann::json::parse(pull.output.substr(pull.output.rfind("\n{") + 1), nullptr, false);
+  const std::string manifest = j.is_object() ? j.value("manifest", "") : "";
+  ASSERT_FALSE(manifest.empty()) << pull.output;
+  auto content = Ctr("content ls");
+  ASSERT_EQ(content.status, 0) << content.output;
+  EXPECT_EQ(content.output.find(manifest), std::string::npos) << content.output;
+  for (const auto& layer : Layers("e2e/private")) {
+    EXPECT_EQ(content.output.find(layer), std::string::npos) << content.output;
+  }
+  EXPECT_NE(Slurp(log_).find("not handed over (tenant team-a"), std::string::npos);
 }
 
 TEST_F(SnapshotterTest, ImagesDigestdHasNotVerifiedCannotRun) {

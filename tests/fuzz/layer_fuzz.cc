@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <set>
+#include <string>
 #include <string_view>
 
 #include "store/layer_unpack.h"
@@ -37,6 +39,21 @@ class NullSink final : public digestd::store::ContentSink {
   std::uint64_t want_ = 0, got_ = 0;
 };
 
+// Independent of store/: splits on '/' and checks each component.
+bool SafeRelativePath(std::string_view path) {
+  if (path.empty()) return true;  // the layer's root
+  std::size_t start = 0;
+  while (true) {
+    const auto slash = path.find('/', start);
+    const std::string_view comp =
+        path.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (comp.empty() || comp == "." || comp == "..") return false;
+    if (comp.find('\0') != std::string_view::npos) return false;
+    if (slash == std::string_view::npos) return true;
+    start = slash + 1;
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -58,11 +75,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (tree->entries.empty() || !tree->entries.front().path.empty()) std::abort();
     if (tree->entries.size() > limits.max_entries) std::abort();
     if (tree->file_bytes > limits.max_file_bytes) std::abort();
+    // An oracle independent of the code under test (ValidateTreePath is what unpacking uses):
+    // every path is "" (the root) or components joined by '/', each non-empty, not "." or "..",
+    // without NUL; every entry's parent directory came before it.
+    std::set<std::string_view> dirs = {""};
     for (const auto& e : tree->entries) {
-      if (!s::ValidateTreePath(e.path, limits)) std::abort();
-      if (e.path.find("..") != std::string::npos && e.path.find("/../") != std::string::npos) {
-        std::abort();
+      if (!SafeRelativePath(e.path)) std::abort();
+      if (!e.path.empty()) {
+        const auto slash = e.path.rfind('/');
+        const std::string_view parent =
+            slash == std::string::npos ? std::string_view() : std::string_view(e.path).substr(0, slash);
+        if (!dirs.count(parent)) std::abort();
       }
+      if (e.type == s::EntryType::kDirectory) dirs.insert(e.path);
     }
   }
   ::close(fd);

@@ -9,6 +9,7 @@
 
 #include <csignal>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "integration/daemon_fixture.h"
@@ -327,16 +328,35 @@ TEST_F(DaemonTest, RolesComeFromPeerCredentials) {
 
 TEST_F(DaemonTest, ReloadKeepsTheOldPolicyWhenTheNewOneIsBad) {
   PushSigned("svc/reload");
+  PushBusybox("svc/unsigned:v1");  // never signed: the policy in force refuses it
   std::ofstream(dir_.path() / "policy.json") << "{ this is not json";
   auto reload = Ctl("reload");
   EXPECT_NE(reload.status, 0) << reload.output;
   EXPECT_NE(reload.output.find("policy"), std::string::npos) << reload.output;
-  ::kill(daemon_.pid(), SIGHUP);  // the same through the signal
-  // The old policy still decides.
+  // The same through the signal: wait for that reload's own audit event (the second refusal),
+  // so the pulls below run after it, not racing it.
+  ::kill(daemon_.pid(), SIGHUP);
+  auto refused_reloads = [&] {
+    auto audit = Ctl("--json audit");
+    std::size_t n = 0;
+    std::istringstream in(audit.output);
+    for (std::string line; std::getline(in, line);) {
+      auto e = nlohmann::json::parse(line, nullptr, false);
+      if (e.is_object() && e.value("type", "") == "policy.reload" && e.value("ok", true) == false) ++n;
+    }
+    return n;
+  };
+  for (int i = 0; i < 500 && refused_reloads() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(refused_reloads(), 2u) << Ctl("audit").output;
+  // The old policy still decides, both ways: it did not fail open.
+  auto unsigned_pull = Ctl("pull " + registry_->host() + "/svc/unsigned:v1");
+  EXPECT_NE(unsigned_pull.status, 0) << unsigned_pull.output;
+  EXPECT_NE(unsigned_pull.output.find("no signatures found"), std::string::npos)
+      << unsigned_pull.output;
   auto pull = Ctl("pull " + registry_->host() + "/svc/reload:v1");
   EXPECT_EQ(pull.status, 0) << pull.output;
-  auto audit = Ctl("audit");
-  EXPECT_NE(audit.output.find("policy.reload"), std::string::npos) << audit.output;
 }
 
 TEST_F(DaemonTest, TellsSystemdWhenReady) {

@@ -14,6 +14,9 @@ if echo "$out" | grep -v "Failed to .*bus\|No such file or directory.*proc\|Cann
   echo "systemd-analyze complained about the unit:"; echo "$out"; exit 1
 fi
 echo "systemd-analyze verify: ok"
+# Every reader of the mount costs digestd an fd: the unit must not leave it at systemd's 1024.
+nofile=$(sed -n 's/^LimitNOFILE=//p' "$SRC/systemd/digestd.service")
+[ -n "$nofile" ] && [ "$nofile" -ge 65536 ] || { echo "LimitNOFILE missing or under 65536"; exit 1; }
 
 # 2. The samples, with their paths pointed at this temporary directory.
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/release.pem" 2>/dev/null

@@ -92,6 +92,31 @@ TEST(ConfigTest, Snapshotter) {
   EXPECT_EQ(seed->snapshotter.seed_hold, std::chrono::seconds(600));
 }
 
+TEST(ConfigTest, AuditDeadlinesAndHostsNormalised) {
+  auto c = ParseConfig(
+      "[audit]\nmax_bytes = 0\nmax_age_days = 7\nrefusals_per_minute = 5\n"
+      "[timeouts]\nblob_deadline_min_ms = 1500\nmin_rate_bytes_per_s = 2048\n"
+      "[[registry]]\nhost = \"REG.Example.com:443\"\ninsecure = true\n"
+      "[[registry.mirror]]\nhost = \"Mirror.Example.com\"\n",
+      "digestd.toml");
+  ASSERT_TRUE(c) << c.error().ToString();
+  EXPECT_EQ(c->audit.max_bytes, 0u);
+  EXPECT_EQ(c->audit.max_age_days, 7);
+  EXPECT_EQ(c->audit.refusals_per_minute, 5);
+  EXPECT_EQ(c->blob_deadline_min, std::chrono::milliseconds(1500));
+  EXPECT_EQ(c->min_rate_bytes_per_s, 2048u);
+  // One spelling of a host: the config's entry is found whatever case a reference uses.
+  EXPECT_EQ(c->registries[0].host, "reg.example.com");
+  EXPECT_EQ(c->registries[0].mirrors[0].host, "mirror.example.com");
+  ASSERT_NE(c->FindRegistry("Reg.EXAMPLE.com"), nullptr);
+  EXPECT_TRUE(c->FindRegistry("reg.example.com:443")->insecure);
+  EXPECT_EQ(c->FindRegistry("reg.example.com:5000"), nullptr);
+  auto defaults = ParseConfig("", "digestd.toml");
+  ASSERT_TRUE(defaults);
+  EXPECT_EQ(defaults->audit.max_bytes, std::uint64_t{256} << 20);
+  EXPECT_EQ(defaults->audit.refusals_per_minute, 60);
+}
+
 TEST(ConfigTest, UnknownKeysAndBadValuesNameTheKey) {
   const std::pair<std::string, std::string> bad[] = {
       {"[store]\nroots = \"/x\"", "store.roots: unknown key"},
@@ -123,6 +148,12 @@ TEST(ConfigTest, UnknownKeysAndBadValuesNameTheKey) {
       {"[snapshotter]\nroot = \"snaps\"", "snapshotter.root: must be an absolute path"},
       {"snapshotter = true", "snapshotter: must be a table"},
       {"[store\nroot = 1", "digestd.toml: "},
+      {"[audit]\nmax_bytes = 10", "audit.max_bytes: must be 0 (no bound) or at least 1 MiB"},
+      {"[audit]\nmax_age_days = 100000", "audit.max_age_days: must be 0..36500"},
+      {"[audit]\nrefusals_per_minute = 0", "audit.refusals_per_minute: must be 1..100000"},
+      {"[audit]\nretention = 1", "audit.retention: unknown key"},
+      {"[timeouts]\nmin_rate_bytes_per_s = 10", "timeouts.min_rate_bytes_per_s: must be at least 1024"},
+      {"[timeouts]\nblob_deadline_min_ms = 0", "timeouts.blob_deadline_min_ms: must be 1..3600000"},
   };
   for (const auto& [text, msg] : bad) {
     auto c = ParseConfig(text, "digestd.toml");

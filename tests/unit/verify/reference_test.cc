@@ -91,7 +91,7 @@ TEST(ReferenceTest, RefusesBadInputWithClearMessages) {
       {"reg.io:99999/app", "bad port"},
       {"reg.io:/app", "empty port"},
       {"-reg.io/app", "must start and end"},
-      {"reg_io.com/app", ""},  // '_' makes it not a host, and '.' makes it one: refused either way
+      {"reg_io.com/app", "character \"_\" not allowed in host"},  // the "." makes it a host
       {std::string(2000, 'a'), "longer than 1024"},
       {"reg.io/" + std::string(250, 'a'), "name longer than 255"},
   };
