@@ -380,6 +380,12 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       line("digestd_fuse_passthrough_fallbacks_total", "Opens where passthrough was refused (read path used).",
            "counter", f.passthrough_fallbacks.load());
       line("digestd_fuse_errors_total", "FUSE replies with an error other than ENOENT.", "counter", f.errors.load());
+      line("digestd_fuse_fd_evictions_total",
+           "Times an open ran out of fds and the colder half of the mount's fd cache was closed.",
+           "counter", f.fd_evictions.load());
+      line("digestd_fuse_views_dropped_total",
+           "Views dropped because what they showed was removed from the store.", "counter",
+           f.views_dropped.load());
       m += "# HELP digestd_fuse_request_seconds Latency of FUSE requests (lookup, getattr, readlink, readdir, read).\n"
            "# TYPE digestd_fuse_request_seconds histogram\n";
       std::uint64_t cumulative = 0;
