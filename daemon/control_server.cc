@@ -467,7 +467,10 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       }
       if (ec) {
         ++bad_requests;
-        AuditRefusal("api.bad_request", peer, {{"reason", ec.message()}});
+        // An idle keep-alive connection timing out is no refusal; anything malformed is.
+        if (ec != beast::error::timeout) {
+          AuditRefusal("api.bad_request", peer, {{"reason", ec.message()}});
+        }
         Reply r;
         if (ec == http::error::body_limit) {
           r = ErrorReply(http::status::payload_too_large, "request body over 1 MiB");

@@ -333,9 +333,8 @@ TEST_F(DaemonTest, ReloadKeepsTheOldPolicyWhenTheNewOneIsBad) {
   auto reload = Ctl("reload");
   EXPECT_NE(reload.status, 0) << reload.output;
   EXPECT_NE(reload.output.find("policy"), std::string::npos) << reload.output;
-  // The same through the signal: wait for that reload's own audit event (the second refusal),
+  // The same through the signal: wait for that reload's own audit event (one more refusal),
   // so the pulls below run after it, not racing it.
-  ::kill(daemon_.pid(), SIGHUP);
   auto refused_reloads = [&] {
     auto audit = Ctl("--json audit");
     std::size_t n = 0;
@@ -346,10 +345,13 @@ TEST_F(DaemonTest, ReloadKeepsTheOldPolicyWhenTheNewOneIsBad) {
     }
     return n;
   };
-  for (int i = 0; i < 500 && refused_reloads() < 2; ++i) {
+  const std::size_t before_signal = refused_reloads();
+  ASSERT_GE(before_signal, 1u);
+  ::kill(daemon_.pid(), SIGHUP);
+  for (int i = 0; i < 500 && refused_reloads() == before_signal; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ASSERT_EQ(refused_reloads(), 2u) << Ctl("audit").output;
+  ASSERT_EQ(refused_reloads(), before_signal + 1) << Ctl("audit").output;
   // The old policy still decides, both ways: it did not fail open.
   auto unsigned_pull = Ctl("pull " + registry_->host() + "/svc/unsigned:v1");
   EXPECT_NE(unsigned_pull.status, 0) << unsigned_pull.output;
