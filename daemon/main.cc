@@ -134,12 +134,8 @@ int main(int argc, char** argv) {
   auto store = store::Store::Open({.root = config->store_root, .quota_bytes = config->quota_bytes});
   if (!store) return Fail(store.error().ToString());
   daemon::Auditor auditor(**store, config->audit);
-  // Leases of pulls that were in flight when a previous daemon stopped pin nothing useful.
-  if (auto leases = (*store)->ListLeases()) {
-    for (const auto& l : *leases) {
-      if (l.id.starts_with("pull-")) (void)(*store)->RemoveLease(l.id);
-    }
-  }
+  // Leases of pulls that were in flight when a previous daemon stopped are transient: the
+  // store's recovery dropped them (audited), whatever their ids.
   verify::PolicySet policies(config->policy_path, config->trust_path);
   if (auto r = policies.Reload(); !r) return Fail(r.error().ToString());
 

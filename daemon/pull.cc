@@ -251,7 +251,9 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   std::vector<Digest> all = {top_digest, image.digest, manifest->config.digest};
   for (const auto& l : manifest->layers) all.push_back(l.digest);
   const std::string lease_id = RandomId();
-  if (auto r = store_.PutLease({.id = lease_id, .tenant = opts.tenant.empty() ? "digestd" : opts.tenant,
+  if (auto r = store_.PutLease({.id = lease_id,
+                                .tenant = opts.tenant.empty() ? "digestd" : opts.tenant,
+                                .transient = true,
                                 .digests = all});
       !r) {
     co_return fail(r.error());

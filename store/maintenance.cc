@@ -84,6 +84,26 @@ Result<void> Store::Impl::Recover() {
     log->info("recovery removed {} staging entries", rr.staging_removed);
   }
 
+  // Pass 0: transient leases (pulls in flight when a previous process stopped) pin nothing now.
+  {
+    Index::Batch batch;
+    DIGESTD_RETURN_IF_ERROR(index->Scan(Cf::kLeases, "", [&](std::string_view k, std::string_view v) {
+      auto lease = DecodeLease(k, v);
+      // A lease that cannot be read keeps pinning (GC refuses to mark past it): never dropped here.
+      if (lease && lease->transient) {
+        batch.Delete(Cf::kLeases, k);
+        ++rr.leases_dropped;
+      }
+      return true;
+    }));
+    if (rr.leases_dropped > 0) {
+      DIGESTD_RETURN_IF_ERROR(index->Write(batch));
+      log->info("recovery dropped {} transient leases of pulls a previous process left", rr.leases_dropped);
+      AuditInternal("store.recovery.leases_dropped", "",
+                    std::to_string(rr.leases_dropped) + " transient leases of pulls in flight");
+    }
+  }
+
   // Pass 1: every file on disk must be named by a digest, be a regular file, and have a record
   // that agrees on its size; files without a record are re-hashed and adopted only if they match.
   std::unordered_set<Digest> on_disk;
@@ -362,12 +382,35 @@ Result<WipeReport> Store::ReleaseLease(std::string_view id, bool wipe, const Lea
     impl.AuditInternal("store.lease.released", "", "lease " + lease.id + " of " + lease.tenant);
     return report;
   }
-  // What this lease reached, minus what any other lease still reaches.
+  // What this lease reached, minus what anything else still reaches: the other leases, every
+  // reference and image record except this tenant's own images of this lease, and the pulls in
+  // flight (found by review: a tenant's wipe destroyed a base layer that an image pulled without
+  // a tenant still used, because only other leases were counted).
   std::unordered_set<Digest> mine, others;
   DIGESTD_RETURN_IF_ERROR(MarkFrom(impl, lease.digests, mine));
+  const std::unordered_set<Digest> own_roots(lease.digests.begin(), lease.digests.end());
   DIGESTD_ASSIGN_OR_RETURN(auto leases, ListLeases());
   std::vector<Digest> other_roots;
   for (const auto& l : leases) other_roots.insert(other_roots.end(), l.digests.begin(), l.digests.end());
+  DIGESTD_ASSIGN_OR_RETURN(auto records, ListImageRecords());
+  std::unordered_map<Digest, std::string> record_tenant;
+  for (const auto& r : records) {
+    record_tenant[r.manifest] = r.tenant;
+    if (own_roots.count(r.manifest) && r.tenant == lease.tenant) continue;
+    other_roots.push_back(r.manifest);
+    other_roots.push_back(r.image_manifest);
+  }
+  DIGESTD_ASSIGN_OR_RETURN(auto all_refs, ListRefs());
+  for (const auto& r : all_refs) {
+    auto rt = record_tenant.find(r.digest);
+    const bool own = own_roots.count(r.digest) &&
+                     (rt == record_tenant.end() || rt->second == lease.tenant);
+    if (!own) other_roots.push_back(r.digest);
+  }
+  {
+    std::lock_guard lock(impl.mu);
+    other_roots.insert(other_roots.end(), impl.in_flight.begin(), impl.in_flight.end());
+  }
   DIGESTD_RETURN_IF_ERROR(MarkFrom(impl, std::move(other_roots), others));
   std::vector<BlobInfo> victims;
   for (const auto& d : mine) {

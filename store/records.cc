@@ -157,6 +157,7 @@ std::string EncodeLease(const Lease& lease) {
             {"digests", std::move(digests)},
             {"created", lease.created}};
   if (!lease.container.empty()) j["container"] = lease.container;  // absent in older records
+  if (lease.transient) j["transient"] = true;
   return Dump(j);
 }
 
@@ -171,6 +172,10 @@ Result<Lease> DecodeLease(std::string_view key, std::string_view value) {
   if (j.contains("container")) {
     DIGESTD_ASSIGN_OR_RETURN(lease.container, GetString(j, "container", kWhat, key, 128));
     if (!ValidateName("container id", lease.container)) return Corrupt(kWhat, key, "bad container id");
+  }
+  if (auto t = j.find("transient"); t != j.end()) {
+    if (!t->is_boolean()) return Corrupt(kWhat, key, "transient is not a boolean");
+    lease.transient = t->get<bool>();
   }
   auto it = j.find("digests");
   if (it == j.end() || !it->is_array() || it->size() > 100000) {

@@ -285,9 +285,23 @@ Result<StorePtr> Store::Open(const StoreOptions& options) {
   // 0700 and ours, so nobody else can swap it in between.
   DIGESTD_ASSIGN_OR_RETURN(impl->index, Index::Open((options.root / "index").string()));
   DIGESTD_RETURN_IF_ERROR(CheckSchema(*impl->index, root));
+  // The audit sequence (and the log's size) before recovery, which records events: starting at
+  // 1 again would overwrite the oldest events of an existing log.
+  DIGESTD_RETURN_IF_ERROR(
+      impl->index->Scan(Cf::kAudit, "", [&](std::string_view, std::string_view v) {
+        impl->audit.events += 1;
+        impl->audit.bytes += v.size();
+        return true;
+      }));
+  DIGESTD_ASSIGN_OR_RETURN(auto last_audit, impl->index->LastKey(Cf::kAudit));
+  if (last_audit) {
+    auto seq = DecodeAuditKey(*last_audit);
+    if (!seq) return seq.error();
+    impl->next_audit_seq = *seq + 1;
+  }
   DIGESTD_RETURN_IF_ERROR(impl->Recover());
 
-  // Deny set and audit sequence live in memory for the hot paths.
+  // The deny set lives in memory for the hot paths.
   std::optional<Error> err;
   DIGESTD_RETURN_IF_ERROR(
       impl->index->Scan(Cf::kDeny, "", [&](std::string_view k, std::string_view v) {
@@ -302,19 +316,6 @@ Result<StorePtr> Store::Open(const StoreOptions& options) {
         impl->denied.insert(rec->digest);
         return true;
       }));
-  // The audit log's size, for retention (PruneAudit) and metrics.
-  DIGESTD_RETURN_IF_ERROR(
-      impl->index->Scan(Cf::kAudit, "", [&](std::string_view, std::string_view v) {
-        impl->audit.events += 1;
-        impl->audit.bytes += v.size();
-        return true;
-      }));
-  DIGESTD_ASSIGN_OR_RETURN(auto last_audit, impl->index->LastKey(Cf::kAudit));
-  if (last_audit) {
-    auto seq = DecodeAuditKey(*last_audit);
-    if (!seq) return seq.error();
-    impl->next_audit_seq = *seq + 1;
-  }
   const auto& rr = impl->recovery;
   impl->log->info(
       "opened root={} blobs={} bytes={} staging_removed={} orphans_adopted={} "

@@ -39,6 +39,9 @@ struct Lease {
   // The container (OCI runtime id) the lease belongs to; empty: none. A release from an OCI
   // hook must name this container and this tenant, or it is refused.
   std::string container;  // [A-Za-z0-9._-]{1,128} or empty
+  // Held only while the process that made it runs (a pull in flight): dropped by the next
+  // Store::Open. Whether a lease is transient is this field, never a convention on its id.
+  bool transient = false;
   std::vector<Digest> digests;  // pinned roots (manifests or blobs); closures are pinned too
   std::int64_t created = 0;
 };
@@ -132,6 +135,7 @@ struct RecoveryReport {
   std::uint64_t records_dropped = 0;   // records whose file was missing or unreadable
   std::uint64_t bad_records = 0;       // records that failed to parse
   std::uint64_t files_removed = 0;     // file objects no layer tree referenced
+  std::uint64_t leases_dropped = 0;    // transient leases of a process that is gone
 };
 
 struct Usage {

@@ -65,8 +65,9 @@ class DaemonTest : public PullTest {
     }
     FAIL() << "digestd did not come up\n" << Slurp(log_);
   }
+  // Bounded: a daemon that stops answering fails the test instead of hanging it.
   digestd::testing::CommandResult Ctl(const std::string& args, const std::string& as = "") {
-    return Shell(as + " " + ctl_ + " --socket " + socket_ + " " + args + " 2>&1");
+    return Shell("timeout 120 " + as + " " + ctl_ + " --socket " + socket_ + " " + args + " 2>&1");
   }
   std::string PushSigned(const std::string& repo) {
     const std::string digest = PushBusybox(repo + ":v1");

@@ -240,6 +240,29 @@ TEST_F(PullFaultTest, LyingDockerContentDigestIsRefused) {
   ExpectNothingCommitted();
 }
 
+// A registry answering a by-digest manifest URL with another image's (valid, parseable) manifest
+// and the requested digest in Docker-Content-Digest: only the hash of the body can tell, and it is
+// checked before anything is parsed (found by review: no test covered it; removing the check
+// passed every test).
+TEST_F(PullFaultTest, WrongManifestBytesForADigestAreADigestMismatch) {
+  PushBusybox("test/other:v1", "--format v2s2");  // surely other bytes
+  auto other = Shell("skopeo inspect --raw --tls-verify=false docker://" + registry_->host() +
+                     "/test/other:v1");
+  ASSERT_EQ(other.status, 0) << other.output;
+  const std::string other_manifest = other.output;
+  Prepare("test/swap", [this, other_manifest](const ProxyRequest& r) {
+    if (r.target.ends_with("/manifests/" + digest_)) {
+      return Fault{.kind = Fault::kReplaceBody, .body = other_manifest};
+    }
+    return Fault{};
+  });
+  auto r = Pull("test/swap@" + digest_);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::kDigestMismatch) << r.error().ToString();
+  EXPECT_NE(r.error().context().find(digest_), std::string::npos) << r.error().ToString();
+  ExpectNothingCommitted();
+}
+
 TEST_F(PullFaultTest, TagMovedAfterResolveDoesNotMixImages) {
   // The tag resolves once; when it moves right after, the pull still completes the image it
   // resolved (and whose signature it checked), never a mix.

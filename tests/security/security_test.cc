@@ -23,6 +23,10 @@ namespace digestd::daemon {
 namespace {
 
 const std::string kNobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+// Every command that touches the mount or the socket is bounded: a daemon that stops answering
+// (the old accept loop spinning at its fd limit did) fails the test instead of hanging it.
+// SIGKILL: a process waiting on a FUSE request only dies of that.
+const std::string kBounded = "timeout -s KILL 120 ";
 
 std::string Field(const std::string& out, const std::string& key) {
   const auto at = out.find("\n" + key);
@@ -40,7 +44,7 @@ class SecurityTest : public DaemonTest {
       fs::copy_file(DIGESTD_SECURITY_DIR "/socket_client.py", script);
       ::chmod(script.c_str(), 0755);
     }
-    auto r = Shell(as + " /usr/bin/python3 " + script + " " + socket_ + " " + args + " 2>&1");
+    auto r = Shell(kBounded + as + " /usr/bin/python3 " + script + " " + socket_ + " " + args + " 2>&1");
     EXPECT_EQ(r.status, 0) << r.output;
     auto j = nlohmann::json::parse(r.output, nullptr, false);
     EXPECT_TRUE(j.is_object()) << r.output;
@@ -98,7 +102,7 @@ TEST_F(SecurityTest, NobodyCannotExhaustDigestdsFileDescriptors) {
   const std::string rootfs = Field(PullOk(registry_->host() + "/sec/fd:v1"), "rootfs");
   ASSERT_FALSE(rootfs.empty());
   for (int round = 0; round < 2; ++round) {
-    auto cat = Shell(kNobody + " sh -c 'cd " + rootfs + "/many && cat * | wc -l' 2>&1");
+    auto cat = Shell(kBounded + kNobody + " sh -c 'cd " + rootfs + "/many && cat * | wc -l' 2>&1");
     ASSERT_EQ(cat.status, 0) << cat.output;
     EXPECT_EQ(cat.output, "1500\n") << "round " << round;
   }
@@ -107,7 +111,7 @@ TEST_F(SecurityTest, NobodyCannotExhaustDigestdsFileDescriptors) {
   auto held = Client("hold 600");
   EXPECT_GT(held["held"].get<int>(), 100) << held.dump();
   EXPECT_EQ(Ctl("health").status, 0) << Slurp(log_);
-  EXPECT_EQ(Shell("cat " + rootfs + "/many/f77").output, "77\n");
+  EXPECT_EQ(Shell(kBounded + "cat " + rootfs + "/many/f77").output, "77\n");
   const std::string log = Slurp(log_);
   std::size_t reports = 0;
   for (auto at = log.find("accept failed"); at != std::string::npos;
@@ -133,19 +137,19 @@ TEST_F(SecurityTest, NobodyReadsOnlyWhatFileModesAllow) {
   ASSERT_EQ(layers.size(), 2u);
   const std::string blob = mnt_ + "/blobs/sha256/" + layers[1];
   // Root reads the raw blob; nobody cannot even look into blobs/.
-  EXPECT_EQ(Shell("tar -xzOf " + blob + " secret").output, "s3cret\n");
-  auto tar = Shell(kNobody + " tar -xzOf " + blob + " secret 2>&1");
+  EXPECT_EQ(Shell(kBounded + "tar -xzOf " + blob + " secret").output, "s3cret\n");
+  auto tar = Shell(kBounded + kNobody + " tar -xzOf " + blob + " secret 2>&1");
   EXPECT_NE(tar.status, 0);
   EXPECT_EQ(tar.output.find("s3cret"), std::string::npos) << tar.output;
-  EXPECT_NE(Shell(kNobody + " ls " + mnt_ + "/blobs/sha256 2>&1").status, 0);
+  EXPECT_NE(Shell(kBounded + kNobody + " ls " + mnt_ + "/blobs/sha256 2>&1").status, 0);
   // Every file under layers/ and images/: nobody can read it exactly when its mode lets others
   // read it (and every directory above lets others search).
   const std::string walk =
       "find " + mnt_ + "/layers " + mnt_ + "/images -type f 2>/dev/null | sort | "
       "while read -r f; do if head -c1 \"$f\" >/dev/null 2>&1; then echo \"R $f\"; "
       "else echo \"D $f\"; fi; done";
-  auto as_nobody = Shell(kNobody + " sh -c '" + walk + "'");
-  auto modes = Shell("find " + mnt_ + "/layers " + mnt_ + "/images -type f | sort | while read -r f; do "
+  auto as_nobody = Shell(kBounded + kNobody + " sh -c '" + walk + "'");
+  auto modes = Shell(kBounded + "find " + mnt_ + "/layers " + mnt_ + "/images -type f | sort | while read -r f; do "
                      "d=$(dirname \"$f\"); ok=R; while [ \"$d\" != \"" + mnt_ + "\" ]; do "
                      "[ $(( 0$(stat -c %a \"$d\") & 1 )) -eq 1 ] || ok=D; d=$(dirname \"$d\"); done; "
                      "[ $(( 0$(stat -c %a \"$f\") & 4 )) -eq 4 ] || ok=D; echo \"$ok $f\"; done");
@@ -161,7 +165,7 @@ TEST_F(SecurityTest, NobodyReadsOnlyWhatFileModesAllow) {
   EXPECT_NE(as_nobody.output.find("D " + mnt_ + "/layers/sha256/" + layers[1] + "/secret"),
             std::string::npos)
       << as_nobody.output;
-  EXPECT_NE(Shell(kNobody + " cat " + mnt_ + "/layers/sha256/" + layers[1] + "/private/x 2>&1").status, 0);
+  EXPECT_NE(Shell(kBounded + kNobody + " cat " + mnt_ + "/layers/sha256/" + layers[1] + "/private/x 2>&1").status, 0);
 }
 
 // Review: after `deny add <image>`, the image view vanished but its layer (used by no other
@@ -180,14 +184,14 @@ TEST_F(SecurityTest, DenyingAnImageWithdrawsTheLayersOnlyItUses) {
   ASSERT_EQ(layers.size(), 2u);
   const std::string shared = mnt_ + "/layers/sha256/" + layers[0] + "/hello.txt";
   const std::string own = mnt_ + "/layers/sha256/" + layers[1] + "/only-a.txt";
-  EXPECT_EQ(Shell("cat " + own).output, "only-a\n");
+  EXPECT_EQ(Shell(kBounded + "cat " + own).output, "only-a\n");
   ASSERT_EQ(Ctl("deny add " + manifest_a + " --reason test").status, 0);
   for (const std::string& as : {std::string(), kNobody}) {
-    EXPECT_NE(Shell(as + " cat " + own + " 2>&1").status, 0) << "as '" << as << "'\n" << Slurp(log_);
-    EXPECT_EQ(Shell(as + " cat " + shared).output, "hello\n") << "the base image still uses it";
+    EXPECT_NE(Shell(kBounded + as + " cat " + own + " 2>&1").status, 0) << "as '" << as << "'\n" << Slurp(log_);
+    EXPECT_EQ(Shell(kBounded + as + " cat " + shared).output, "hello\n") << "the base image still uses it";
   }
   ASSERT_EQ(Ctl("deny rm " + manifest_a).status, 0);
-  EXPECT_EQ(Shell("cat " + own).output, "only-a\n");
+  EXPECT_EQ(Shell(kBounded + "cat " + own).output, "only-a\n");
 }
 
 // Review: after a lease wipe and a re-pull of an image sharing the wiped layer, the rootfs view
@@ -199,19 +203,19 @@ TEST_F(SecurityTest, WipeThenRePullServesFreshContentAndNoStaleNames) {
   const std::string rootfs = Field(out, "rootfs");
   const auto layers = Layers(ref);
   ASSERT_EQ(layers.size(), 1u);
-  EXPECT_EQ(Shell("cat " + rootfs + "/hello.txt").output, "hello\n");
-  EXPECT_EQ(Shell(kNobody + " cat " + mnt_ + "/layers/sha256/" + layers[0] + "/hello.txt").output,
+  EXPECT_EQ(Shell(kBounded + "cat " + rootfs + "/hello.txt").output, "hello\n");
+  EXPECT_EQ(Shell(kBounded + kNobody + " cat " + mnt_ + "/layers/sha256/" + layers[0] + "/hello.txt").output,
             "hello\n");
   ASSERT_EQ(Ctl("lease create --id wl --tenant team-a " + ref).status, 0);
   auto wipe = Ctl("lease release --wipe wl");
   ASSERT_EQ(wipe.status, 0) << wipe.output;
   for (const std::string& as : {std::string(), kNobody}) {
-    EXPECT_NE(Shell(as + " ls " + mnt_ + "/layers/sha256/" + layers[0] + " 2>&1").status, 0);
-    EXPECT_NE(Shell(as + " cat " + rootfs + "/hello.txt 2>&1").status, 0);
+    EXPECT_NE(Shell(kBounded + as + " ls " + mnt_ + "/layers/sha256/" + layers[0] + " 2>&1").status, 0);
+    EXPECT_NE(Shell(kBounded + as + " cat " + rootfs + "/hello.txt 2>&1").status, 0);
   }
   PullOk(ref, "--tenant team-a");
-  EXPECT_EQ(Shell("cat " + rootfs + "/hello.txt").output, "hello\n");
-  EXPECT_EQ(Shell("cat " + mnt_ + "/layers/sha256/" + layers[0] + "/hello.txt").output, "hello\n");
+  EXPECT_EQ(Shell(kBounded + "cat " + rootfs + "/hello.txt").output, "hello\n");
+  EXPECT_EQ(Shell(kBounded + "cat " + mnt_ + "/layers/sha256/" + layers[0] + "/hello.txt").output, "hello\n");
 }
 
 // Review: 3000 forbidden POSTs with 15 KB paths in 8 s grew the audit index from 0.84 MB to

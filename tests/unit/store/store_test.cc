@@ -546,6 +546,50 @@ TEST_F(StoreRecoveryTest, WipesStagingAdoptsGoodOrphansDropsTheRest) {
   EXPECT_TRUE(fsck->clean());
 }
 
+// Recovery records events of its own: they must go after the existing log, never over its
+// oldest events (recovery used to run before the audit sequence was read back, and wrote seq 1).
+TEST_F(StoreRecoveryTest, RecoveryEventsNeverOverwriteTheAuditLog) {
+  const Digest lost = Put("file will vanish");
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_OK(store_->AppendAudit(R"({"type":"before","n":)" + std::to_string(i) + "}"));
+  }
+  store_.reset();
+  fs::permissions(BlobPath(lost), fs::perms::owner_write, fs::perm_options::add);
+  fs::remove(BlobPath(lost));
+  Reopen();  // recovery drops the record and audits it
+  auto events = store_->ReadAudit(0, 100);
+  ASSERT_OK(events);
+  ASSERT_GE(events->size(), 4u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ((*events)[i].json, R"({"type":"before","n":)" + std::to_string(i + 1) + "}");
+  }
+  EXPECT_NE(events->back().json.find("store.recovery.dropped"), std::string::npos);
+  EXPECT_EQ(store_->GetAuditStats().events, events->size());
+}
+
+// Whether a lease outlives its process is a field, not its name: a user's lease called "pull-x"
+// survives a restart (and keeps its image from GC); a pull's transient lease does not (found by
+// review: leases whose ids start with "pull-" were dropped at start, silently).
+TEST_F(StoreRecoveryTest, TransientLeasesGoAtRestartWhateverTheirNames) {
+  const Digest pinned = Put("pinned by a user lease");
+  const Digest in_flight = Put("pinned by a pull that died");
+  ASSERT_OK(store_->PutLease({.id = "pull-mine", .tenant = "t", .digests = {pinned}}));
+  ASSERT_OK(store_->PutLease({.id = "job-7", .tenant = "t", .transient = true, .digests = {in_flight}}));
+  store_.reset();
+  Reopen();
+  EXPECT_EQ(store_->recovery().leases_dropped, 1u);
+  ASSERT_OK(store_->GetLease("pull-mine"));
+  ASSERT_ERRC(store_->GetLease("job-7"), Errc::kNotFound);
+  auto gc = store_->CollectGarbage(false);
+  ASSERT_OK(gc);
+  EXPECT_TRUE(store_->Contains(pinned));
+  EXPECT_FALSE(store_->Contains(in_flight));
+  auto audit = store_->ReadAudit(0, 100);
+  ASSERT_OK(audit);
+  ASSERT_FALSE(audit->empty());
+  EXPECT_NE(audit->back().json.find("store.recovery.leases_dropped"), std::string::npos);
+}
+
 TEST_F(StoreRecoveryTest, SymlinkedShardIsNeverFollowed) {
   const Digest d = Put("inside");
   store_.reset();

@@ -483,6 +483,44 @@ TEST_P(UnpackTest, ReleaseWithWipeOverwritesOnlyTheTenantsOwnData) {
   EXPECT_TRUE(store_->Contains(b->layers[0]));
 }
 
+// A tenant's wipe takes only what nothing else reaches: an image pulled without a tenant (a
+// reference, an image record) that shares the tenant's base layer keeps it whole (found by
+// review: the base layer was wiped and that image's rootfs answered ENOENT).
+TEST_P(UnpackTest, WipeNeverTakesWhatAnotherImageStillUses) {
+  const std::string base = TarBuilder().File("etc/base.txt", "base").Finish();
+  auto a = digestd::testing::PutImage(
+      *store_, {base, TarBuilder().File("secret", "tenant a's secret").Finish()}, "a");
+  ASSERT_OK(a);
+  // Pulled afterwards without a tenant: the base layer is already there (recorded as a's).
+  auto x = digestd::testing::PutImage(*store_, {base, TarBuilder().File("x", "x").Finish()}, "");
+  ASSERT_OK(x);
+  ASSERT_EQ(a->layers[0], x->layers[0]);
+  ASSERT_OK(store_->SetRef("reg.example/x:v1", x->manifest));
+  ASSERT_OK(store_->PutImageRecord({.manifest = x->manifest, .image_manifest = x->manifest,
+                                    .reference = "reg.example/x:v1"}));
+  ASSERT_OK(store_->SetRef("reg.example/a:v1", a->manifest));
+  ASSERT_OK(store_->PutImageRecord({.manifest = a->manifest, .image_manifest = a->manifest,
+                                    .reference = "reg.example/a:v1", .tenant = "a"}));
+  ASSERT_OK(store_->PutLease({.id = "la", .tenant = "a", .digests = {a->manifest}}));
+
+  auto report = store_->ReleaseLease("la", /*wipe=*/true);
+  ASSERT_OK(report);
+  EXPECT_FALSE(store_->Contains(a->layers[1]));  // a's own layer went
+  EXPECT_FALSE(store_->Contains(a->manifest));
+  ASSERT_ERRC(store_->OpenFile(Sha("tenant a's secret")), Errc::kNotFound);
+  // x reads back whole: its manifest, both layers, their trees and files.
+  EXPECT_TRUE(store_->Contains(x->manifest));
+  for (const auto& l : x->layers) {
+    EXPECT_TRUE(store_->Contains(l)) << l.ToString();
+    ASSERT_OK(store_->LoadTree(l));
+  }
+  ASSERT_OK(store_->OpenFile(Sha("base")));
+  ASSERT_OK(store_->GetRef("reg.example/x:v1"));
+  auto gc = store_->CollectGarbage(/*dry_run=*/true);
+  ASSERT_OK(gc);
+  for (const auto& b : gc->swept) EXPECT_NE(b.digest, x->layers[0]);
+}
+
 TEST_P(UnpackTest, RemovingALayerRemovesItsTreeAndOnlyItsFiles) {
   Digest a = Sha("x"), b = Sha("y");
   ASSERT_OK(Unpack(TarBuilder().File("s", "shared").File("a", "only a").Finish(), kTarGzip, {}, &a));
