@@ -66,5 +66,30 @@ TEST_F(RevalidateTest, KeylessAndPkiSignersAreNotTrustFileKeys) {
   EXPECT_EQ(denied.withdrawn.size(), 3u);
 }
 
+// A denied image is hidden by the deny list; the layers only denied images use are hidden with
+// it (a runtime holding a lowerdir string could mount them otherwise), shared ones stay, and all
+// come back on undeny. A denied image is not "withdrawn" (the deny list says why).
+TEST_F(RevalidateTest, LayersOnlyDeniedImagesUseAreHidden) {
+  const std::string base = digestd::testing::TarBuilder().File("base", "b").Finish();
+  auto a = digestd::testing::PutImage(
+      *store_, {base, digestd::testing::TarBuilder().File("a", "only a").Finish()});
+  auto x = digestd::testing::PutImage(*store_, {base});
+  ASSERT_TRUE(a && x);
+  for (const auto& [img, name] : {std::pair{*a, "a"}, std::pair{*x, "x"}}) {
+    ASSERT_TRUE(store_->PutImageRecord({.manifest = img.manifest,
+                                        .image_manifest = img.manifest,
+                                        .reference = std::string("reg.test/") + name + ":v1"}));
+  }
+  ASSERT_TRUE(store_->Deny(a->manifest, "test"));
+  auto r = Run("");
+  EXPECT_TRUE(r.withdrawn.empty());
+  EXPECT_TRUE(r.hidden.count(a->manifest));
+  EXPECT_TRUE(r.hidden.count(a->layers[1]));   // only a uses it
+  EXPECT_FALSE(r.hidden.count(a->layers[0]));  // x uses it too
+  EXPECT_FALSE(r.hidden.count(x->manifest));
+  ASSERT_TRUE(store_->Undeny(a->manifest));
+  EXPECT_TRUE(Run("").hidden.empty());
+}
+
 }  // namespace
 }  // namespace digestd::daemon
