@@ -116,13 +116,16 @@ struct WipeReport {
 
 struct FsckProblem {
   std::string what;  // "digest-mismatch", "size-mismatch", "missing-file", "orphan", "bad-record",
-                     // "bad-name", "bad-mode", "staging-leftover"
+                     // "bad-name", "bad-mode", "staging-leftover", "file-object-mismatch",
+                     // "bad-tree", "tree-missing-file", "image-incomplete"
   std::string detail;
   bool repaired = false;
 };
 
 struct FsckReport {
   std::uint64_t blobs_checked = 0;
+  std::uint64_t files_checked = 0;  // file objects re-hashed
+  std::uint64_t trees_checked = 0;  // layer trees checked against their file objects
   std::uint64_t bytes_hashed = 0;
   std::vector<FsckProblem> problems;
   bool clean() const { return problems.empty(); }

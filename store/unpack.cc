@@ -91,9 +91,13 @@ class FileObjectSink final : public ContentSink {
     const std::string hex(d.hex());
     struct stat st {};
     if (::fstatat(shard->Get(), hex.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-      if (S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == size_) {
+      // Stored once, however many layers hold it; but reused only once its bytes hash to its
+      // name: a damaged or tampered object of the right size must not enter a new tree
+      // (found by review: reuse was decided on size alone).
+      if (S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == size_ &&
+          impl_.VerifyFile(shard->Get(), hex, d, size_)) {
         tmp_.Reset();
-        return d;  // stored once, however many layers hold it
+        return d;
       }
       // Not what its name says (damaged cache): replace it.
       impl_.log->warn("replacing damaged file object {}", d.ToString());

@@ -97,6 +97,8 @@ int RunFsck(const std::string& root, bool repair, bool json) {
   const auto& rr = (*store)->recovery();
   if (json) {
     nlohmann::json j = {{"blobs_checked", report->blobs_checked},
+                        {"files_checked", report->files_checked},
+                        {"trees_checked", report->trees_checked},
                         {"bytes_hashed", report->bytes_hashed},
                         {"clean", report->clean()},
                         {"recovery",
@@ -104,7 +106,8 @@ int RunFsck(const std::string& root, bool repair, bool json) {
                           {"orphans_adopted", rr.orphans_adopted},
                           {"orphans_removed", rr.orphans_removed},
                           {"records_dropped", rr.records_dropped},
-                          {"bad_records", rr.bad_records}}},
+                          {"bad_records", rr.bad_records},
+                          {"leases_dropped", rr.leases_dropped}}},
                         {"problems", nlohmann::json::array()}};
     for (const auto& p : report->problems) {
       j["problems"].push_back({{"what", p.what}, {"detail", p.detail}, {"repaired", p.repaired}});
@@ -122,8 +125,10 @@ int RunFsck(const std::string& root, bool repair, bool json) {
       std::printf("%-18s %s%s\n", p.what.c_str(), p.detail.c_str(),
                   p.repaired ? " [repaired]" : "");
     }
-    std::printf("checked %llu blobs, hashed %llu bytes: %s\n",
+    std::printf("checked %llu blobs, %llu file objects and %llu trees, hashed %llu bytes: %s\n",
                 static_cast<unsigned long long>(report->blobs_checked),
+                static_cast<unsigned long long>(report->files_checked),
+                static_cast<unsigned long long>(report->trees_checked),
                 static_cast<unsigned long long>(report->bytes_hashed),
                 report->clean() ? "clean" : (repair ? "problems repaired" : "PROBLEMS FOUND"));
   }
