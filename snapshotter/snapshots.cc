@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
+#include "common/log.h"
 #include "common/unique_fd.h"
 #include "verify/digest.h"
 
@@ -109,47 +111,74 @@ Result<std::string> NewDirId() {
 }
 
 // Removes `name` under `dirfd` recursively without following symlinks; with `wipe`, regular
-// files are overwritten with zeros and synced before they are unlinked.
-void RemoveTree(int dirfd, const char* name, bool wipe, std::int64_t* wiped) {
+// files are overwritten with zeros and synced before they are unlinked. Every entry is tried; the
+// first failure is returned. A file whose wipe failed (a write or the sync) is left in place, not
+// unlinked: unlinking it would leave its bytes in free blocks with nobody able to wipe them, while
+// a retry of the removal can.
+Result<void> RemoveTree(int dirfd, const char* name, bool wipe, std::int64_t* wiped) {
+  std::optional<Error> first;
+  auto fail = [&](Error e) {
+    if (!first) first = std::move(e);
+  };
   struct stat st{};
-  if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return;
+  if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return {};
+    return SysError(kMod, "stat " + Quote(name));
+  }
   if (S_ISDIR(st.st_mode)) {
     const int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd >= 0) {
-      DIR* d = fdopendir(fd);
-      if (d != nullptr) {
-        std::vector<std::string> names;
-        while (dirent* e = readdir(d)) {
-          const std::string n = e->d_name;
-          if (n != "." && n != "..") names.push_back(n);
-        }
-        for (const auto& n : names) RemoveTree(::dirfd(d), n.c_str(), wipe, wiped);
-        closedir(d);
-      } else {
-        close(fd);
-      }
+    if (fd < 0) return SysError(kMod, "open directory " + Quote(name));
+    DIR* d = fdopendir(fd);
+    if (d == nullptr) {
+      Error e = SysError(kMod, "read directory " + Quote(name));
+      close(fd);
+      return e;
     }
-    unlinkat(dirfd, name, AT_REMOVEDIR);
-    return;
+    std::vector<std::string> names;
+    while (dirent* e = readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") names.push_back(n);
+    }
+    for (const auto& n : names) {
+      if (auto r = RemoveTree(::dirfd(d), n.c_str(), wipe, wiped); !r) fail(r.error());
+    }
+    closedir(d);
+    if (first) return *first;
+    if (unlinkat(dirfd, name, AT_REMOVEDIR) != 0 && errno != ENOENT) {
+      return SysError(kMod, "remove directory " + Quote(name));
+    }
+    return {};
   }
   if (wipe && S_ISREG(st.st_mode) && st.st_size > 0) {
     const int fd = openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd >= 0) {
-      static const std::vector<char> zeros(1 << 16, 0);
-      off_t off = 0;
-      while (off < st.st_size) {
-        const std::size_t n = static_cast<std::size_t>(
-            std::min<off_t>(st.st_size - off, static_cast<off_t>(zeros.size())));
-        const ssize_t w = pwrite(fd, zeros.data(), n, off);
-        if (w <= 0) break;
-        off += w;
+    if (fd < 0) return SysError(kMod, "open " + Quote(name) + " to wipe it");
+    static const std::vector<char> zeros(1 << 16, 0);
+    off_t off = 0;
+    while (off < st.st_size) {
+      const std::size_t n = static_cast<std::size_t>(
+          std::min<off_t>(st.st_size - off, static_cast<off_t>(zeros.size())));
+      const ssize_t w = pwrite(fd, zeros.data(), n, off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        Error e = w < 0 ? SysError(kMod, "wipe " + Quote(name))
+                        : MakeError(kMod, Errc::kIo, "wipe " + Quote(name) + ": short write");
+        close(fd);
+        return e;
       }
-      fdatasync(fd);
-      close(fd);
-      if (wiped != nullptr) *wiped += st.st_size;
+      off += w;
     }
+    if (fdatasync(fd) != 0) {
+      Error e = SysError(kMod, "sync the wiped " + Quote(name));
+      close(fd);
+      return e;
+    }
+    close(fd);
+    if (wiped != nullptr) *wiped += st.st_size;
   }
-  unlinkat(dirfd, name, 0);
+  if (unlinkat(dirfd, name, 0) != 0 && errno != ENOENT) {
+    return SysError(kMod, "remove " + Quote(name));
+  }
+  return {};
 }
 
 // Bytes (allocated) and inodes under a directory, not following symlinks.
@@ -371,7 +400,7 @@ struct Snapshots::Impl {
         mkdirat(root_fd.Get(), (r.dir + "/fs").c_str(), 0755) != 0 ||
         mkdirat(root_fd.Get(), (r.dir + "/work").c_str(), 0700) != 0) {
       Error e = SysError(kMod, "create snapshot directory " + r.dir);
-      RemoveTree(root_fd.Get(), r.dir.c_str(), false, nullptr);
+      (void)RemoveTree(root_fd.Get(), r.dir.c_str(), false, nullptr);  // empty dirs; best effort
       return e;
     }
     if (!pin.empty()) {
@@ -379,7 +408,7 @@ struct Snapshots::Impl {
       auto lease = store.PutLease({.id = r.lease, .tenant = "containerd", .digests = pin,
                                    .created = NowNs() / 1'000'000'000});
       if (!lease) {
-        RemoveTree(root_fd.Get(), r.dir.c_str(), false, nullptr);
+        (void)RemoveTree(root_fd.Get(), r.dir.c_str(), false, nullptr);  // empty dirs; best effort
         return lease.error();
       }
     }
@@ -389,7 +418,7 @@ struct Snapshots::Impl {
     }
     if (!mounts) {
       if (!r.lease.empty()) (void)store.RemoveLease(r.lease);
-      RemoveTree(root_fd.Get(), r.dir.c_str(), false, nullptr);
+      (void)RemoveTree(root_fd.Get(), r.dir.c_str(), false, nullptr);  // empty dirs; best effort
       return mounts.error();
     }
     records.emplace(key, std::move(r));
@@ -401,7 +430,13 @@ struct Snapshots::Impl {
       auto released = store.ReleaseLease(r.lease, false);
       if (!released && released.error().code() != Errc::kNotFound) return released.error();
     }
-    if (!r.dir.empty()) RemoveTree(root_fd.Get(), r.dir.c_str(), opts.wipe, nullptr);
+    // A removal that could not wipe (or remove) everything keeps its record: the snapshot stays
+    // listed and a retry finishes the job, instead of a record-less directory with data in it.
+    if (!r.dir.empty()) {
+      if (auto removed = RemoveTree(root_fd.Get(), r.dir.c_str(), opts.wipe, nullptr); !removed) {
+        return std::move(removed).error().Wrap("remove snapshot " + Quote(r.info.name));
+      }
+    }
     return store.DeleteSnapshotRecord(r.info.name);
   }
 };
@@ -594,14 +629,28 @@ Result<void> Snapshots::Cleanup() {
     return SysError(kMod, "opendir snapshot root");
   }
   rewinddir(d);
+  // Only directories this snapshotter makes (32 hex digits) that no record owns are orphans;
+  // anything else in the root is not ours to delete: it is left, and said once.
   std::vector<std::string> orphans;
   while (dirent* e = readdir(d)) {
     const std::string n = e->d_name;
     if (n == "." || n == "..") continue;
-    if (!owned.count(n)) orphans.push_back(n);
+    if (owned.count(n)) continue;
+    if (ValidDirId(n)) {
+      orphans.push_back(n);
+    } else {
+      Logger("snapshotter")->warn("snapshot root: leaving {} alone (not a snapshot directory)",
+                                  Quote(n));
+    }
   }
   closedir(d);
-  for (const auto& n : orphans) RemoveTree(impl_->root_fd.Get(), n.c_str(), impl_->opts.wipe, nullptr);
+  std::optional<Error> first;
+  for (const auto& n : orphans) {
+    if (auto r = RemoveTree(impl_->root_fd.Get(), n.c_str(), impl_->opts.wipe, nullptr); !r) {
+      if (!first) first = r.error();
+    }
+  }
+  if (first) return std::move(*first).Wrap("cleanup of the snapshot root");
   return {};
 }
 
