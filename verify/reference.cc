@@ -190,6 +190,16 @@ Result<Reference> Reference::Parse(std::string_view text) {
   }
   auto host = NormalizeRegistryHost(domain);
   if (!host) return Bad(text, host.error().context());
+  // The canonical form must parse back to the same reference: a first component that was a host
+  // only by its uppercase letters ("Reg/app") or its ":443" ("reg:443/app") would, once
+  // normalised, read as a Docker Hub namespace. Refused rather than guessed.
+  if (first_is_host && host->find_first_of(".:") == std::string::npos && *host != "localhost" &&
+      host->front() != '[') {
+    return Bad(text, "registry host " + Quote(domain) +
+                         " needs a '.' or a port other than 443 (or is localhost): hosts are "
+                         "compared in lowercase, where " + Quote(*host) +
+                         " would name a Docker Hub namespace");
+  }
   if (auto r = ValidateRepositoryPath(path); !r) return Bad(text, r.error().context());
   ref.registry_ = std::move(*host);
   ref.repository_ = std::string(path);

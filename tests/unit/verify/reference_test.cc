@@ -93,6 +93,11 @@ TEST(ReferenceTest, RefusesBadInputWithClearMessages) {
       {"-reg.io/app", "must start and end"},
       {"reg_io.com/app", "character \"_\" not allowed in host"},  // the "." makes it a host
       {std::string(2000, 'a'), "longer than 1024"},
+      // A host only by its case or its :443 would read back as a Docker Hub namespace (found by
+      // the fuzz target's round trip once hosts were lowercased).
+      {"Ro/v", "needs a '.' or a port other than 443"},
+      {"MYREG/app:1", "needs a '.' or a port other than 443"},
+      {"myreg:443/app", "needs a '.' or a port other than 443"},
       {"reg.io/" + std::string(250, 'a'), "name longer than 255"},
   };
   for (const auto& [in, msg] : bad) {
