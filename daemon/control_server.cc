@@ -590,10 +590,8 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       ++gc_runs;
       gc_bytes_freed += report->bytes_freed;
       json swept = json::array();
-      for (const auto& b : report->swept) {
-        swept.push_back(b.digest.ToString());
-        if (deps.mount) deps.mount->Invalidate(b.digest);
-      }
+      // The store's removal listener has told the mount what went (views, fds, kernel entries).
+      for (const auto& b : report->swept) swept.push_back(b.digest.ToString());
       Audit("image.removed", peer, {{"digest", digest->ToString()}, {"references", removed}, {"swept", swept}});
       co_return JsonReply(http::status::ok, json{{"references_removed", removed}, {"swept", swept},
                                                  {"bytes_freed", report->bytes_freed}});
@@ -818,10 +816,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       }
       if (err) co_return FromError(*err);
       json blobs = json::array();
-      for (const auto& d : report->blobs) {
-        blobs.push_back(d.ToString());
-        if (deps.mount) deps.mount->Invalidate(d);
-      }
+      for (const auto& d : report->blobs) blobs.push_back(d.ToString());  // mount told by the store
       json out{{"lease", report->lease}, {"tenant", report->tenant}, {"wiped", report->wiped},
                {"blobs", blobs}, {"blob_bytes", report->blob_bytes}, {"files", report->files},
                {"file_bytes", report->file_bytes}, {"refs_removed", report->refs_removed}};

@@ -68,10 +68,8 @@ int Fail(const std::string& what) {
   return 1;
 }
 
-void AuditEvent(daemon::Auditor& auditor, nlohmann::json j) {
+void AuditEvent(daemon::Auditor& auditor, std::string_view type, nlohmann::json j) {
   j["actor"] = "digestd";
-  const std::string type = j.value("type", "digestd");
-  j.erase("type");
   auditor.Record(type, j);
 }
 
@@ -203,7 +201,7 @@ int main(int argc, char** argv) {
     for (const auto& w : r->withdrawn) {
       if (withdrawn_before.count(w.manifest)) continue;
       log->warn("withdrawn from the mount: {} ({}): {}", w.reference, w.manifest.ToString(), w.reason);
-      AuditEvent(auditor, {{"type", "image.withdrawn"}, {"digest", w.manifest.ToString()},
+      AuditEvent(auditor, "image.withdrawn", {{"digest", w.manifest.ToString()},
                            {"reference", w.reference}, {"reason", w.reason}});
     }
     withdrawn_before.clear();
@@ -222,7 +220,7 @@ int main(int argc, char** argv) {
   revalidate();
   auto reload = [&]() -> Result<void> {
     auto r = policies.Reload();
-    AuditEvent(auditor, {{"type", "policy.reload"}, {"ok", r.has_value()},
+    AuditEvent(auditor, "policy.reload", {{"ok", r.has_value()},
                          {"reason", r ? "" : r.error().ToString()}});
     if (!r) {
       log->error("reload refused, keeping the previous policy: {}", r.error().ToString());

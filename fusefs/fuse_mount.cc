@@ -74,13 +74,9 @@ class ContentCache {
       }
     }
   }
-  std::size_t size() const {
-    std::lock_guard lock(mu_);
-    return map_.size();
-  }
 
  private:
-  mutable std::mutex mu_;
+  std::mutex mu_;
   std::size_t capacity_;
   std::list<Ino> lru_;
   std::unordered_map<Ino, std::pair<std::shared_ptr<const Content>, std::list<Ino>::iterator>> map_;

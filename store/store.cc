@@ -349,10 +349,18 @@ Result<std::string> Store::ReadBlob(const Digest& digest, std::uint64_t cap) con
     return StoreError(Errc::kTooLarge, digest.ToString() + " is " + std::to_string(info.size) +
                                            " bytes, over the " + std::to_string(cap) + " read here");
   }
-  DIGESTD_ASSIGN_OR_RETURN(UniqueFd fd, OpenBlob(digest));
-  std::string bytes(static_cast<std::size_t>(info.size), '\0');
-  if (::pread(fd.Get(), bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
-    return SysError(Module::kStore, "read " + digest.ToString());
+  if (IsDenied(digest)) {
+    return StoreError(Errc::kPermission, digest.ToString() + " is on the deny list");
+  }
+  return impl_->ReadWhole(digest, info.size);
+}
+
+Result<std::string> Store::Impl::ReadWhole(const Digest& d, std::uint64_t size) const {
+  auto fd = OpenBeneath(blobs_fd.Get(), RelPath(d), O_RDONLY | O_NOFOLLOW);
+  if (!fd) return std::move(fd).error().Wrap("blob " + d.ToString());
+  std::string bytes(static_cast<std::size_t>(size), '\0');
+  if (::pread(fd->Get(), bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
+    return SysError(Module::kStore, "read " + d.ToString());
   }
   return bytes;
 }
@@ -518,19 +526,14 @@ Result<std::vector<Digest>> Store::ImageLayers(const Digest& manifest, bool even
   if (!info || !kind || verify::IsIndexKind(*kind)) {
     return MakeError(Module::kStore, Errc::kNotFound, "no image manifest " + manifest.ToString());
   }
+  // ReadBlob, but a denied manifest is read too when the caller asks.
   std::string bytes;
   if (!even_if_denied) {
     DIGESTD_ASSIGN_OR_RETURN(bytes, ReadBlob(manifest, verify::kDefaultManifestCap));
+  } else if (info->size > verify::kDefaultManifestCap) {
+    return StoreError(Errc::kTooLarge, manifest.ToString() + " is too large for a manifest");
   } else {
-    if (info->size > verify::kDefaultManifestCap) {
-      return StoreError(Errc::kTooLarge, manifest.ToString() + " is too large for a manifest");
-    }
-    DIGESTD_ASSIGN_OR_RETURN(UniqueFd fd, OpenBeneath(impl_->blobs_fd.Get(), Impl::RelPath(manifest),
-                                                      O_RDONLY | O_NOFOLLOW));
-    bytes.assign(static_cast<std::size_t>(info->size), '\0');
-    if (::pread(fd.Get(), bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
-      return SysError(Module::kStore, "read " + manifest.ToString());
-    }
+    DIGESTD_ASSIGN_OR_RETURN(bytes, impl_->ReadWhole(manifest, info->size));
   }
   DIGESTD_ASSIGN_OR_RETURN(auto m, verify::ParseImageManifest(bytes, info->media_type));
   std::vector<Digest> layers;

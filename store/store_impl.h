@@ -92,6 +92,8 @@ struct Store::Impl {
   static std::string ShardPath(const Digest& d);
 
   Result<std::optional<BlobInfo>> GetBlobRecord(const Digest& d) const;
+  // The whole blob file `d` of `size` bytes (no deny check: callers decide).
+  Result<std::string> ReadWhole(const Digest& d, std::uint64_t size) const;
   // Every record of `cf`, decoded strictly: the first corrupt one is the error (and a counter),
   // never a partial list. `decode(key, value)` returns Result<T>.
   template <class T, class Decode>

@@ -22,6 +22,14 @@ namespace digestd::daemon {
 using digestd::testing::ChildProcess;
 using digestd::testing::Slurp;
 
+// The value of `key` in digestctl's human output ("key   value" lines), or "".
+inline std::string Field(const std::string& out, const std::string& key) {
+  const auto at = out.find("\n" + key);
+  if (at == std::string::npos) return "";
+  auto start = out.find_first_not_of(' ', at + 1 + key.size());
+  return out.substr(start, out.find('\n', start) - start);
+}
+
 class DaemonTest : public PullTest {
  protected:
   void SetUp() override {

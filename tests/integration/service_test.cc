@@ -46,14 +46,6 @@ std::string Raw(const std::string& socket, const std::string& bytes) {
   return out;
 }
 
-// "<key> <value>" line of digestctl's pull summary.
-std::string Field(const std::string& out, const std::string& key) {
-  const auto at = out.find("\n" + key);
-  if (at == std::string::npos) return "";
-  auto start = out.find_first_not_of(' ', at + 1 + key.size());
-  return out.substr(start, out.find('\n', start) - start);
-}
-
 TEST_F(DaemonTest, PullThroughTheSocketThenReadTheImageFromTheMount) {
   PushSigned("svc/busybox");
   auto pull = Ctl("pull " + registry_->host() + "/svc/busybox:v1");

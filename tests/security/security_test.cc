@@ -28,13 +28,6 @@ const std::string kNobody = "setpriv --reuid=65534 --regid=65534 --clear-groups"
 // SIGKILL: a process waiting on a FUSE request only dies of that.
 const std::string kBounded = "timeout -s KILL 120 ";
 
-std::string Field(const std::string& out, const std::string& key) {
-  const auto at = out.find("\n" + key);
-  if (at == std::string::npos) return "";
-  auto start = out.find_first_not_of(' ', at + 1 + key.size());
-  return out.substr(start, out.find('\n', start) - start);
-}
-
 class SecurityTest : public DaemonTest {
  protected:
   nlohmann::json Client(const std::string& args, const std::string& as = "") {
