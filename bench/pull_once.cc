@@ -17,6 +17,8 @@
 
 #include "daemon/config.h"
 #include "daemon/io_uring_check.h"
+#include <boost/asio/thread_pool.hpp>
+
 #include "daemon/pull.h"
 #include "daemon/registry_client.h"
 #include "store/store.h"
@@ -65,7 +67,8 @@ int main(int argc, char** argv) {
   }
   boost::asio::io_context io;
   d::RegistryClient registry(io, config);
-  d::Puller puller(io, **store, policies, config, registry);
+  boost::asio::thread_pool blocking(4);
+  d::Puller puller(io, blocking, **store, policies, config, registry);
   std::optional<digestd::Result<d::PullResult>> result;
   const auto t0 = std::chrono::steady_clock::now();
   (void)t0;

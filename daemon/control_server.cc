@@ -364,6 +364,15 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
          "gauge", deps.hidden ? deps.hidden->size() : 0);
     line("digestd_cache_bytes", "Bytes of verified blobs in the store.", "gauge", usage.bytes);
     line("digestd_cache_objects", "Verified blobs in the store.", "gauge", usage.blobs);
+    line("digestd_cache_file_bytes", "Bytes of unpacked file objects in the store (the quota counts them).",
+         "gauge", usage.file_bytes);
+    line("digestd_cache_files", "Unpacked file objects in the store.", "gauge", usage.files);
+    line("digestd_scrub_bytes_total", "Bytes re-hashed by digestctl scrub.", "counter", sc.scrub_bytes);
+    line("digestd_scrub_problems_total", "Damaged blobs and file objects scrub found.", "counter",
+         sc.scrub_problems);
+    line("digestd_scrub_passes_total", "Scrub passes completed.", "counter", sc.scrub_passes);
+    line("digestd_store_images_broken", "Images recovery found not whole at start (pull them again).",
+         "gauge", deps.store.recovery().images_broken.size());
     line("digestd_store_digest_mismatches_total", "Content that did not hash to its digest.", "counter", sc.digest_mismatches);
     line("digestd_store_corrupt_records_total", "Index records that failed validation.", "counter", sc.corrupt_records);
     if (deps.mount) {
@@ -534,12 +543,18 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     const auto method = req.method();
     if (path == "/v1/health" && method == http::verb::get) {
       const auto usage = deps.store.GetUsage();
+      const auto& recovery = deps.store.recovery();
       co_return JsonReply(http::status::ok,
                           json{{"status", "ok"},
                                {"store", deps.store.root().string()},
                                {"mountpoint", deps.config.daemon.mountpoint.string()},
                                {"blobs", usage.blobs},
-                               {"bytes", usage.bytes}});
+                               {"bytes", usage.bytes},
+                               {"files", usage.files},
+                               {"file_bytes", usage.file_bytes},
+                               {"quota_bytes", deps.config.quota_bytes},
+                               {"images_broken", recovery.images_broken},
+                               {"quarantined", recovery.quarantined}});
     }
     if (path == "/v1/metrics" && method == http::verb::get) {
       co_return Reply{http::status::ok, Metrics(), "text/plain; version=0.0.4"};
@@ -549,8 +564,14 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       if (!refs) co_return FromError(refs.error());
       json out = json::array();
       for (const auto& r : *refs) {
-        out.push_back({{"reference", r.reference}, {"digest", r.digest.ToString()},
-                       {"resolved_at", r.resolved_at}});
+        json item{{"reference", r.reference}, {"digest", r.digest.ToString()},
+                  {"resolved_at", r.resolved_at}};
+        // What the image holds in the store: its blobs, and the bytes its layers unpack to.
+        if (auto size = deps.store.SizeOf(r.digest)) {
+          item["bytes"] = size->bytes;
+          item["unpacked_bytes"] = size->file_bytes;
+        }
+        out.push_back(std::move(item));
       }
       co_return JsonReply(http::status::ok, out);
     }
@@ -570,12 +591,13 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       if (!refs) co_return FromError(refs.error());
       json removed = json::array();
       for (const auto& r : *refs) {
-        if (r.digest != *digest) continue;
-        if (auto rr = deps.store.RemoveRef(r.reference); !rr) co_return FromError(rr.error());
-        removed.push_back(r.reference);
+        if (r.digest == *digest) removed.push_back(r.reference);
       }
-      if (removed.empty() && !deps.store.Contains(*digest)) {
-        co_return ErrorReply(http::status::not_found, digest->ToString() + " is not in the store");
+      // References and image record go together (image records are roots of their own).
+      if (auto rr = deps.store.RemoveImage(*digest); !rr) {
+        if (rr.error().code() != Errc::kNotFound || !deps.store.Contains(*digest)) {
+          co_return FromError(rr.error());
+        }
       }
       std::optional<store::GcReport> report;
       store::Store* store = &deps.store;
@@ -585,7 +607,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
         report = std::move(*r);
         return {};
       };
-      auto err = co_await OffThread(deps.registry.blocking(), gc);
+      auto err = co_await OffThread(deps.blocking, gc);
       if (err) co_return FromError(*err);
       ++gc_runs;
       gc_bytes_freed += report->bytes_freed;
@@ -711,7 +733,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
         report = std::move(*r);
         return {};
       };
-      gc_error = co_await OffThread(deps.registry.blocking(), gc);
+      gc_error = co_await OffThread(deps.blocking, gc);
       if (gc_error) co_return FromError(*gc_error);
       if (!dry_run) {
         ++gc_runs;
@@ -724,6 +746,51 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
                                                  {"bytes_freed", report->bytes_freed},
                                                  {"files_swept", report->files_swept},
                                                  {"live_blobs", report->live_blobs}});
+    }
+    if (path == "/v1/scrub" && method == http::verb::post) {
+      auto body = BodyObject(req.body());
+      if (!body) co_return FromError(body.error());
+      store::ScrubOptions opts;
+      for (const auto& [key, value] : body->items()) {
+        if (key == "max_bytes" || key == "rate_bytes_per_s") {
+          if (!value.is_number_unsigned()) {
+            co_return ErrorReply(http::status::bad_request,
+                                 "field \"" + key + "\" must be a non-negative integer");
+          }
+          (key == "max_bytes" ? opts.max_bytes : opts.rate_bytes_per_s) =
+              value.get<std::uint64_t>();
+        } else if (key == "repair" || key == "restart") {
+          if (!value.is_boolean()) {
+            co_return ErrorReply(http::status::bad_request,
+                                 "field \"" + key + "\" must be true or false");
+          }
+          (key == "repair" ? opts.repair : opts.restart) = value.get<bool>();
+        } else {
+          co_return ErrorReply(http::status::bad_request, "unknown field \"" + key + "\"");
+        }
+      }
+      std::optional<store::ScrubReport> report;
+      store::Store* store = &deps.store;
+      const BlockingFn scrub = [store, opts, &report]() -> Result<void> {
+        auto r = store->Scrub(opts);
+        if (!r) return r.error();
+        report = std::move(*r);
+        return {};
+      };
+      if (auto err = co_await OffThread(deps.blocking, scrub)) co_return FromError(*err);
+      json problems = json::array();
+      for (const auto& p : report->problems) {
+        problems.push_back({{"what", p.what}, {"detail", p.detail}, {"repaired", p.repaired}});
+      }
+      Audit("store.scrub", peer, {{"repair", opts.repair}, {"bytes_hashed", report->bytes_hashed},
+                                  {"problems", report->problems.size()}});
+      co_return JsonReply(http::status::ok,
+                          json{{"blobs_checked", report->blobs_checked},
+                               {"files_checked", report->files_checked},
+                               {"bytes_hashed", report->bytes_hashed},
+                               {"pass_complete", report->pass_complete},
+                               {"resume_at", report->resume_at},
+                               {"problems", problems}});
     }
     if (path == "/v1/policy/reload" && method == http::verb::post) {
       if (!deps.reload) co_return ErrorReply(http::status::not_implemented, "reload not available");
@@ -808,7 +875,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
         report = std::move(*r);
         return {};
       };
-      auto err = co_await OffThread(deps.registry.blocking(), release);
+      auto err = co_await OffThread(deps.blocking, release);
       if (err && err->code() == Errc::kPermission) {
         AuditRefusal("lease.release.refused", peer,
                      {{"lease", id}, {"container", owner ? owner->container : ""},
@@ -841,7 +908,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       return {};
     };
     while (!stopping) {
-      auto err = co_await OffThread(deps.registry.blocking(), prune);
+      auto err = co_await OffThread(deps.blocking, prune);
       if (err) log->error("audit retention: {}", err->ToString());
       timer.expires_after(std::chrono::seconds(60));
       error_code ec;

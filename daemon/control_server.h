@@ -47,7 +47,8 @@ struct ControlDeps {
   verify::PolicySet& policies;
   const Config& config;
   Puller& puller;
-  RegistryClient& registry;
+  // The daemon's blocking executor (GC, wipes, audit pruning run there).
+  asio::thread_pool& blocking;
   fusefs::FuseMount* mount = nullptr;  // for metrics and paths; may be null in tests
   // Reloads policy and trust (SIGHUP does the same); an error keeps the old ones.
   std::function<Result<void>()> reload;

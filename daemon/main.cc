@@ -157,8 +157,11 @@ int main(int argc, char** argv) {
   });
 
   boost::asio::io_context io;
+  // The blocking executor: staging checks, unpacking, image commits (their syncfs), GC and wipes
+  // run here, never on the event loop.
+  boost::asio::thread_pool blocking(4);
   daemon::RegistryClient registry(io, *config);
-  daemon::Puller puller(io, **store, policies, *config, registry);
+  daemon::Puller puller(io, blocking, **store, policies, *config, registry);
   if (!config->snapshotter.seed_namespaces.empty()) {
     // Every pulled image is also handed to containerd's content store (verified bytes only), so
     // that clients which download before they unpack find it there.
@@ -235,7 +238,7 @@ int main(int argc, char** argv) {
                                     .policies = policies,
                                     .config = *config,
                                     .puller = puller,
-                                    .registry = registry,
+                                    .blocking = blocking,
                                     .mount = mount->get(),
                                     .reload = reload,
                                     .revalidate = revalidate,
@@ -327,8 +330,8 @@ int main(int argc, char** argv) {
   log->info("stopped");
   // Pulls still in flight are coroutine frames owned by `io` that refer to the puller and the
   // registry client; tearing those down in any order risks touching freed objects, and nothing
-  // in them needs to run: staging files are anonymous, index writes are synced, pull leases are
-  // dropped at the next start. So exit here without destructors.
+  // in them needs to run: staging files are anonymous, index writes are synced, and blobs staged
+  // by uncommitted image transactions are removed at the next start. So exit here without destructors.
   spdlog::shutdown();
   std::fflush(nullptr);
   ::_exit(0);

@@ -11,6 +11,9 @@
 #include <set>
 
 #include "common/log.h"
+#include "daemon/blocking.h"
+#include "daemon/store_sink.h"
+#include "store/image_txn.h"
 #include "verify/oci.h"
 
 namespace digestd::daemon {
@@ -27,13 +30,6 @@ std::int64_t Now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-std::string RandomId() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "pull-%016llx", static_cast<unsigned long long>(rng()));
-  return buf;
 }
 
 using Task = std::function<asio::awaitable<Result<void>>()>;
@@ -78,9 +74,14 @@ constexpr std::size_t kSignatureBlobCap = 1u << 20;
 
 }  // namespace
 
-Puller::Puller(asio::io_context& io, store::Store& store, verify::PolicySet& policies,
-               const Config& config, RegistryClient& registry)
-    : io_(io), store_(store), policies_(policies), config_(config), registry_(registry) {}
+Puller::Puller(asio::io_context& io, asio::thread_pool& blocking, store::Store& store,
+               verify::PolicySet& policies, const Config& config, RegistryClient& registry)
+    : io_(io),
+      blocking_(blocking),
+      store_(store),
+      policies_(policies),
+      config_(config),
+      registry_(registry) {}
 
 void Puller::Audit(std::string_view type, const PullOptions& opts, std::string_view reference,
                    std::string_view digest, const verify::Decision* decision,
@@ -247,37 +248,24 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   auto manifest = verify::ParseImageManifest(image.bytes, image.media_type, limits);
   if (!manifest) co_return fail(manifest.error(), image.digest.ToString());
 
-  // 5. Config and layers under a lease, so GC cannot take them before the manifest is committed.
-  std::vector<Digest> all = {top_digest, image.digest, manifest->config.digest};
-  for (const auto& l : manifest->layers) all.push_back(l.digest);
-  const std::string lease_id = RandomId();
-  if (auto r = store_.PutLease({.id = lease_id,
-                                .tenant = opts.tenant.empty() ? "digestd" : opts.tenant,
-                                .transient = true,
-                                .digests = all});
-      !r) {
-    co_return fail(r.error());
-  }
-  std::vector<Digest> committed;  // blobs this pull added, removed again if it fails
-  auto cleanup = [&](Error e) -> Error {
-    (void)store_.RemoveLease(lease_id);
-    for (const auto& d : committed) {
-      auto parents = store_.Parents(d);
-      if (parents && parents->empty()) (void)store_.RemoveBlob(d);
-    }
+  // 5. Everything below belongs to one image transaction: fetched blobs are staged, stored ones
+  // held, and nothing is recorded until the single commit at the end. Any failure before it
+  // rolls back what this pull alone staged (the transaction's destructor).
+  auto begun = store_.BeginImage(opts.tenant);
+  if (!begun) co_return fail(begun.error(), top_digest.ToString());
+  std::unique_ptr<store::ImageTxn> txn = std::move(*begun);
+  auto abort = [&](Error e) -> Error {
+    txn.reset();
     return fail(std::move(e), top_digest.ToString());
   };
 
   std::uint64_t fetched_before = registry_.stats().bytes;
-  // Fetches one descriptor into the store (noting blobs this pull added). A layer (diff_id set) is
-  // verified against its diff_id and unpacked into `*tree` while it streams in; nothing is
-  // committed if either fails. Returns whether the blob was already present (then neither
-  // re-verified nor unpacked here).
+  // Fetches one descriptor into the transaction. A layer (diff_id set) is verified against its
+  // diff_id and unpacked while it streams in; nothing stays if either fails.
   const store::UnpackLimits unpack_limits = config_.unpack_limits;
-  auto fetch = [this, &ref, &opts, &committed, &emit, &unpack_limits](
-                   const verify::Descriptor* d, const std::optional<Digest>& diff_id,
-                   store::PendingTreePtr* tree) -> asio::awaitable<Result<bool>> {
-    const bool had = store_.Contains(d->digest);
+  auto fetch = [this, &ref, &opts, &emit, &unpack_limits, &txn](
+                   const verify::Descriptor* d,
+                   const std::optional<Digest>& diff_id) -> asio::awaitable<Result<void>> {
     store::IngestOptions ingest{.media_type = d->media_type, .tenant = opts.tenant};
     ingest.diff_id = diff_id;
     if (diff_id) ingest.unpack = unpack_limits;
@@ -285,116 +273,94 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
     const ProgressFn progress = [&emit, size](const Digest& digest, std::uint64_t received) {
       emit({.type = "blob", .digest = digest.ToString(), .bytes = received, .total = size});
     };
-    auto r = co_await registry_.FetchBlob(store_, ref, d->digest, size, ingest, progress, tree);
+    StoreBlobSink sink(io_, blocking_, *txn, d->digest, size, std::move(ingest));
+    auto r = co_await registry_.FetchBlob(ref, d->digest, size, sink, progress);
     if (!r) co_return std::move(r).error().Wrap("blob " + d->digest.ToString());
-    if (!had) committed.push_back(d->digest);
-    co_return had;
+    co_return Result<void>();
   };
 
   // The config first: its diff_ids say what each layer must uncompress to.
   const verify::Descriptor* config_desc = &manifest->config;
   const std::optional<Digest> no_diff_id;
-  auto config_fetched = co_await fetch(config_desc, no_diff_id, nullptr);
-  if (!config_fetched) co_return cleanup(config_fetched.error());
-  auto config_bytes = store_.ReadBlob(manifest->config.digest, limits.max_bytes);
-  if (!config_bytes) co_return cleanup(config_bytes.error());
+  if (auto r = co_await fetch(config_desc, no_diff_id); !r) co_return abort(r.error());
+  auto config_bytes = txn->ReadBlob(manifest->config.digest, limits.max_bytes);
+  if (!config_bytes) co_return abort(config_bytes.error());
   auto config = verify::ParseImageConfig(*config_bytes, limits);
-  if (!config) co_return cleanup(config.error());
+  if (!config) co_return abort(config.error());
   if (config->diff_ids.size() != manifest->layers.size()) {
-    co_return cleanup(PullError(Errc::kCorrupt,
-                                "config lists " + std::to_string(config->diff_ids.size()) +
-                                    " diff_ids for " + std::to_string(manifest->layers.size()) +
-                                    " layers"));
+    co_return abort(PullError(Errc::kCorrupt,
+                              "config lists " + std::to_string(config->diff_ids.size()) +
+                                  " diff_ids for " + std::to_string(manifest->layers.size()) +
+                                  " layers"));
   }
 
-  // 6. Layers concurrently, each verified against its diff_id and unpacked (trees prepared here,
-  // made durable together below) as it streams in.
-  std::vector<store::PendingTreePtr> trees(manifest->layers.size());
+  // 6. Layers concurrently, each verified against its diff_id and unpacked as it streams in; a
+  // layer held already (stored, or staged by another pull) is checked against this config's
+  // diff_id through its tree, or unpacked here.
   std::vector<Task> tasks;
   for (std::size_t i = 0; i < manifest->layers.size(); ++i) {
-    tasks.push_back([this, i, &fetch, &manifest, &config, &trees,
-                     &unpack_limits]() -> asio::awaitable<Result<void>> {
+    tasks.push_back([this, i, &fetch, &manifest, &config, &unpack_limits,
+                     &txn]() -> asio::awaitable<Result<void>> {
       const verify::Descriptor* layer = &manifest->layers[i];
       const Digest want = config->diff_ids[i];
       const std::optional<Digest> diff_id = want;
-      store::PendingTreePtr* slot = &trees[i];
-      auto had = co_await fetch(layer, diff_id, slot);
-      if (!had) co_return had.error();
-      if (*slot) co_return Result<void>();
-      // A layer already in the store (or fetched by a concurrent pull): checked against this
-      // config's diff_id through its tree record, or unpacked and checked here.
-      store::Store* store = &store_;
+      if (auto r = co_await fetch(layer, diff_id); !r) co_return r.error();
+      store::ImageTxn* t = txn.get();
       const store::UnpackLimits layer_limits = unpack_limits;
-      const BlockingFn unpack = [store, layer, want, layer_limits, slot]() -> Result<void> {
-        auto pending = store->PrepareTree(layer->digest, want, layer->media_type, layer_limits);
-        if (!pending) return pending.error();
-        *slot = std::move(*pending);
-        return {};
+      const BlockingFn ensure = [t, layer, want, layer_limits]() -> Result<void> {
+        return t->EnsureTree(layer->digest, want, layer->media_type, layer_limits);
       };
-      auto bad = co_await OffThread(registry_.blocking(), unpack);
-      if (bad) co_return *bad;
+      if (auto bad = co_await OffThread(blocking_, ensure)) co_return *bad;
       co_return Result<void>();
     });
   }
   if (auto r = co_await RunBounded(io_, tasks, config_.layer_concurrency); !r) {
-    co_return cleanup(r.error());
-  }
-  {
-    // Every layer's tree durable and visible at once: one syncfs and one index write per pull.
-    store::Store* store = &store_;
-    const auto* all_trees = &trees;
-    const BlockingFn commit_trees = [store, all_trees]() -> Result<void> {
-      return store->CommitTrees(*all_trees);
-    };
-    if (auto err = co_await OffThread(registry_.blocking(), commit_trees)) {
-      co_return cleanup(*err);
-    }
+    co_return abort(r.error());
   }
 
-  // 7. Manifests with their edges, then the reference.
+  // 7. Manifests with their edges, the reference and the image record: one commit.
   std::vector<Digest> children = {manifest->config.digest};
   for (const auto& l : manifest->layers) children.push_back(l.digest);
-  if (auto r = store_.PutBlob(image.digest, image.bytes,
-                              {.media_type = manifest->media_type, .children = children,
-                               .tenant = opts.tenant});
-      !r) {
-    co_return cleanup(r.error());
+  if (auto r = txn->AddBlob(image.digest, image.bytes, manifest->media_type, children); !r) {
+    co_return abort(r.error());
   }
   if (image.digest != top_digest) {
-    if (auto r = store_.PutBlob(top_digest, top->bytes,
-                                {.media_type = verify::IsIndexKind(*kind) ? top->media_type : "",
-                                 .children = {image.digest},
-                                 .tenant = opts.tenant});
+    if (auto r = txn->AddBlob(top_digest, top->bytes,
+                              verify::IsIndexKind(*kind) ? top->media_type : "", {image.digest});
         !r) {
-      co_return cleanup(r.error());
+      co_return abort(r.error());
     }
   }
-  if (auto r = store_.SetRef(ref_text, top_digest); !r) co_return cleanup(r.error());
-  if (auto r = store_.PutImageRecord({.manifest = top_digest,
-                                      .image_manifest = image.digest,
-                                      .reference = ref_text,
-                                      .scope = decision.scope,
-                                      .requirement = decision.requirement,
-                                      .signer = decision.signer,
-                                      .reason = decision.reason,
-                                      .tenant = opts.tenant,
-                                      .actor_uid = opts.actor_uid,
-                                      .pulled_at = static_cast<std::int64_t>(::time(nullptr))});
-      !r) {
-    co_return cleanup(r.error());
+  {
+    const store::ImageCommit commit{
+        .reference = ref_text,
+        .record = store::ImageRecord{.manifest = top_digest,
+                                     .image_manifest = image.digest,
+                                     .reference = ref_text,
+                                     .scope = decision.scope,
+                                     .requirement = decision.requirement,
+                                     .signer = decision.signer,
+                                     .reason = decision.reason,
+                                     .tenant = opts.tenant,
+                                     .actor_uid = opts.actor_uid,
+                                     .pulled_at = Now()}};
+    store::ImageTxn* t = txn.get();
+    const store::ImageCommit* c = &commit;
+    const BlockingFn commit_image = [t, c]() -> Result<void> { return t->Commit(*c); };
+    if (auto err = co_await OffThread(blocking_, commit_image)) co_return abort(*err);
   }
-  // Keep the cache under its quota; the pull lease still pins this image, so it is never the one
-  // evicted to make room for itself.
+  // Keep the cache under its quota. The transaction still holds this image, so it is never the
+  // one evicted to make room for itself.
   store::Store* store = &store_;
   const BlockingFn enforce = [store]() -> Result<void> {
     auto q = store->EnforceQuota();
     if (!q) return q.error();
     return {};
   };
-  if (auto err = co_await OffThread(registry_.blocking(), enforce)) {
+  if (auto err = co_await OffThread(blocking_, enforce)) {
     Logger("pull")->warn("quota enforcement failed: {}", err->ToString());
   }
-  (void)store_.RemoveLease(lease_id);
+  txn.reset();
 
   PullResult result{.reference = ref,
                     .manifest = top_digest,
@@ -410,7 +376,7 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
     const AfterPullFn* hook = &after_pull_;
     const PullResult* pulled = &result;
     const BlockingFn after = [hook, pulled]() -> Result<void> { return (*hook)(*pulled); };
-    if (auto err = co_await OffThread(registry_.blocking(), after)) {
+    if (auto err = co_await OffThread(blocking_, after)) {
       ++handoff_failures_;
       Logger("pull")->warn("after pull of {}: {}", ref_text, err->ToString());
       Audit("pull.handoff.failed", opts, ref_text, top_digest.ToString(), nullptr, err->context());

@@ -4,11 +4,11 @@
 //   parse the reference -> policy pre-check -> resolve the tag at the origin -> manifest
 //   (size-capped, digest computed) -> signatures (sha256-<hex>.sig, .att and OCI referrers) and
 //   the policy decision, before any layer is fetched -> index -> platform manifest -> config and
-//   layers concurrently, streamed and verified into the store under a pull lease -> diff_ids of
-//   the uncompressed layers checked against the config -> manifests committed with their edges ->
-//   the reference recorded.
-// Every decision and failure is an audit event. A failed pull leaves no image: the blobs it
-// committed that nothing else uses are removed, and staging is empty.
+//   layers concurrently, streamed, verified (digest, size, diff_id) and unpacked into one image
+//   transaction (store/image_txn.h) -> manifests, edges, trees, reference and image record
+//   committed as one durable step.
+// Every decision and failure is an audit event. A failed pull leaves no image and nothing it
+// alone staged; a kill at any point leaves the image whole or absent.
 
 #include <cstdint>
 #include <functional>
@@ -18,6 +18,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include "common/error.h"
 #include "daemon/config.h"
@@ -56,8 +57,10 @@ struct PullResult {
 
 class Puller {
  public:
-  Puller(asio::io_context& io, store::Store& store, verify::PolicySet& policies,
-         const Config& config, RegistryClient& registry);
+  // `blocking`: the daemon's blocking executor (daemon/blocking.h), for staging, unpacking and
+  // the commit.
+  Puller(asio::io_context& io, asio::thread_pool& blocking, store::Store& store,
+         verify::PolicySet& policies, const Config& config, RegistryClient& registry);
 
   asio::awaitable<Result<PullResult>> Pull(std::string_view reference, PullOptions options);
 
@@ -76,6 +79,7 @@ class Puller {
              std::string_view digest, const verify::Decision* decision, std::string_view reason);
 
   asio::io_context& io_;
+  asio::thread_pool& blocking_;
   store::Store& store_;
   verify::PolicySet& policies_;
   const Config& config_;

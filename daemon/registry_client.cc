@@ -25,12 +25,6 @@ Error RegError(Errc code, std::string context) {
   return MakeError(Module::kDaemon, code, std::move(context));
 }
 
-asio::awaitable<void> Sleep(asio::io_context& io, std::chrono::milliseconds d) {
-  asio::steady_timer t(io, d);
-  boost::system::error_code ec;
-  co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-}
-
 std::string UrlEncode(std::string_view s) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
@@ -91,18 +85,6 @@ bool IsRedirect(int status) {
 
 }  // namespace
 
-asio::awaitable<std::optional<Error>> OffThread(asio::thread_pool& pool, const BlockingFn& fn) {
-  const BlockingFn* f = &fn;
-  co_return co_await asio::co_spawn(
-      pool,
-      [f]() -> asio::awaitable<std::optional<Error>> {
-        auto r = (*f)();
-        if (r) co_return std::nullopt;
-        co_return r.error();
-      },
-      asio::use_awaitable);
-}
-
 asio::awaitable<void> AsyncSemaphore::Acquire() {
   if (available_ > 0) {
     --available_;
@@ -135,7 +117,7 @@ RegistryClient::RegistryClient(asio::io_context& io, const Config& config)
                             .min_rate_bytes_per_s = config.min_rate_bytes_per_s}),
       log_(Logger("registry")) {}
 
-RegistryClient::~RegistryClient() { blocking_.join(); }
+RegistryClient::~RegistryClient() = default;
 
 std::vector<RegistryClient::Endpoint> RegistryClient::EndpointsFor(const std::string& registry,
                                                                    bool by_digest) const {
@@ -515,35 +497,16 @@ asio::awaitable<Result<std::string>> RegistryClient::GetSmallBlob(const Referenc
   co_return last;
 }
 
-asio::awaitable<Result<void>> RegistryClient::FetchBlob(store::Store& store, const Reference& repo,
+asio::awaitable<Result<void>> RegistryClient::FetchBlob(const Reference& repo,
                                                         const Digest& digest, std::uint64_t size,
-                                                        store::IngestOptions ingest,
-                                                        const ProgressFn& progress,
-                                                        store::PendingTreePtr* tree) {
-  ingest.wait_if_in_flight = false;  // never block the event loop; poll instead
+                                                        BlobSink& blob, const ProgressFn& progress) {
   Error last = RegError(Errc::kNotFound, "blob " + digest.ToString() + " not found");
   for (const auto& ep : EndpointsFor(repo.registry(), true)) {
-    store::BlobWriterPtr writer;
-    for (;;) {
-      auto w = store.Ingest(digest, size, ingest);
-      if (w) {
-        writer = std::move(*w);
-        break;
-      }
-      if (w.error().code() == Errc::kAlreadyExists) co_return Result<void>();
-      if (w.error().code() != Errc::kBusy) co_return w.error();
-      // Another pull is fetching the same blob: share its download.
-      co_await Sleep(io_, std::chrono::milliseconds(20));
-    }
+    auto open = co_await blob.Open();
+    if (!open) co_return open.error();
+    if (!*open) co_return Result<void>();  // nothing to fetch: stored or held already
     std::uint64_t received = 0;  // bytes written to the store for this blob
     std::uint64_t skip = 0;      // bytes of a restarted body that we already have
-    // The staging file is written through io_uring (IORING_OP_WRITE via Asio's file support);
-    // the store hashes and decodes what lands there.
-    auto first_slot = writer->BeginWrite(0);
-    if (!first_slot) co_return first_slot.error();
-    const int staging_dup = ::dup(first_slot->fd);
-    if (staging_dup < 0) co_return SysError(Module::kDaemon, "dup staging fd");
-    asio::random_access_file file(io_, staging_dup);
     BodySink sink = [&](std::span<const std::byte> data) -> asio::awaitable<Result<void>> {
       if (skip > 0) {
         const auto n = std::min<std::uint64_t>(skip, data.size());
@@ -551,20 +514,13 @@ asio::awaitable<Result<void>> RegistryClient::FetchBlob(store::Store& store, con
         skip -= n;
       }
       if (data.empty()) co_return Result<void>();
-      auto slot = writer->BeginWrite(data.size());
-      if (!slot) co_return slot.error();
-      boost::system::error_code ec;
-      co_await asio::async_write_at(file, slot->offset, asio::buffer(data.data(), data.size()),
-                                    asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) {
-        co_return MakeError(Module::kDaemon, Errc::kIo,
-                            "writing " + digest.ToString() + " to staging: " + ec.message());
+      if (data.size() > size - received) {
+        co_return RegError(Errc::kTooLarge, "blob " + digest.ToString() +
+                                                " exceeds its expected size of " +
+                                                std::to_string(size) + " bytes");
       }
-      // The store's follower (hash, unpack) may lag behind the network: wait for it here without
-      // blocking the event loop, which serves other downloads and the control socket.
-      auto done = writer->CompleteWrite(data, store::BlobWriter::Backpressure::kReport);
-      if (!done) co_return done.error();
-      while (writer->Saturated()) co_await Sleep(io_, std::chrono::milliseconds(1));
+      auto w = co_await blob.Write(received, data);
+      if (!w) co_return w.error();
       received += data.size();
       stats_.bytes += data.size();
       if (progress) progress(digest, received);
@@ -638,18 +594,11 @@ asio::awaitable<Result<void>> RegistryClient::FetchBlob(store::Store& store, con
       failure.reset();
     }
     if (!failure) {
-      // The commit's fsyncs run on the blocking pool, so other downloads keep flowing and
-      // concurrent commits share RocksDB's group commit.
-      store::BlobWriter* w = writer.get();
-      const BlockingFn commit = [w] { return w->Commit(); };
-      auto c = co_await OffThread(blocking_, commit);
-      if (!c) {
-        if (tree != nullptr) *tree = writer->TakeTree();
-        co_return Result<void>();
-      }
-      failure = *c;
+      auto done = co_await blob.Finish();
+      if (done) co_return Result<void>();
+      failure = done.error();
     } else {
-      writer->Abort();
+      blob.Abandon();
     }
     if (ep.is_mirror) {
       ++stats_.mirror_failures;

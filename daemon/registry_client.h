@@ -31,7 +31,7 @@
 #include "common/error.h"
 #include "daemon/config.h"
 #include "daemon/http_client.h"
-#include "store/store.h"
+#include "daemon/blocking.h"
 #include "verify/digest.h"
 #include "verify/reference.h"
 
@@ -41,12 +41,23 @@ class logger;
 
 namespace digestd::daemon {
 
-// Runs `fn` on `pool` and resumes the calling coroutine with its error, if any. For blocking work
-// (fsync, decompression) that must not stall the network thread. `fn` is taken by reference and
-// must live until the await completes (a named local in the caller): GCC 12 double-destroys
-// lambdas passed by value into coroutines.
-using BlockingFn = std::function<Result<void>()>;
-asio::awaitable<std::optional<Error>> OffThread(asio::thread_pool& pool, const BlockingFn& fn);
+// Where FetchBlob delivers a blob (daemon/store_sink.h puts it into an image transaction): the
+// registry client moves bytes and never sees the store.
+class BlobSink {
+ public:
+  virtual ~BlobSink() = default;
+  // Before each attempt (an endpoint): true to receive the blob from its first byte; false when
+  // there is nothing to fetch (stored already, or fetched by another pull).
+  virtual asio::awaitable<Result<bool>> Open() = 0;
+  // The next bytes, at `offset` (in order, without gaps).
+  virtual asio::awaitable<Result<void>> Write(std::uint64_t offset,
+                                              std::span<const std::byte> data) = 0;
+  // Every byte delivered: check and keep them. An error may be the endpoint's fault (wrong
+  // bytes): another endpoint may follow with Open().
+  virtual asio::awaitable<Result<void>> Finish() = 0;
+  // The attempt failed; what it wrote is discarded.
+  virtual void Abandon() = 0;
+};
 
 // A counting semaphore for coroutines on one io_context.
 class AsyncSemaphore {
@@ -101,14 +112,11 @@ class RegistryClient {
                                                     const verify::Digest& digest,
                                                     std::uint64_t size, std::size_t cap);
 
-  // Streams a blob into the store and commits it (kAlreadyExists is success). Mirrors first; a
-  // mirror whose bytes do not match is skipped. Resumes with Range after a dropped connection.
-  // With ingest.unpack set, the layer is unpacked while it downloads and `*tree` receives its
-  // uncommitted tree (left null when the blob was already stored or fetched by another pull).
-  asio::awaitable<Result<void>> FetchBlob(store::Store& store, const verify::Reference& repo,
+  // Streams a blob into `sink`: mirrors first (a mirror whose bytes the sink refuses is skipped);
+  // resumes with Range after a dropped connection.
+  asio::awaitable<Result<void>> FetchBlob(const verify::Reference& repo,
                                           const verify::Digest& digest, std::uint64_t size,
-                                          store::IngestOptions ingest, const ProgressFn& progress,
-                                          store::PendingTreePtr* tree = nullptr);
+                                          BlobSink& sink, const ProgressFn& progress);
 
   // Uploads a blob (monolithic: POST then PUT ?digest=) unless the registry has it already.
   asio::awaitable<Result<void>> PushBlob(const verify::Reference& repo, std::string bytes);
@@ -118,8 +126,6 @@ class RegistryClient {
                                                       std::string media_type);
 
   const RegistryStats& stats() const { return stats_; }
-  // Threads for blocking work (commits with their fsyncs, layer decompression).
-  asio::thread_pool& blocking() { return blocking_; }
   HttpClient& http() { return http_; }
 
  private:
@@ -160,7 +166,6 @@ class RegistryClient {
   std::map<std::string, Token> tokens_;  // key: registry + " " + scope
   std::map<std::string, std::unique_ptr<AsyncSemaphore>> limits_;
   RegistryStats stats_;
-  asio::thread_pool blocking_{4};
 };
 
 }  // namespace digestd::daemon

@@ -17,10 +17,11 @@ PACKAGES=(
   golang-github-containerd-containerd-dev containerd
   # tests: the registry and image tools, the runtimes, and every command the tests and benchmarks
   # run (systemd: systemd-analyze; procps: pkill; util-linux: unshare, setpriv, losetup,
-  # mountpoint, prlimit; e2fsprogs: mkfs.ext4; coreutils: timeout, sha256sum, stat)
+  # mountpoint, prlimit; e2fsprogs: mkfs.ext4; coreutils: timeout, sha256sum, stat, truncate;
+  # mount: mount -o loop, umount; diffutils: cmp; fiu-utils: fiu-run, fiu-ctrl for I/O faults)
   libgtest-dev libgmock-dev docker-registry skopeo umoci busybox-static runc curl jq strace openssl
   apache2-utils bc python3 systemd procps util-linux e2fsprogs coreutils findutils grep sed
-  tar ca-certificates git
+  tar ca-certificates git mount diffutils fiu-utils
   # fuzzing (clang + libFuzzer runtime)
   clang libclang-rt-14-dev
 )

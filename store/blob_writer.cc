@@ -259,7 +259,12 @@ Result<BlobWriterPtr> Store::Ingest(const Digest& expected, std::uint64_t expect
       impl_->in_flight_cv.wait(lock);
     }
   }
-  // From here the digest is ours; every failure must release it.
+  return StartWriter(expected, expected_size, std::move(options));
+}
+
+Result<BlobWriterPtr> Store::StartWriter(const Digest& expected, std::uint64_t expected_size,
+                                         IngestOptions options) {
+  // The digest is claimed (in flight) by the caller; every failure must release it.
   auto hasher = verify::Hasher::Create(expected.algorithm());
   if (!hasher) {
     impl_->FinishInFlight(expected);
@@ -332,6 +337,8 @@ BlobWriter::~BlobWriter() { Abort(); }
 
 const Digest& BlobWriter::expected_digest() const { return s_->expected; }
 std::uint64_t BlobWriter::bytes_written() const { return s_->written; }
+std::uint64_t BlobWriter::expected_size() const { return s_->expected_size; }
+const IngestOptions& BlobWriter::options() const { return s_->opts; }
 
 Result<BlobWriter::WriteSlot> BlobWriter::BeginWrite(std::size_t n) {
   if (s_->finished) return StoreError(Errc::kAborted, "writer already finished");
@@ -387,67 +394,62 @@ void BlobWriter::Abort() {
   s_->store->FinishInFlight(s_->expected);
 }
 
-Result<void> BlobWriter::Commit() {
+Result<void> BlobWriter::Verify() {
   if (s_->finished) return StoreError(Errc::kAborted, "writer already finished");
   auto& impl = *s_->store;
   const Digest& expected = s_->expected;
-  auto fail = [&](Error e) -> Result<void> {
-    Abort();
-    return e;
-  };
-  if (s_->poisoned) return fail(*s_->poisoned);
+  if (s_->poisoned) return *s_->poisoned;
   if (s_->written != s_->expected_size) {
     impl.counters.size_mismatches.fetch_add(1, std::memory_order_relaxed);
-    return fail(StoreError(Errc::kSizeMismatch,
-                           "size mismatch for " + expected.ToString() + ": expected " +
-                               std::to_string(s_->expected_size) + " bytes, got " +
-                               std::to_string(s_->written)));
+    return StoreError(Errc::kSizeMismatch,
+                      "size mismatch for " + expected.ToString() + ": expected " +
+                          std::to_string(s_->expected_size) + " bytes, got " +
+                          std::to_string(s_->written));
   }
   if (s_->follower && !s_->follower->Finish()) {
-    return fail(StoreError(Errc::kIo, "cannot read back staging file of " + expected.ToString()));
+    return StoreError(Errc::kIo, "cannot read back staging file of " + expected.ToString());
   }
   const Digest actual = s_->hasher.Finish();
   if (actual != expected) {
     impl.counters.digest_mismatches.fetch_add(1, std::memory_order_relaxed);
-    return fail(StoreError(Errc::kDigestMismatch, "digest mismatch for " + expected.ToString() +
-                                                      ": expected " + expected.ToString() +
-                                                      ", got " + actual.ToString()));
+    return StoreError(Errc::kDigestMismatch, "digest mismatch for " + expected.ToString() +
+                                                 ": expected " + expected.ToString() + ", got " +
+                                                 actual.ToString());
   }
   if (s_->decoder) {
     auto diff = s_->decoder->Finish();
     if (!diff) {
-      return fail(StoreError(Errc::kCorrupt, "layer " + expected.ToString() + " (" +
-                                                 s_->opts.media_type +
-                                                 "): " + diff.error().context()));
+      return StoreError(Errc::kCorrupt, "layer " + expected.ToString() + " (" +
+                                            s_->opts.media_type + "): " + diff.error().context());
     }
     if (*diff != *s_->opts.diff_id) {
       impl.counters.digest_mismatches.fetch_add(1, std::memory_order_relaxed);
-      return fail(StoreError(Errc::kDigestMismatch,
-                             "layer " + expected.ToString() + " uncompresses to " +
-                                 diff->ToString() + " but its diff_id is " +
-                                 s_->opts.diff_id->ToString()));
+      return StoreError(Errc::kDigestMismatch, "layer " + expected.ToString() +
+                                                   " uncompresses to " + diff->ToString() +
+                                                   " but its diff_id is " +
+                                                   s_->opts.diff_id->ToString());
     }
   }
   if (s_->opts.unpack) {
-    if (!s_->tree) return fail(StoreError(Errc::kInternal, "layer tree reader did not run"));
-    if (!*s_->tree) {
-      Error e = s_->tree->error();
-      return fail(std::move(e));
-    }
+    if (!s_->tree) return StoreError(Errc::kInternal, "layer tree reader did not run");
+    if (!*s_->tree) return s_->tree->error();
   }
-  const int fd = s_->fd.Get();
-  if (::fchmod(fd, 0444) != 0) return fail(SysError(Module::kStore, "chmod staging file"));
-  if (::fdatasync(fd) != 0) return fail(SysError(Module::kStore, "fdatasync staging file"));
+  return {};
+}
 
-  std::shared_lock maint(impl.maint_mu);
+Result<void> BlobWriter::Publish(bool durable) {
+  auto& impl = *s_->store;
+  const Digest& expected = s_->expected;
+  const int fd = s_->fd.Get();
+  if (::fchmod(fd, 0444) != 0) return SysError(Module::kStore, "chmod staging file");
+  if (durable && ::fdatasync(fd) != 0) return SysError(Module::kStore, "fdatasync staging file");
   auto shard = OpenBeneath(impl.blobs_fd.Get(), Store::Impl::ShardPath(expected),
                            O_RDONLY | O_DIRECTORY);
-  if (!shard) return fail(shard.error());
+  if (!shard) return shard.error();
   const std::string hex(expected.hex());
 
-  // Publish under the digest name. The name can already exist only as an orphan (a crash after
-  // the link and before the index write, or a file nobody recorded): keep it if its bytes match,
-  // replace it otherwise.
+  // Publish under the digest name. The name can already exist only as a leftover nobody recorded
+  // (the digest is claimed by this writer): keep it if its bytes match, replace it otherwise.
   auto publish = [&]() -> Result<void> {
     if (s_->staging_name.empty()) {
       const std::string proc = "/proc/self/fd/" + std::to_string(fd);
@@ -474,16 +476,50 @@ Result<void> BlobWriter::Commit() {
     if (impl.VerifyFile(shard->Get(), hex, expected, s_->expected_size)) {
       published = {};
     } else {
-      impl.log->warn("replacing mismatching orphan file for {}", expected.ToString());
+      impl.log->warn("replacing mismatching leftover file for {}", expected.ToString());
       (void)::unlinkat(shard->Get(), hex.c_str(), 0);
       published = publish();
     }
   }
-  if (!published) return fail(published.error());
-  if (auto r = FsyncFd(shard->Get(), "blob shard directory"); !r) {
-    (void)::unlinkat(shard->Get(), hex.c_str(), 0);
-    return fail(r.error());
+  if (!published) return published.error();
+  if (durable) {
+    if (auto r = FsyncFd(shard->Get(), "blob shard directory"); !r) {
+      (void)::unlinkat(shard->Get(), hex.c_str(), 0);
+      return r.error();
+    }
   }
+  return {};
+}
+
+Result<void> BlobWriter::Stage() {
+  if (auto r = Verify(); !r) {
+    Abort();
+    return r;
+  }
+  if (auto r = Publish(/*durable=*/false); !r) {
+    Abort();
+    return r;
+  }
+  // Staged: the digest stays claimed (in flight) until the image transaction that holds it
+  // records it or rolls it back.
+  s_->finished = true;
+  s_->follower.reset();
+  s_->fd.Reset();
+  if (s_->tree) s_->committed_tree = std::move(**s_->tree);
+  s_->tree.reset();
+  return {};
+}
+
+Result<void> BlobWriter::Commit() {
+  auto& impl = *s_->store;
+  const Digest& expected = s_->expected;
+  auto fail = [&](Error e) -> Result<void> {
+    Abort();
+    return e;
+  };
+  if (auto r = Verify(); !r) return fail(r.error());
+  std::shared_lock maint(impl.maint_mu);
+  if (auto r = Publish(/*durable=*/true); !r) return fail(r.error());
 
   const auto now = impl.Now();
   Index::Batch batch;
@@ -499,9 +535,11 @@ Result<void> BlobWriter::Commit() {
     batch.Put(Cf::kBackrefs, EdgeKey(child, expected), "");
   }
   if (auto r = impl.index->Write(batch); !r) {
-    // Without a record the file must not stay visible; recovery would adopt it otherwise, which
-    // is safe (its bytes match) but surprising after a reported failure.
-    (void)::unlinkat(shard->Get(), hex.c_str(), 0);
+    // Without a record the file must not stay visible (recovery would remove it anyway).
+    if (auto shard = OpenBeneath(impl.blobs_fd.Get(), Store::Impl::ShardPath(expected),
+                                 O_RDONLY | O_DIRECTORY)) {
+      (void)::unlinkat(shard->Get(), std::string(expected.hex()).c_str(), 0);
+    }
     return fail(r.error());
   }
   {

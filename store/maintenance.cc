@@ -14,6 +14,7 @@
 #include "store/records.h"
 #include "store/store.h"
 #include "store/store_impl.h"
+#include "store/tree_codec.h"
 
 namespace digestd::store {
 namespace {
@@ -105,7 +106,10 @@ Result<void> Store::Impl::Recover() {
   }
 
   // Pass 1: every file on disk must be named by a digest, be a regular file, and have a record
-  // that agrees on its size; files without a record are re-hashed and adopted only if they match.
+  // that agrees on its size. A file without a record was staged by an image transaction that
+  // never committed: removed, never adopted (an adopted manifest would lack its media type,
+  // tenant and edges, and its image would look whole while the mount answered ENOENT). A file
+  // whose record cannot be read is quarantined: its image is reported broken and pulled again.
   std::unordered_set<Digest> on_disk;
   Usage found;
   DIGESTD_RETURN_IF_ERROR(WalkBlobFiles(blobs_fd.Get(), [&](const FoundFile& f) -> Result<void> {
@@ -121,7 +125,8 @@ Result<void> Store::Impl::Recover() {
         log->warn("recovery dropping {}: record says {} bytes, file has {}", d.ToString(),
                   (*rec)->size, f.size);
         AuditInternal("store.recovery.dropped", d.ToString(), "size differs from its record");
-        (void)::unlinkat(f.shard_fd, f.name.c_str(), 0);
+        DIGESTD_RETURN_IF_ERROR(Quarantine(f.shard_fd, f.name, d.ToString()));
+        ++rr.quarantined;
         ++rr.records_dropped;
         return {};  // record removed in pass 2 (no file)
       }
@@ -130,29 +135,22 @@ Result<void> Store::Impl::Recover() {
       found.bytes += f.size;
       return {};
     }
-    if (!rec) ++rr.bad_records;  // corrupt record: rebuild it from the file if the bytes match
-    if (auto ok = VerifyFile(f.shard_fd, f.name, d, std::nullopt); !ok) {
-      log->warn("recovery removing orphan {}: {}", d.ToString(), ok.error().ToString());
-      AuditInternal("store.recovery.orphan_removed", d.ToString(), ok.error().ToString());
-      ++rr.orphans_removed;
-      return RemoveEntry(f.shard_fd, f.name);
+    if (!rec) {
+      // Counted and its record dropped in pass 2.
+      log->warn("recovery quarantining {}: its record is unreadable: {}", d.ToString(),
+                rec.error().ToString());
+      AuditInternal("store.recovery.quarantined", d.ToString(),
+                    "unreadable record: " + rec.error().context());
+      ++rr.quarantined;
+      return Quarantine(f.shard_fd, f.name, d.ToString());
     }
-    if (f.mode != 0444) (void)::fchmodat(f.shard_fd, f.name.c_str(), 0444, 0);
-    struct stat st {};
-    const std::int64_t created =
-        ::fstatat(f.shard_fd, f.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_mtime : Now();
-    Index::Batch batch;
-    batch.Put(Cf::kBlobs, d.ToString(),
-              EncodeBlob(BlobInfo{.digest = d, .size = f.size, .created = created,
-                                  .last_used = created}));
-    DIGESTD_RETURN_IF_ERROR(index->Write(batch));
-    log->info("recovery adopted orphan {} ({} bytes)", d.ToString(), f.size);
-    ++rr.orphans_adopted;
-    on_disk.insert(d);
-    found.blobs += 1;
-    found.bytes += f.size;
-    return {};
+    ++rr.uncommitted_removed;
+    return RemoveEntry(f.shard_fd, f.name);
   }));
+  if (rr.uncommitted_removed > 0) {
+    log->info("recovery removed {} blob files staged by image transactions that never committed",
+              rr.uncommitted_removed);
+  }
 
   // Pass 2: records whose file is gone (or whose key or value is corrupt) are dropped.
   std::vector<std::string> drop_keys;
@@ -198,24 +196,123 @@ Result<void> Store::Impl::Recover() {
     DIGESTD_RETURN_IF_ERROR(index->Write(batch));
   }
   DIGESTD_ASSIGN_OR_RETURN(rr.files_removed, SweepFiles(nullptr));
-  std::lock_guard lock(mu);
-  usage = found;
+
+  // Pass 4: file objects against the sizes their trees record. One missing or cut short (a disk
+  // that lost data, a hand that truncated it) is quarantined and every layer using it removed,
+  // so the mount never serves it and the next pull unpacks those layers again.
+  std::unordered_map<Digest, std::uint64_t> expected;
+  DIGESTD_RETURN_IF_ERROR(index->Scan(Cf::kEntries, "", [&](std::string_view k, std::string_view v) {
+    const auto slash = k.find('/');  // "<layer digest>/<path>"
+    if (slash == std::string_view::npos) return true;
+    auto e = DecodeEntry(k.substr(slash + 1), v);
+    if (e && e->content) expected.emplace(*e->content, e->size);
+    return true;  // a corrupt entry is LoadTree's to report
+  }));
+  std::vector<Digest> damaged;
+  DIGESTD_RETURN_IF_ERROR(WalkBlobFiles(files_fd.Get(), [&](const FoundFile& f) -> Result<void> {
+    if (!f.digest) return {};
+    auto it = expected.find(*f.digest);
+    if (it != expected.end() && it->second != f.size) {
+      log->warn("recovery quarantining file object {}: {} bytes, its trees say {}",
+                f.digest->ToString(), f.size, it->second);
+      AuditInternal("store.recovery.quarantined", f.digest->ToString(),
+                    "file object of " + std::to_string(f.size) + " bytes, recorded " +
+                        std::to_string(it->second));
+      DIGESTD_RETURN_IF_ERROR(Quarantine(f.shard_fd, f.name, "file-" + f.digest->ToString()));
+      ++rr.quarantined;
+      damaged.push_back(*f.digest);
+    } else {
+      found.files += 1;
+      found.file_bytes += f.size;
+    }
+    if (it != expected.end()) expected.erase(it);
+    return {};
+  }));
+  for (const auto& [content, size] : expected) {
+    log->warn("recovery: file object {} is missing", content.ToString());
+    damaged.push_back(content);
+  }
+  {
+    std::lock_guard lock(mu);
+    usage = found;
+  }
+  for (const auto& content : damaged) {
+    DIGESTD_ASSIGN_OR_RETURN(auto layers, RemoveLayersUsing(content));
+    for (const auto& l : layers) {
+      log->warn("recovery removed layer {}: it needs file object {}", l.ToString(),
+                content.ToString());
+    }
+  }
   return {};
+}
+
+Result<void> Store::Impl::Quarantine(int dirfd, std::string_view name, std::string_view target) {
+  const std::string from(name), to(target);
+  (void)::unlinkat(quarantine_fd.Get(), to.c_str(), 0);
+  if (::renameat(dirfd, from.c_str(), quarantine_fd.Get(), to.c_str()) != 0) {
+    return SysError(Module::kStore, "quarantine " + Quote(name));
+  }
+  return {};
+}
+
+Result<std::vector<Digest>> Store::Impl::RemoveLayersUsing(const Digest& content) {
+  std::vector<Digest> layers;
+  DIGESTD_RETURN_IF_ERROR(index->ScanPrefix(
+      Cf::kFileRefs, content.ToString() + " ", [&](std::string_view k, std::string_view) {
+        if (auto l = Digest::Parse(k.substr(k.find(' ') + 1))) layers.push_back(*l);
+        return true;
+      }));
+  for (const auto& l : layers) {
+    DIGESTD_ASSIGN_OR_RETURN(auto info, GetBlobRecord(l));
+    if (info) {
+      DIGESTD_RETURN_IF_ERROR(RemoveBlobUnlocked(l, info->size));
+    } else {
+      Index::Batch batch;
+      std::vector<Digest> contents;
+      DIGESTD_RETURN_IF_ERROR(AddTreeDeletes(batch, l, contents));
+      DIGESTD_RETURN_IF_ERROR(index->Write(batch));
+      DIGESTD_ASSIGN_OR_RETURN(auto swept, SweepFiles(&contents));
+      (void)swept;
+      NoteRemoved(l);
+    }
+  }
+  generation.fetch_add(1, std::memory_order_release);
+  return layers;
+}
+
+Result<std::vector<std::string>> Store::BrokenImages() const {
+  std::vector<std::string> broken;
+  DIGESTD_ASSIGN_OR_RETURN(auto images, ListImageRecords());
+  for (const auto& rec : images) {
+    bool whole = Contains(rec.manifest) && Contains(rec.image_manifest);
+    if (whole) {
+      auto children = impl_->Edges(Cf::kEdges, rec.image_manifest);
+      auto layers = ImageLayers(rec.image_manifest, /*even_if_denied=*/true);
+      // A manifest without its edges (config and layers) is not whole either.
+      whole = children && layers && children->size() >= layers->size() + 1;
+      for (const auto& c : children ? *children : std::vector<Digest>()) {
+        if (!Contains(c)) whole = false;
+      }
+      for (const auto& l : layers ? *layers : std::vector<Digest>()) {
+        auto tree = GetTreeInfo(l);
+        if (!Contains(l) || !tree || !*tree) whole = false;
+      }
+    }
+    if (!whole) broken.push_back(rec.reference);
+  }
+  return broken;
 }
 
 // ---------------------------------------------------------------------------------------------
 // GC and quota
 
-namespace {
-
-// Adds `roots` and everything reachable through manifest edges to `live`.
-Result<void> MarkFrom(const Store::Impl& impl, std::vector<Digest> roots,
-                      std::unordered_set<Digest>& live) {
+Result<void> Store::Impl::MarkFrom(std::vector<Digest> roots,
+                                   std::unordered_set<Digest>& live) const {
   while (!roots.empty()) {
     Digest d = std::move(roots.back());
     roots.pop_back();
     if (!live.insert(d).second) continue;
-    DIGESTD_ASSIGN_OR_RETURN(auto children, impl.Edges(Cf::kEdges, d));
+    DIGESTD_ASSIGN_OR_RETURN(auto children, Edges(Cf::kEdges, d));
     for (auto& c : children) {
       if (!live.count(c)) roots.push_back(std::move(c));
     }
@@ -223,44 +320,58 @@ Result<void> MarkFrom(const Store::Impl& impl, std::vector<Digest> roots,
   return {};
 }
 
-}  // namespace
+Result<std::unordered_set<Digest>> Store::Impl::LiveSet(const Lease* lease) const {
+  // Every list is read whole and strictly: a record that cannot be read stops the remover (never
+  // sweep on a partial mark).
+  DIGESTD_ASSIGN_OR_RETURN(auto refs, DecodeAll<RefRecord>(Cf::kRefs, DecodeRef));
+  DIGESTD_ASSIGN_OR_RETURN(auto images, DecodeAll<ImageRecord>(Cf::kImages, DecodeImage));
+  DIGESTD_ASSIGN_OR_RETURN(auto leases, DecodeAll<Lease>(Cf::kLeases, DecodeLease));
+  std::unordered_set<Digest> own_roots;
+  if (lease) own_roots.insert(lease->digests.begin(), lease->digests.end());
+  std::unordered_map<Digest, std::string> record_tenant;
+  std::vector<Digest> roots;
+  for (auto& r : images) {
+    record_tenant[r.manifest] = r.tenant;
+    if (lease && own_roots.count(r.manifest) && r.tenant == lease->tenant) continue;
+    roots.push_back(r.manifest);
+    roots.push_back(r.image_manifest);
+  }
+  for (auto& r : refs) {
+    if (lease && own_roots.count(r.digest)) {
+      auto rt = record_tenant.find(r.digest);
+      if (rt == record_tenant.end() || rt->second == lease->tenant) continue;
+    }
+    roots.push_back(r.digest);
+  }
+  for (auto& l : leases) {
+    if (lease && l.id == lease->id) continue;
+    roots.insert(roots.end(), l.digests.begin(), l.digests.end());
+  }
+  {
+    std::lock_guard lock(mu);
+    roots.insert(roots.end(), in_flight.begin(), in_flight.end());
+    for (const auto& [d, entry] : staged) roots.push_back(d);
+    for (const auto& [d, n] : txn_pins) roots.push_back(d);
+  }
+  std::unordered_set<Digest> live;
+  DIGESTD_RETURN_IF_ERROR(MarkFrom(std::move(roots), live));
+  return live;
+}
 
 Result<GcReport> Store::Impl::GcLocked(bool dry_run) {
   GcReport report{.dry_run = dry_run};
-  std::vector<Digest> roots;
-  std::optional<Error> err;
-  DIGESTD_RETURN_IF_ERROR(index->Scan(Cf::kRefs, "", [&](std::string_view k, std::string_view v) {
-    auto ref = DecodeRef(k, v);
-    if (!ref) {
-      err = ref.error();  // never sweep on a partial mark: a corrupt ref stops GC
-      return false;
-    }
-    roots.push_back(std::move(ref->digest));
-    return true;
-  }));
-  DIGESTD_RETURN_IF_ERROR(index->Scan(Cf::kLeases, "", [&](std::string_view k, std::string_view v) {
-    auto lease = DecodeLease(k, v);
-    if (!lease) {
-      err = lease.error();
-      return false;
-    }
-    for (auto& d : lease->digests) roots.push_back(std::move(d));
-    return true;
-  }));
-  if (err) {
-    counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
-    return std::move(*err).Wrap("gc refused: cannot mark");
+  auto live = LiveSet();
+  if (!live) {
+    return std::move(live).error().Wrap("gc refused: cannot mark");
   }
-  std::unordered_set<Digest> live;
-  DIGESTD_RETURN_IF_ERROR(MarkFrom(*this, std::move(roots), live));
-
+  std::optional<Error> err;
   DIGESTD_RETURN_IF_ERROR(index->Scan(Cf::kBlobs, "", [&](std::string_view k, std::string_view v) {
     auto info = DecodeBlob(k, v);
     if (!info) {
       err = info.error();
       return false;
     }
-    if (live.count(info->digest)) {
+    if (live->count(info->digest)) {
       ++report.live_blobs;
     } else {
       report.bytes_freed += info->size;
@@ -293,33 +404,37 @@ Result<GcReport> Store::CollectGarbage(bool dry_run) {
   return impl_->GcLocked(dry_run);
 }
 
-Result<QuotaReport> Store::EnforceQuota() {
-  RemovalNotice notice(*impl_);
-  std::unique_lock maint(impl_->maint_mu);
-  QuotaReport report;
-  report.usage_before = GetUsage().bytes;
-  report.usage_after = report.usage_before;
-  const auto quota = impl_->opts.quota_bytes;
-  if (quota == 0) return report;
-  const auto high = static_cast<std::uint64_t>(static_cast<double>(quota) * impl_->opts.quota_high);
-  const auto low = static_cast<std::uint64_t>(static_cast<double>(quota) * impl_->opts.quota_low);
-  if (report.usage_before <= high) return report;
-
+Result<void> Store::Impl::EvictLocked(std::uint64_t target, QuotaReport& report) {
+  auto usage_now = [&] {
+    std::lock_guard lock(mu);
+    return usage.total();
+  };
+  if (usage_now() <= target) return {};
   // Unreferenced blobs go first; they belong to no image.
-  DIGESTD_RETURN_IF_ERROR(impl_->GcLocked(false));
-  auto usage_now = [&] { return GetUsage().bytes; };
+  DIGESTD_RETURN_IF_ERROR(GcLocked(false));
+  if (usage_now() <= target) return {};
 
-  // Images pinned by a lease (and everything they reach) are never evicted.
-  DIGESTD_ASSIGN_OR_RETURN(auto leases, ListLeases());
-  std::vector<Digest> lease_roots;
-  for (auto& l : leases) lease_roots.insert(lease_roots.end(), l.digests.begin(), l.digests.end());
+  // Images pinned by a lease or held by a pull in flight (and everything they reach) are never
+  // evicted.
+  DIGESTD_ASSIGN_OR_RETURN(auto leases, DecodeAll<Lease>(Cf::kLeases, DecodeLease));
+  std::vector<Digest> pin_roots;
+  for (auto& l : leases) pin_roots.insert(pin_roots.end(), l.digests.begin(), l.digests.end());
+  {
+    std::lock_guard lock(mu);
+    pin_roots.insert(pin_roots.end(), in_flight.begin(), in_flight.end());
+    for (const auto& [d, n] : txn_pins) pin_roots.push_back(d);
+  }
   std::unordered_set<Digest> pinned;
-  DIGESTD_RETURN_IF_ERROR(MarkFrom(*impl_, std::move(lease_roots), pinned));
+  DIGESTD_RETURN_IF_ERROR(MarkFrom(std::move(pin_roots), pinned));
 
-  DIGESTD_ASSIGN_OR_RETURN(auto refs, ListRefs());
+  DIGESTD_ASSIGN_OR_RETURN(auto refs, DecodeAll<RefRecord>(Cf::kRefs, DecodeRef));
+  DIGESTD_ASSIGN_OR_RETURN(auto records, DecodeAll<ImageRecord>(Cf::kImages, DecodeImage));
   std::map<Digest, std::vector<std::string>> images;
   for (auto& r : refs) {
     if (!pinned.count(r.digest)) images[r.digest].push_back(r.reference);
+  }
+  for (auto& r : records) {
+    if (!pinned.count(r.manifest)) images[r.manifest];
   }
   struct Candidate {
     std::int64_t last_used;
@@ -327,22 +442,38 @@ Result<QuotaReport> Store::EnforceQuota() {
   };
   std::vector<Candidate> candidates;
   for (const auto& [digest, names] : images) {
-    DIGESTD_ASSIGN_OR_RETURN(auto info, impl_->GetBlobRecord(digest));
+    DIGESTD_ASSIGN_OR_RETURN(auto info, GetBlobRecord(digest));
     candidates.push_back({info ? info->last_used : 0, digest});
   }
   std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
     return a.last_used != b.last_used ? a.last_used < b.last_used : a.digest < b.digest;
   });
   for (const auto& c : candidates) {
-    if (usage_now() <= low) break;
+    if (usage_now() <= target) break;
     Index::Batch batch;
     for (const auto& name : images[c.digest]) batch.Delete(Cf::kRefs, name);
-    DIGESTD_RETURN_IF_ERROR(impl_->index->Write(batch));
-    DIGESTD_RETURN_IF_ERROR(impl_->GcLocked(false));
-    impl_->AuditInternal("store.quota.evicted", c.digest.ToString(), "least recently used image");
+    batch.Delete(Cf::kImages, c.digest.ToString());
+    DIGESTD_RETURN_IF_ERROR(index->Write(batch));
+    DIGESTD_RETURN_IF_ERROR(GcLocked(false));
+    AuditInternal("store.quota.evicted", c.digest.ToString(), "least recently used image");
     report.evicted_images.push_back(c.digest);
   }
-  report.usage_after = usage_now();
+  return {};
+}
+
+Result<QuotaReport> Store::EnforceQuota() {
+  RemovalNotice notice(*impl_);
+  std::unique_lock maint(impl_->maint_mu);
+  QuotaReport report;
+  report.usage_before = GetUsage().total();
+  report.usage_after = report.usage_before;
+  const auto quota = impl_->opts.quota_bytes;
+  if (quota == 0) return report;
+  const auto high = static_cast<std::uint64_t>(static_cast<double>(quota) * impl_->opts.quota_high);
+  const auto low = static_cast<std::uint64_t>(static_cast<double>(quota) * impl_->opts.quota_low);
+  if (report.usage_before <= high) return report;
+  DIGESTD_RETURN_IF_ERROR(impl_->EvictLocked(low, report));
+  report.usage_after = GetUsage().total();
   report.bytes_freed = report.usage_before - std::min(report.usage_before, report.usage_after);
   if (report.usage_after > low) {
     impl_->log->warn("quota: usage {} still above low watermark {} after evicting all unleased "
@@ -350,6 +481,34 @@ Result<QuotaReport> Store::EnforceQuota() {
                      report.usage_after, low);
   }
   return report;
+}
+
+Result<void> Store::Impl::MakeRoom(std::uint64_t need) {
+  const auto quota = opts.quota_bytes;
+  if (quota == 0) return {};
+  auto fits = [&] {
+    std::lock_guard lock(mu);
+    return usage.total() + need <= quota;
+  };
+  if (fits()) return {};
+  {
+    RemovalNotice notice(*this);
+    std::unique_lock maint(maint_mu);
+    QuotaReport report;
+    const auto low = static_cast<std::uint64_t>(static_cast<double>(quota) * opts.quota_low);
+    const std::uint64_t target = need >= quota ? 0 : std::min(low, quota - need);
+    DIGESTD_RETURN_IF_ERROR(EvictLocked(target, report));
+  }
+  if (fits()) return {};
+  std::uint64_t used;
+  {
+    std::lock_guard lock(mu);
+    used = usage.total();
+  }
+  return MakeError(Module::kStore, Errc::kTooLarge,
+                   "the store is full: quota " + std::to_string(quota) + " bytes, " +
+                       std::to_string(used) + " in use by images that are leased or being "
+                       "pulled, " + std::to_string(need) + " more needed");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,36 +541,11 @@ Result<WipeReport> Store::ReleaseLease(std::string_view id, bool wipe, const Lea
     impl.AuditInternal("store.lease.released", "", "lease " + lease.id + " of " + lease.tenant);
     return report;
   }
-  // What this lease reached, minus what anything else still reaches: the other leases, every
-  // reference and image record except this tenant's own images of this lease, and the pulls in
-  // flight (found by review: a tenant's wipe destroyed a base layer that an image pulled without
-  // a tenant still used, because only other leases were counted).
-  std::unordered_set<Digest> mine, others;
-  DIGESTD_RETURN_IF_ERROR(MarkFrom(impl, lease.digests, mine));
-  const std::unordered_set<Digest> own_roots(lease.digests.begin(), lease.digests.end());
-  DIGESTD_ASSIGN_OR_RETURN(auto leases, ListLeases());
-  std::vector<Digest> other_roots;
-  for (const auto& l : leases) other_roots.insert(other_roots.end(), l.digests.begin(), l.digests.end());
-  DIGESTD_ASSIGN_OR_RETURN(auto records, ListImageRecords());
-  std::unordered_map<Digest, std::string> record_tenant;
-  for (const auto& r : records) {
-    record_tenant[r.manifest] = r.tenant;
-    if (own_roots.count(r.manifest) && r.tenant == lease.tenant) continue;
-    other_roots.push_back(r.manifest);
-    other_roots.push_back(r.image_manifest);
-  }
-  DIGESTD_ASSIGN_OR_RETURN(auto all_refs, ListRefs());
-  for (const auto& r : all_refs) {
-    auto rt = record_tenant.find(r.digest);
-    const bool own = own_roots.count(r.digest) &&
-                     (rt == record_tenant.end() || rt->second == lease.tenant);
-    if (!own) other_roots.push_back(r.digest);
-  }
-  {
-    std::lock_guard lock(impl.mu);
-    other_roots.insert(other_roots.end(), impl.in_flight.begin(), impl.in_flight.end());
-  }
-  DIGESTD_RETURN_IF_ERROR(MarkFrom(impl, std::move(other_roots), others));
+  // What this lease reached, minus what anything else still reaches (the one liveness rule,
+  // leaving out this lease and its own tenant's images among its roots).
+  std::unordered_set<Digest> mine;
+  DIGESTD_RETURN_IF_ERROR(impl.MarkFrom(lease.digests, mine));
+  DIGESTD_ASSIGN_OR_RETURN(auto others, impl.LiveSet(&lease));
   std::vector<BlobInfo> victims;
   for (const auto& d : mine) {
     if (others.count(d)) continue;
@@ -420,16 +554,44 @@ Result<WipeReport> Store::ReleaseLease(std::string_view id, bool wipe, const Lea
   }
   std::sort(victims.begin(), victims.end(),
             [](const BlobInfo& a, const BlobInfo& b) { return a.digest < b.digest; });
-  // References to manifests that go.
+  // An image that loses anything goes whole: its references and record (found by the randomized
+  // test: a wipe left another tenant's reference to a manifest whose layer it took).
   std::unordered_set<Digest> gone;
   for (const auto& v : victims) gone.insert(v.digest);
   DIGESTD_ASSIGN_OR_RETURN(auto refs, ListRefs());
+  DIGESTD_ASSIGN_OR_RETURN(auto records, ListImageRecords());
+  std::unordered_set<Digest> dropped_images;
+  for (const auto& m : gone) dropped_images.insert(m);
+  for (const auto& r : records) {
+    std::unordered_set<Digest> closure;
+    DIGESTD_RETURN_IF_ERROR(impl.MarkFrom({r.manifest, r.image_manifest}, closure));
+    for (const auto& d : closure) {
+      if (gone.count(d)) {
+        dropped_images.insert(r.manifest);
+        break;
+      }
+    }
+  }
   Index::Batch ref_batch;
   for (const auto& r : refs) {
-    if (gone.count(r.digest)) {
+    bool drop = dropped_images.count(r.digest) > 0;
+    if (!drop) {
+      std::unordered_set<Digest> closure;
+      DIGESTD_RETURN_IF_ERROR(impl.MarkFrom({r.digest}, closure));
+      for (const auto& d : closure) {
+        if (gone.count(d)) {
+          drop = true;
+          break;
+        }
+      }
+    }
+    if (drop) {
       ref_batch.Delete(Cf::kRefs, r.reference);
       report.refs_removed.push_back(r.reference);
     }
+  }
+  for (const auto& r : records) {
+    if (dropped_images.count(r.manifest)) ref_batch.Delete(Cf::kImages, r.manifest.ToString());
   }
   if (ref_batch.Count() > 0) DIGESTD_RETURN_IF_ERROR(impl.index->Write(ref_batch));
   std::vector<Digest> contents;
@@ -526,6 +688,11 @@ Result<FsckReport> Store::Fsck(bool repair) {
       return Result<void>();
     }
     const Digest& d = *f.digest;
+    {
+      // Staged by an image transaction in flight: not recorded yet, and not fsck's to judge.
+      std::lock_guard lock(impl.mu);
+      if (impl.staged.count(d) || (impl.in_flight.count(d) && !records.count(d))) return Result<void>();
+    }
     seen.insert(d);
     auto it = records.find(d);
     ++report.blobs_checked;
@@ -533,20 +700,10 @@ Result<FsckReport> Store::Fsck(bool repair) {
                               it != records.end() ? std::optional(it->second) : std::nullopt,
                               &report.bytes_hashed);
     if (it == records.end()) {
-      if (ok && repair) {
-        Index::Batch batch;
-        const auto now = impl.Now();
-        batch.Put(Cf::kBlobs, d.ToString(),
-                  EncodeBlob(BlobInfo{.digest = d, .size = f.size, .created = now,
-                                      .last_used = now}));
-        DIGESTD_RETURN_IF_ERROR(impl.index->Write(batch));
-        std::lock_guard lock(impl.mu);
-        impl.usage.blobs += 1;
-        impl.usage.bytes += f.size;
-      } else if (repair) {
-        DIGESTD_RETURN_IF_ERROR(RemoveEntry(f.shard_fd, f.name));
-      }
-      problem("orphan", d.ToString() + (ok ? " (bytes match; adopt)" : " (bytes do not match)"),
+      // Nothing records it, so nothing names it: removed on repair, never adopted (an adopted
+      // manifest would have no media type, tenant or edges).
+      if (repair) DIGESTD_RETURN_IF_ERROR(RemoveEntry(f.shard_fd, f.name));
+      problem("orphan", d.ToString() + (ok ? " (no record)" : " (no record; bytes do not match)"),
               repair);
       return Result<void>();
     }

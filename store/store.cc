@@ -280,6 +280,8 @@ Result<StorePtr> Store::Open(const StoreOptions& options) {
   DIGESTD_ASSIGN_OR_RETURN(impl->blobs_fd, EnsureDir(impl->root_fd.Get(), "blobs", 0700));
   DIGESTD_ASSIGN_OR_RETURN(impl->files_fd, EnsureDir(impl->root_fd.Get(), "files", 0700));
   DIGESTD_ASSIGN_OR_RETURN(impl->staging_fd, EnsureDir(impl->root_fd.Get(), "staging", 0700));
+  DIGESTD_ASSIGN_OR_RETURN(impl->quarantine_fd,
+                           EnsureDir(impl->root_fd.Get(), "quarantine", 0700));
   DIGESTD_RETURN_IF_ERROR(FsyncFd(impl->root_fd.Get(), "store root"));
   // RocksDB opens by path; the directory was checked above through our own fd, and the root is
   // 0700 and ours, so nobody else can swap it in between.
@@ -318,11 +320,19 @@ Result<StorePtr> Store::Open(const StoreOptions& options) {
       }));
   const auto& rr = impl->recovery;
   impl->log->info(
-      "opened root={} blobs={} bytes={} staging_removed={} orphans_adopted={} "
-      "orphans_removed={} records_dropped={} bad_records={}",
-      root, impl->usage.blobs, impl->usage.bytes, rr.staging_removed, rr.orphans_adopted,
-      rr.orphans_removed, rr.records_dropped, rr.bad_records);
-  return StorePtr(new Store(std::move(impl)));
+      "opened root={} blobs={} bytes={} files={} file_bytes={} staging_removed={} "
+      "uncommitted_removed={} orphans_removed={} records_dropped={} bad_records={} quarantined={}",
+      root, impl->usage.blobs, impl->usage.bytes, impl->usage.files, impl->usage.file_bytes,
+      rr.staging_removed, rr.uncommitted_removed, rr.orphans_removed, rr.records_dropped,
+      rr.bad_records, rr.quarantined);
+  StorePtr store(new Store(std::move(impl)));
+  auto& report = store->impl_->recovery;
+  DIGESTD_ASSIGN_OR_RETURN(report.images_broken, store->BrokenImages());
+  for (const auto& ref : report.images_broken) {
+    store->impl_->log->warn("recovery: image {} is not whole; pull it again", ref);
+    store->impl_->AuditInternal("store.recovery.image_broken", "", ref + " is not whole; pull it again");
+  }
+  return store;
 }
 
 const std::filesystem::path& Store::root() const { return impl_->opts.root; }
@@ -422,6 +432,39 @@ Result<void> Store::RemoveBlob(const Digest& digest) {
   DIGESTD_ASSIGN_OR_RETURN(auto info, impl_->GetBlobRecord(digest));
   if (!info) return StoreError(Errc::kNotFound, "no blob " + digest.ToString());
   return impl_->RemoveBlobUnlocked(digest, info->size);
+}
+
+Result<void> Store::RemoveImage(const Digest& manifest) {
+  std::shared_lock maint(impl_->maint_mu);
+  DIGESTD_ASSIGN_OR_RETURN(auto refs, ListRefs());
+  DIGESTD_ASSIGN_OR_RETURN(auto record, impl_->index->Get(Cf::kImages, manifest.ToString()));
+  Index::Batch batch;
+  for (const auto& r : refs) {
+    if (r.digest == manifest) batch.Delete(Cf::kRefs, r.reference);
+  }
+  if (record) batch.Delete(Cf::kImages, manifest.ToString());
+  if (batch.Count() == 0) return StoreError(Errc::kNotFound, "no image " + manifest.ToString());
+  DIGESTD_RETURN_IF_ERROR(impl_->index->Write(batch));
+  impl_->generation.fetch_add(1, std::memory_order_release);
+  return {};
+}
+
+Result<Usage> Store::SizeOf(const Digest& manifest) const {
+  std::unordered_set<Digest> closure;
+  DIGESTD_RETURN_IF_ERROR(impl_->MarkFrom({manifest}, closure));
+  Usage u;
+  for (const auto& d : closure) {
+    DIGESTD_ASSIGN_OR_RETURN(auto info, impl_->GetBlobRecord(d));
+    if (!info) continue;
+    u.blobs += 1;
+    u.bytes += info->size;
+    DIGESTD_ASSIGN_OR_RETURN(auto tree, GetTreeInfo(d));
+    if (tree) {
+      u.files += tree->entries;
+      u.file_bytes += tree->file_bytes;
+    }
+  }
+  return u;
 }
 
 Result<void> Store::Touch(const Digest& digest) {
@@ -768,6 +811,9 @@ StoreCounters Store::counters() const {
       .size_mismatches = c.size_mismatches.load(std::memory_order_relaxed),
       .commits = c.commits.load(std::memory_order_relaxed),
       .aborts = c.aborts.load(std::memory_order_relaxed),
+      .scrub_bytes = c.scrub_bytes.load(std::memory_order_relaxed),
+      .scrub_problems = c.scrub_problems.load(std::memory_order_relaxed),
+      .scrub_passes = c.scrub_passes.load(std::memory_order_relaxed),
   };
 }
 

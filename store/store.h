@@ -117,6 +117,8 @@ class BlobWriter {
   bool Saturated() const;
 
   const Digest& expected_digest() const;
+  std::uint64_t expected_size() const;
+  const IngestOptions& options() const;
   std::uint64_t bytes_written() const;
 
   // After a successful Commit() with IngestOptions::unpack: the layer's tree, not yet durable or
@@ -125,7 +127,16 @@ class BlobWriter {
 
  private:
   friend class Store;
+  friend class ImageTxn;
   struct State;
+  // Checks size, digest, diff_id and the tree reader's verdict.
+  Result<void> Verify();
+  // Publishes the staging file under its digest name (0444); `durable` adds the fdatasync
+  // before and the directory fsync after.
+  Result<void> Publish(bool durable);
+  // For an image transaction: Verify + Publish without syncs and without a record; the digest
+  // stays claimed. On error the writer is aborted.
+  Result<void> Stage();
   explicit BlobWriter(std::unique_ptr<State> state);
   std::unique_ptr<State> s_;
 };
@@ -144,11 +155,13 @@ class PendingTree {
 
  private:
   friend class Store;
+  friend class ImageTxn;
   explicit PendingTree(std::unique_ptr<State> state);
   std::unique_ptr<State> s_;
 };
 
 class Store;
+class ImageTxn;
 using StorePtr = std::unique_ptr<Store>;
 
 class Store {
@@ -292,11 +305,30 @@ class Store {
   std::uint64_t generation() const;
   StoreCounters counters() const;
 
+  // ---- image transactions (image_txn.h): what one pull stores, committed as one durable step
+  Result<std::unique_ptr<ImageTxn>> BeginImage(std::string_view tenant);
+  // Drops an image: its record and every reference to `manifest` (its blobs go at the next GC
+  // unless something else holds them). kNotFound when neither exists.
+  Result<void> RemoveImage(const Digest& manifest);
+  // Stored size of an image: bytes of its blobs and of the file objects its layers use (each
+  // counted once). For listings.
+  Result<Usage> SizeOf(const Digest& manifest) const;
+
+  // Re-hashes a slice of the store online (blobs, then file objects, in digest order), resuming
+  // where the previous call stopped; see ScrubOptions.
+  Result<ScrubReport> Scrub(const ScrubOptions& options);
+
   // Opaque; defined in store_impl.h for store/'s own translation units.
   struct Impl;
 
  private:
   friend class BlobWriter;
+  friend class ImageTxn;
+  // References of image records lacking a blob, an edge or a layer tree.
+  Result<std::vector<std::string>> BrokenImages() const;
+  // Ingest once `expected` is claimed (in flight) by the caller.
+  Result<BlobWriterPtr> StartWriter(const Digest& expected, std::uint64_t expected_size,
+                                    IngestOptions options);
   explicit Store(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -35,6 +35,9 @@ struct AtomicCounters {
   std::atomic<std::uint64_t> size_mismatches{0};
   std::atomic<std::uint64_t> commits{0};
   std::atomic<std::uint64_t> aborts{0};
+  std::atomic<std::uint64_t> scrub_bytes{0};
+  std::atomic<std::uint64_t> scrub_problems{0};
+  std::atomic<std::uint64_t> scrub_passes{0};
 };
 
 // One file found under blobs/ or files/: either a well-formed digest name, or something to remove.
@@ -79,6 +82,25 @@ struct Store::Impl {
   std::vector<Digest> removed_pending;
   std::function<void(const std::vector<Digest>&)> removal_listener;  // set once before use
   AuditStats audit;  // guarded by mu
+
+  // Blobs staged by image transactions (image_txn.h): published under their digest name, neither
+  // synced nor recorded, still claimed in `in_flight`. Guarded by mu.
+  struct StagedBlob {
+    std::uint64_t size = 0;
+    std::string media_type;
+    std::string tenant;
+    int holders = 0;
+    bool recorded = false;  // a holder committed it
+    bool keep = false;      // a commit whose index write may have happened named it: never unlink
+    std::shared_ptr<PendingTree> tree;  // unpacked while it streamed in (layers)
+  };
+  std::unordered_map<Digest, StagedBlob> staged;
+  // Stored blobs held by image transactions in flight (count per digest). Guarded by mu.
+  std::unordered_map<Digest, int> txn_pins;
+  // Image commits one at a time (each is one syncfs and one batch; trees shared between
+  // transactions are recorded by exactly one of them).
+  std::mutex commit_mu;
+  UniqueFd quarantine_fd;
 
   // File objects in use by unpacks in flight (content digest -> count), so that a failed unpack
   // never removes a file object another unpack is about to reference. Guarded by files_mu, which
@@ -138,6 +160,25 @@ struct Store::Impl {
   Result<void> Recover();
   Result<GcReport> GcLocked(bool dry_run);
 
+  // What no remover may take: everything reachable through manifest edges from the references,
+  // image records, leases, blobs being written or staged, and blobs image transactions hold. The
+  // one liveness rule of GC, quota eviction, lease wipe and image removal; callers hold maint_mu
+  // exclusively. With `lease`: that lease is left out, and so are the references and image
+  // records of its own tenant's images among its roots (what a wipe of it may take).
+  Result<std::unordered_set<Digest>> LiveSet(const Lease* lease = nullptr) const;
+  // Adds `roots` and everything reachable from them to `live`.
+  Result<void> MarkFrom(std::vector<Digest> roots, std::unordered_set<Digest>& live) const;
+  // Quota: evicts unleased images (least recently used first) until usage is at most `target`
+  // bytes; caller holds maint_mu exclusively.
+  Result<void> EvictLocked(std::uint64_t target, QuotaReport& report);
+  // Before `need` more bytes are written: when the quota would be exceeded, evicts; kNoSpace
+  // ("the store is full") when even then they do not fit. No store lock held by the caller.
+  Result<void> MakeRoom(std::uint64_t need);
+  // Moves file `name` in `dirfd` to quarantine/<target> (replacing an older one).
+  Result<void> Quarantine(int dirfd, std::string_view name, std::string_view target);
+  // Removes the blobs and trees of every layer whose tree uses file object `content`.
+  Result<std::vector<Digest>> RemoveLayersUsing(const Digest& content);
+
   void FinishInFlight(const Digest& d);
   // Records a removal for the listener (caller may hold any lock).
   void NoteRemoved(const Digest& d);
@@ -161,6 +202,13 @@ class RemovalNotice {
 // Reads a layer's tar from `source` into file objects (pinned, not synced) and an uncommitted
 // tree, checking the diff_id (unpack.cc). Used by PrepareTree over a stored blob and by the blob
 // writer over its staging file while the layer downloads.
+// For image transactions (records written in the transaction's own batch).
+bool TreeNeedsRecords(const PendingTree::State& s);
+Result<void> AddTreeRecords(Store::Impl& impl, Index::Batch& batch, PendingTree::State& s,
+                            std::int64_t now);
+void MarkTreeCommitted(Store::Impl& impl, PendingTree::State& s);
+const TreeInfo& PendingTreeInfo(const PendingTree::State& s);
+
 Result<PendingTreePtr> ReadPendingTree(Store::Impl& impl, const Digest& layer,
                                        const Digest& diff_id, LayerDecoder::Kind kind,
                                        const UnpackLimits& limits, ByteSource& source,

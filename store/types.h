@@ -97,6 +97,7 @@ struct GcReport {
 };
 
 struct QuotaReport {
+  // Usage::total(): blob bytes plus file object bytes.
   std::uint64_t usage_before = 0;
   std::uint64_t usage_after = 0;
   std::vector<Digest> evicted_images;  // manifest digests whose refs were dropped, oldest first
@@ -131,19 +132,52 @@ struct FsckReport {
   bool clean() const { return problems.empty(); }
 };
 
+struct ScrubOptions {
+  // Stop after hashing about this many bytes (0: to the end of the pass).
+  std::uint64_t max_bytes = 0;
+  // Hashing rate bound in bytes per second (0: unbounded). Default 64 MiB/s.
+  std::uint64_t rate_bytes_per_s = std::uint64_t{64} << 20;
+  // Remove what is found damaged: a blob with its tree, a file object with every layer using it
+  // (their images are then pulled again whole).
+  bool repair = false;
+  // Start a new pass from the first blob instead of resuming.
+  bool restart = false;
+};
+
+struct ScrubReport {
+  std::uint64_t blobs_checked = 0;
+  std::uint64_t files_checked = 0;
+  std::uint64_t bytes_hashed = 0;
+  bool pass_complete = false;  // this call reached the end of a pass (the next starts over)
+  std::string resume_at;       // where the next call starts ("" at the start of a pass)
+  std::vector<FsckProblem> problems;
+};
+
 struct RecoveryReport {
   std::uint64_t staging_removed = 0;
-  std::uint64_t orphans_adopted = 0;   // files without record whose bytes matched their name
-  std::uint64_t orphans_removed = 0;   // files without record that did not match, or bad names
+  // Blob files without a record: staged by an image transaction that never committed (a kill
+  // between staging and commit). Removed, never adopted: an adopted manifest would lack its media
+  // type, tenant and edges.
+  std::uint64_t uncommitted_removed = 0;
+  std::uint64_t orphans_removed = 0;   // bad names and entries that are not regular files
   std::uint64_t records_dropped = 0;   // records whose file was missing or unreadable
   std::uint64_t bad_records = 0;       // records that failed to parse
   std::uint64_t files_removed = 0;     // file objects no layer tree referenced
   std::uint64_t leases_dropped = 0;    // transient leases of a process that is gone
+  // Blobs whose record could not be read and file objects cut short: moved to quarantine/.
+  std::uint64_t quarantined = 0;
+  // Images (their references) that lack a blob, a tree or a file object after recovery: not
+  // served whole; pulling them again restores them.
+  std::vector<std::string> images_broken;
 };
 
 struct Usage {
   std::uint64_t blobs = 0;
-  std::uint64_t bytes = 0;
+  std::uint64_t bytes = 0;       // of blobs (compressed layers, manifests, configs)
+  std::uint64_t files = 0;       // unpacked file objects
+  std::uint64_t file_bytes = 0;  // of file objects
+  // What the quota counts: everything stored.
+  std::uint64_t total() const { return bytes + file_bytes; }
 };
 
 // Monotonic counters, for metrics. Read with relaxed ordering.
@@ -153,6 +187,9 @@ struct StoreCounters {
   std::uint64_t size_mismatches = 0;
   std::uint64_t commits = 0;
   std::uint64_t aborts = 0;
+  std::uint64_t scrub_bytes = 0;     // hashed by Scrub()
+  std::uint64_t scrub_problems = 0;  // damaged blobs and file objects Scrub() found
+  std::uint64_t scrub_passes = 0;    // passes Scrub() completed
 };
 
 }  // namespace digestd::store

@@ -37,6 +37,9 @@ class FileObjectSink final : public ContentSink {
   ~FileObjectSink() override { Unpin(); }
 
   Result<void> Begin(std::uint64_t size) override {
+    // The quota counts unpacked bytes too: a layer that would unpack past it is refused before
+    // the object is written (a small gzip can unpack to many GiB).
+    DIGESTD_RETURN_IF_ERROR(impl_.MakeRoom(size));
     size_ = size;
     buffer_.clear();
     tmp_.Reset();
@@ -115,6 +118,9 @@ class FileObjectSink final : public ContentSink {
       // Another unpack published the same content just now.
     } else {
       created_.push_back(d);
+      std::lock_guard lock(impl_.mu);
+      impl_.usage.files += 1;
+      impl_.usage.file_bytes += size_;
     }
     tmp_.Reset();
     return d;
@@ -174,18 +180,29 @@ Result<std::uint64_t> Store::Impl::SweepFiles(const std::vector<Digest>* content
     auto shard = OpenBeneath(files_fd.Get(), ShardPath(d), O_RDONLY | O_DIRECTORY);
     if (!shard) return shard.error();
     const std::string hex(d.hex());
+    auto gone = [&](std::uint64_t size) {
+      ++removed;
+      if (bytes) *bytes += size;
+      std::lock_guard usage_lock(mu);
+      usage.files -= std::min<std::uint64_t>(usage.files, 1);
+      usage.file_bytes -= std::min(usage.file_bytes, size);
+    };
     if (wipe) {
       auto size = WipeFile(shard->Get(), hex);
       if (size) {
-        ++removed;
-        if (bytes) *bytes += *size;
+        gone(*size);
         return {};
       }
       if (size.error().sys_errno() == ENOENT) return {};
       return size.error();
     }
+    struct stat st {};
+    if (::fstatat(shard->Get(), hex.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) return {};
+      return SysError(Module::kStore, "stat file object " + d.ToString());
+    }
     if (::unlinkat(shard->Get(), hex.c_str(), 0) == 0) {
-      ++removed;
+      gone(static_cast<std::uint64_t>(st.st_size));
     } else if (errno != ENOENT) {
       return SysError(Module::kStore, "unlink file object " + d.ToString());
     }
@@ -325,10 +342,34 @@ Result<PendingTreePtr> ReadPendingTree(Store::Impl& impl, const Digest& layer,
   return PendingTree::State::Make(std::move(state));
 }
 
+bool TreeNeedsRecords(const PendingTree::State& s) { return s.tree && !s.committed; }
+
+const TreeInfo& PendingTreeInfo(const PendingTree::State& s) { return s.info; }
+
+Result<void> AddTreeRecords(Store::Impl& impl, Index::Batch& batch, PendingTree::State& s,
+                            std::int64_t now) {
+  (void)impl;
+  s.info.created = now;
+  const std::string prefix = EntryKeyPrefix(s.info.layer);
+  batch.Put(Cf::kTrees, s.info.layer.ToString(), EncodeTreeInfo(s.info));
+  for (const auto& e : s.tree->entries) batch.Put(Cf::kEntries, prefix + e.path, EncodeEntry(e));
+  for (const auto& c : s.sink->used()) batch.Put(Cf::kFileRefs, EdgeKey(c, s.info.layer), "");
+  return {};
+}
+
+void MarkTreeCommitted(Store::Impl& impl, PendingTree::State& s) {
+  s.committed = true;
+  s.sink->Unpin();
+  impl.log->debug("unpacked layer={} entries={} file_bytes={} new_files={}",
+                  s.info.layer.ToString(), s.info.entries, s.info.file_bytes,
+                  s.sink->created().size());
+  s.tree.reset();  // the entries are in the index now; free the memory
+}
+
 Result<void> Store::CommitTrees(std::span<const PendingTreePtr> trees) {
   auto& impl = *impl_;
   bool any = false;
-  for (const auto& t : trees) any = any || (t && t->s_->tree && !t->s_->committed);
+  for (const auto& t : trees) any = any || (t && TreeNeedsRecords(*t->s_));
   if (!any) return {};
   std::shared_lock maint(impl.maint_mu);
   // One sync for every file object of every tree, before the records that make them reachable.
@@ -336,28 +377,16 @@ Result<void> Store::CommitTrees(std::span<const PendingTreePtr> trees) {
   const auto now = impl.Now();
   Index::Batch batch;
   for (const auto& t : trees) {
-    if (!t || !t->s_->tree || t->s_->committed) continue;
-    auto& s = *t->s_;
-    if (!Contains(s.info.layer)) {
-      return StoreError(Errc::kNotFound, "layer " + s.info.layer.ToString() +
+    if (!t || !TreeNeedsRecords(*t->s_)) continue;
+    if (!Contains(t->s_->info.layer)) {
+      return StoreError(Errc::kNotFound, "layer " + t->s_->info.layer.ToString() +
                                              " was removed before its tree was committed");
     }
-    s.info.created = now;
-    const std::string prefix = EntryKeyPrefix(s.info.layer);
-    batch.Put(Cf::kTrees, s.info.layer.ToString(), EncodeTreeInfo(s.info));
-    for (const auto& e : s.tree->entries) batch.Put(Cf::kEntries, prefix + e.path, EncodeEntry(e));
-    for (const auto& c : s.sink->used()) batch.Put(Cf::kFileRefs, EdgeKey(c, s.info.layer), "");
+    DIGESTD_RETURN_IF_ERROR(AddTreeRecords(impl, batch, *t->s_, now));
   }
   DIGESTD_RETURN_IF_ERROR(impl.index->Write(batch));
   for (const auto& t : trees) {
-    if (!t || !t->s_->tree || t->s_->committed) continue;
-    auto& s = *t->s_;
-    s.committed = true;
-    s.sink->Unpin();
-    impl.log->debug("unpacked layer={} entries={} file_bytes={} new_files={}",
-                    s.info.layer.ToString(), s.info.entries, s.info.file_bytes,
-                    s.sink->created().size());
-    s.tree.reset();  // the entries are in the index now; free the memory
+    if (t && TreeNeedsRecords(*t->s_)) MarkTreeCommitted(impl, *t->s_);
   }
   impl.generation.fetch_add(1, std::memory_order_release);
   return {};

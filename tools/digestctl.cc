@@ -103,24 +103,28 @@ int RunFsck(const std::string& root, bool repair, bool json) {
                         {"clean", report->clean()},
                         {"recovery",
                          {{"staging_removed", rr.staging_removed},
-                          {"orphans_adopted", rr.orphans_adopted},
+                          {"uncommitted_removed", rr.uncommitted_removed},
                           {"orphans_removed", rr.orphans_removed},
                           {"records_dropped", rr.records_dropped},
                           {"bad_records", rr.bad_records},
-                          {"leases_dropped", rr.leases_dropped}}},
+                          {"leases_dropped", rr.leases_dropped},
+                          {"quarantined", rr.quarantined},
+                          {"images_broken", rr.images_broken}}},
                         {"problems", nlohmann::json::array()}};
     for (const auto& p : report->problems) {
       j["problems"].push_back({{"what", p.what}, {"detail", p.detail}, {"repaired", p.repaired}});
     }
     std::cout << j.dump(2) << "\n";
   } else {
-    std::printf("recovery at open: staging_removed=%llu orphans_adopted=%llu orphans_removed=%llu "
-                "records_dropped=%llu bad_records=%llu\n",
+    std::printf("recovery at open: staging_removed=%llu uncommitted_removed=%llu "
+                "orphans_removed=%llu records_dropped=%llu bad_records=%llu quarantined=%llu\n",
                 static_cast<unsigned long long>(rr.staging_removed),
-                static_cast<unsigned long long>(rr.orphans_adopted),
+                static_cast<unsigned long long>(rr.uncommitted_removed),
                 static_cast<unsigned long long>(rr.orphans_removed),
                 static_cast<unsigned long long>(rr.records_dropped),
-                static_cast<unsigned long long>(rr.bad_records));
+                static_cast<unsigned long long>(rr.bad_records),
+                static_cast<unsigned long long>(rr.quarantined));
+    for (const auto& ref : rr.images_broken) std::printf("image-broken       %s\n", ref.c_str());
     for (const auto& p : report->problems) {
       std::printf("%-18s %s%s\n", p.what.c_str(), p.detail.c_str(),
                   p.repaired ? " [repaired]" : "");
@@ -588,6 +592,14 @@ int main(int argc, char** argv) {
   bool gc_dry = false;
   auto* gc = app.add_subcommand("gc", "collect garbage (unreferenced blobs and file objects)");
   gc->add_flag("--dry-run", gc_dry, "only list what would go");
+  std::uint64_t scrub_max = 0, scrub_rate = std::uint64_t{64} << 20;
+  bool scrub_repair = false, scrub_restart = false;
+  auto* scrub = app.add_subcommand(
+      "scrub", "re-hash stored blobs and file objects online, resuming where the last call stopped");
+  scrub->add_option("--max-bytes", scrub_max, "stop after about this many bytes (default: a whole pass)");
+  scrub->add_option("--rate", scrub_rate, "bytes per second (0: unbounded; default 64 MiB/s)");
+  scrub->add_flag("--repair", scrub_repair, "remove what is damaged (its images are pulled again)");
+  scrub->add_flag("--restart", scrub_restart, "start a new pass from the beginning");
   auto* reload = app.add_subcommand("reload", "reload policy and trust");
   auto* metrics = app.add_subcommand("metrics", "Prometheus metrics");
   std::string image_arg;
@@ -643,9 +655,14 @@ int main(int argc, char** argv) {
   }
   if (*images) {
     return RunApi(socket, "GET", "/v1/images", "", json, [](const nlohmann::json& j) {
-      std::printf("%-50s %s\n", "REFERENCE", "DIGEST");
+      // STORED: the image's blobs (compressed); UNPACKED: what its layers unpack to. Both count
+      // towards the quota (shared layers once).
+      std::printf("%-50s %-12s %-12s %s\n", "REFERENCE", "STORED", "UNPACKED", "DIGEST");
       for (const auto& i : j) {
-        std::printf("%-50s %s\n", i.value("reference", "").c_str(), i.value("digest", "").c_str());
+        std::printf("%-50s %-12llu %-12llu %s\n", i.value("reference", "").c_str(),
+                    static_cast<unsigned long long>(i.value("bytes", std::uint64_t{0})),
+                    static_cast<unsigned long long>(i.value("unpacked_bytes", std::uint64_t{0})),
+                    i.value("digest", "").c_str());
       }
     });
   }
@@ -671,6 +688,34 @@ int main(int argc, char** argv) {
                               << j.value("bytes_freed", std::uint64_t{0}) << " bytes in "
                               << j["swept"].size() << " blobs\n";
                   });
+  }
+  if (*scrub) {
+    // Exit 1 when anything damaged was found (as fsck does), 0 when what was checked is clean.
+    int exit_code = kOk;
+    auto r = Call(socket, "POST", "/v1/scrub",
+                  nlohmann::json{{"max_bytes", scrub_max},
+                                 {"rate_bytes_per_s", scrub_rate},
+                                 {"repair", scrub_repair},
+                                 {"restart", scrub_restart}}
+                      .dump(),
+                  &exit_code);
+    if (!r) return exit_code;
+    auto j = nlohmann::json::parse(r->body, nullptr, false);
+    if (json || !j.is_object()) {
+      std::cout << r->body;
+    } else {
+      for (const auto& p : j["problems"]) {
+        std::printf("%-22s %s%s\n", p.value("what", "").c_str(), p.value("detail", "").c_str(),
+                    p.value("repaired", false) ? " [repaired]" : "");
+      }
+      std::printf("checked %llu blobs and %llu file objects, hashed %llu bytes; %s\n",
+                  static_cast<unsigned long long>(j.value("blobs_checked", std::uint64_t{0})),
+                  static_cast<unsigned long long>(j.value("files_checked", std::uint64_t{0})),
+                  static_cast<unsigned long long>(j.value("bytes_hashed", std::uint64_t{0})),
+                  j.value("pass_complete", false) ? "pass complete"
+                                                  : "resume with the next call");
+    }
+    return j.is_object() && !j["problems"].empty() ? 1 : kOk;
   }
   if (*reload) return RunApi(socket, "POST", "/v1/policy/reload", "", json, [](const nlohmann::json&) { std::cout << "reloaded\n"; });
   if (*metrics) return RunApi(socket, "GET", "/v1/metrics", "", true, nullptr);

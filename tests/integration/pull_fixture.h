@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <boost/asio/thread_pool.hpp>
+
 #include "daemon/pull.h"
 #include "integration/registry_fixture.h"
 #include "testing/test_util.h"
@@ -96,7 +98,8 @@ class PullTest : public ::testing::Test {
   Result<PullResult> Pull(const std::string& repo_ref, std::vector<PullEvent>* events = nullptr) {
     asio::io_context io;
     RegistryClient client(io, config_);
-    Puller puller(io, *store_, *policies_, config_, client);
+    boost::asio::thread_pool blocking(4);
+    Puller puller(io, blocking, *store_, *policies_, config_, client);
     PullOptions opts;
     if (events) opts.on_event = [events](const PullEvent& e) { events->push_back(e); };
     auto r = RunSync(io, puller.Pull(PullHost() + "/" + repo_ref, opts));

@@ -193,7 +193,8 @@ TEST(PullAuthTest, HtpasswdRegistryWithBasicCredentials) {
   auto pull = [&]() {
     asio::io_context io;
     RegistryClient client(io, config);
-    Puller puller(io, **store, policies, config, client);
+    boost::asio::thread_pool blocking(4);
+    Puller puller(io, blocking, **store, policies, config, client);
     return RunSync(io, puller.Pull(registry.host() + "/test/private:v1", {}));
   };
   // Without credentials: a clear error, nothing stored.
@@ -277,7 +278,8 @@ TEST(PullTlsTest, VerifiesTheRegistryCertificateAndName) {
     config.registries.push_back({.host = host, .ca_file = ca_file});
     asio::io_context io;
     RegistryClient client(io, config);
-    Puller puller(io, **store, policies, config, client);
+    boost::asio::thread_pool blocking(4);
+    Puller puller(io, blocking, **store, policies, config, client);
     return RunSync(io, puller.Pull(host + "/test/tls:v1", {}));
   };
   // The right name, trusted through the per-registry CA file: the pull works over TLS.
@@ -300,7 +302,8 @@ TEST_F(PullTest, ConcurrentPullsOfOneImageShareTheDownload) {
   Sign("test/shared", digest);
   asio::io_context io;
   RegistryClient client(io, config_);
-  Puller puller(io, *store_, *policies_, config_, client);
+  boost::asio::thread_pool blocking(4);
+  Puller puller(io, blocking, *store_, *policies_, config_, client);
   std::optional<Result<PullResult>> a, b;
   const std::string ref = registry_->host() + "/test/shared:v1";
   const PullOptions opts;
@@ -323,7 +326,8 @@ TEST_F(PullTest, QuotaEvictsTheLeastRecentlyUsedImageAfterAPull) {
   const std::string a = PushBusybox("test/quota-a:v1");
   Sign("test/quota-a", a);
   ASSERT_TRUE(Pull("test/quota-a:v1").has_value());
-  const auto one_image = store_->GetUsage().bytes;
+  // The quota counts blobs and unpacked file objects.
+  const auto one_image = store_->GetUsage().total();
   // Room for one image and a half: the second pull must evict the first, never itself.
   store_.reset();
   auto reopened = store::Store::Open(
@@ -332,8 +336,12 @@ TEST_F(PullTest, QuotaEvictsTheLeastRecentlyUsedImageAfterAPull) {
        }});
   ASSERT_TRUE(reopened.has_value()) << reopened.error().ToString();
   store_ = std::move(*reopened);
-  // B shares A's busybox layer and adds 2 MB of its own: A (oldest, unleased) must go.
-  EXPECT_EQ(builder_.AddLayer("t1", "head -c 2000000 /dev/urandom > b.bin"), "");
+  // B shares A's busybox layer and adds a fifth of A's size in random bytes (stored twice: the
+  // layer and its unpacked file), so B fits the quota but crosses its high watermark: A (oldest,
+  // unleased) must go.
+  EXPECT_EQ(builder_.AddLayer("t1", "head -c " + std::to_string(one_image / 5) +
+                                        " /dev/urandom > b.bin"),
+            "");
   EXPECT_EQ(builder_.Push("t1", registry_->host() + "/test/quota-b:v1"), "");
   const std::string b = DigestOf("test/quota-b:v1");
   Sign("test/quota-b", b);

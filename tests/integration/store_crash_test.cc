@@ -119,7 +119,7 @@ TEST(StoreCrashTest, SurvivesRandomSigkills) {
 
     auto store = Store::Open(StoreOptions{.root = root});
     ASSERT_TRUE(store.has_value()) << store.error().ToString();
-    adopted += (*store)->recovery().orphans_adopted;
+    adopted += (*store)->recovery().uncommitted_removed;
     std::size_t staging = 0;
     for ([[maybe_unused]] auto& e : fs::directory_iterator(root / "staging")) ++staging;
     ASSERT_EQ(staging, 0u);
