@@ -600,6 +600,24 @@ Result<Content> Namespace::Open(Ino ino) {
     const int err = fd.error().sys_errno();
     return Fail(err == EMFILE || err == ENFILE ? err : EIO, fd.error().ToString());
   }
+  // A file object cut short (or grown) under the running mount is never served: a reader would
+  // get the wrong bytes, or a short file, with no error. Full re-hashing is scrub's job.
+  struct stat st {};
+  if (::fstat(fd->Get(), &st) != 0 || static_cast<std::uint64_t>(st.st_size) != e.size) {
+    const std::string why = "file object " + e.content->ToString() + " of " + Quote(e.path) +
+                            " has " + std::to_string(st.st_size) + " bytes, its tree says " +
+                            std::to_string(e.size);
+    bool first = false;
+    {
+      std::lock_guard lock(damaged_mu_);
+      first = damaged_.insert(*e.content).second;
+    }
+    if (first) {
+      store_.AuditEvent("mount.damaged", "mount", e.content->ToString(),
+                        why + "; run digestctl scrub --repair, then pull the image again");
+    }
+    return Fail(EIO, why);
+  }
   return Content{.fd = std::move(*fd)};
 }
 

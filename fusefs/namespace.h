@@ -31,6 +31,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -155,6 +156,10 @@ class Namespace {
   std::unordered_map<Ino, std::unique_ptr<Synthetic>> synthetic_;
 
   mutable std::mutex lookup_mu_;
+  // File objects found not the size their tree records (damage under a running mount): refused
+  // with EIO and audited once each.
+  std::mutex damaged_mu_;
+  std::unordered_set<verify::Digest> damaged_;
   std::unordered_map<Ino, std::uint64_t> lookups_;
 };
 

@@ -229,9 +229,14 @@ Result<void> Store::Impl::VerifyFile(int dirfd, std::string_view name, const Dig
   return {};
 }
 
+void Store::AuditEvent(std::string_view type, std::string_view actor, std::string_view digest,
+                       std::string_view reason) {
+  impl_->AuditInternal(type, digest, reason, actor);
+}
+
 void Store::Impl::AuditInternal(std::string_view type, std::string_view digest,
-                                std::string_view reason) {
-  nlohmann::json j = {{"type", type},     {"time", Now()},           {"actor", "store"},
+                                std::string_view reason, std::string_view actor) {
+  nlohmann::json j = {{"type", type},     {"time", Now()},           {"actor", actor},
                       {"digest", digest}, {"reason", reason}};
   std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::uint64_t seq;

@@ -277,6 +277,10 @@ class Store {
   // ---- audit log: append-only, sequence numbers start at 1
   // `json_object` must be one JSON object; returns its sequence number.
   Result<std::uint64_t> AppendAudit(std::string_view json_object);
+  // An event in the store's one shape: {"type","time","actor","digest","reason"} (strings are
+  // clipped by nothing here: callers pass their own text). Failures are logged, not returned.
+  void AuditEvent(std::string_view type, std::string_view actor, std::string_view digest,
+                  std::string_view reason);
   Result<std::vector<AuditRecord>> ReadAudit(std::uint64_t since_seq, std::size_t limit) const;
   // Size of the audit log (records and bytes of their JSON), kept as events come and go.
   AuditStats GetAuditStats() const;

@@ -145,7 +145,8 @@ struct Store::Impl {
                           std::optional<std::uint64_t> size, std::uint64_t* hashed = nullptr) const;
   // Appends an audit event written by the store itself:
   // {"type":..,"time":..,"actor":"store","digest":..,"reason":..}. Failures are logged, not fatal.
-  void AuditInternal(std::string_view type, std::string_view digest, std::string_view reason);
+  void AuditInternal(std::string_view type, std::string_view digest, std::string_view reason,
+                     std::string_view actor = "store");
 
   // Adds deletes of `layer`'s tree (info, entries, filerefs) to `batch`; the contents it used are
   // appended to `contents` so the caller can sweep them after the batch is written.

@@ -227,6 +227,44 @@ TEST_F(DaemonTest, InspectListExplainAndRemove) {
   EXPECT_FALSE(fs::exists(Field(pull.output, "rootfs")));
 }
 
+TEST_F(DaemonTest, ScrubFindsRotWhileServingAndRepairStopsServingIt) {
+  PushSigned("svc/scrub");
+  const std::string ref = registry_->host() + "/svc/scrub:v1";
+  auto pull = Ctl("pull " + ref);
+  ASSERT_EQ(pull.status, 0) << pull.output;
+  const fs::path busybox = fs::path(Field(pull.output, "rootfs")) / "bin" / "busybox";
+  auto before = Shell("sha256sum " + busybox.string() + " | cut -d' ' -f1");
+  ASSERT_EQ(before.status, 0) << before.output;
+  const std::string hex = before.output.substr(0, 64);
+  auto clean = Ctl("scrub --rate 0");
+  EXPECT_EQ(clean.status, 0) << clean.output;
+  EXPECT_NE(clean.output.find("pass complete"), std::string::npos) << clean.output;
+  // Rot: the file object's bytes change on disk (same size) under the running daemon.
+  const fs::path object = dir_.path() / "store" / "files" / "sha256" / hex.substr(0, 2) / hex;
+  ASSERT_TRUE(fs::exists(object)) << object;
+  ASSERT_EQ(Shell("chmod u+w " + object.string() + " && printf ROT | dd of=" + object.string() +
+                  " bs=1 seek=100 conv=notrunc status=none")
+                .status,
+            0);
+  auto found = Ctl("scrub --rate 0 --restart");
+  EXPECT_EQ(found.status, 1) << found.output;
+  EXPECT_NE(found.output.find("file-object-mismatch"), std::string::npos) << found.output;
+  EXPECT_NE(Ctl("metrics").output.find("digestd_scrub_problems_total 1"), std::string::npos);
+  auto repaired = Ctl("scrub --rate 0 --restart --repair");
+  EXPECT_EQ(repaired.status, 1) << repaired.output;
+  EXPECT_NE(repaired.output.find("[repaired]"), std::string::npos) << repaired.output;
+  // The mount no longer serves the damaged bytes; a pull restores the image whole.
+  auto gone = Shell("timeout -s KILL 20 sha256sum " + busybox.string());
+  EXPECT_EQ(gone.output.find(hex), std::string::npos) << gone.output;
+  EXPECT_NE(gone.output.find("ROT"), 0u);
+  auto again = Ctl("pull " + ref);
+  ASSERT_EQ(again.status, 0) << again.output;
+  auto after = Shell("timeout -s KILL 20 sha256sum " + busybox.string() + " | cut -d' ' -f1");
+  EXPECT_EQ(after.output.substr(0, 64), hex);
+  EXPECT_EQ(Ctl("scrub --rate 0 --restart").status, 0);
+  EXPECT_NE(Ctl("--json audit").output.find("store.scrub.corrupt"), std::string::npos);
+}
+
 TEST_F(DaemonTest, RevokingTheSignerWithdrawsCachedImagesFromTheMount) {
   PushSigned("svc/revoke");
   const std::string ref = registry_->host() + "/svc/revoke:v1";
@@ -289,6 +327,11 @@ TEST_F(DaemonTest, MalformedRequestsGet4xxAndOthersAreStillServed) {
   EXPECT_EQ(unknown.substr(0, 12), "HTTP/1.1 404") << unknown;
   auto bad_ref = post("/v1/pull", "{\"reference\":\"UPPER/Case::bad\"}");
   EXPECT_EQ(bad_ref.substr(0, 12), "HTTP/1.1 400") << bad_ref;
+  for (const char* body : {"{\"max_bytes\":-1}", "{\"rate_bytes_per_s\":\"fast\"}",
+                           "{\"repair\":1}", "{\"everything\":true}", "[]"}) {
+    auto bad_scrub = post("/v1/scrub", body);
+    EXPECT_EQ(bad_scrub.substr(0, 12), "HTTP/1.1 400") << body << ": " << bad_scrub;
+  }
 
   EXPECT_EQ(Ctl("health").status, 0);
   ::close(idle);
@@ -299,6 +342,11 @@ TEST_F(DaemonTest, RolesComeFromPeerCredentials) {
   const std::string reader = "setpriv --reuid=65534 --regid=65534 --clear-groups";
   const std::string stranger = "setpriv --reuid=65533 --regid=65534 --clear-groups";
   EXPECT_EQ(Ctl("health", reader).status, 0) << Ctl("health", reader).output;
+  for (const char* scrub : {"scrub", "scrub --repair --rate 0"}) {
+    auto reader_scrub = Ctl(scrub, reader);
+    EXPECT_NE(reader_scrub.status, 0);
+    EXPECT_NE(reader_scrub.output.find("403"), std::string::npos) << reader_scrub.output;
+  }
   auto reader_pull = Ctl("pull " + registry_->host() + "/x/y:v1", reader);
   EXPECT_NE(reader_pull.status, 0);
   EXPECT_NE(reader_pull.output.find("403"), std::string::npos) << reader_pull.output;

@@ -12,6 +12,7 @@
 #include "testing/store_image.h"
 #include "testing/tar_builder.h"
 #include "testing/test_util.h"
+#include "verify/hasher.h"
 
 namespace digestd::fusefs {
 namespace {
@@ -194,6 +195,39 @@ TEST_F(NamespaceTest, MergedRootfsAndLowerdir) {
   EXPECT_EQ(Names(Walk(Image()).ino), (std::vector<std::string>{".", "..", "lowerdir", "rootfs"}));
   // A layer is not an image.
   EXPECT_EQ(WalkErrno("images/sha256/" + std::string(image_.layers[0].hex())), ENOENT);
+}
+
+TEST_F(NamespaceTest, ATruncatedFileObjectIsNeverServed) {
+  const std::string path = Image() + "/rootfs/etc/passwd";
+  ASSERT_EQ(Read(Walk(path).ino), "root:x:0:0:replaced");
+  // The object is cut short on disk under the running mount (a failing disk, a careless hand).
+  const auto hex = std::string(verify::Hasher::Of(verify::DigestAlgorithm::kSha256,
+                                                  "root:x:0:0:replaced")
+                                   .hex());
+  const auto object = dir_.path() / "store" / "files" / "sha256" / hex.substr(0, 2) / hex;
+  ASSERT_TRUE(std::filesystem::exists(object));
+  std::filesystem::permissions(object, std::filesystem::perms::owner_write,
+                               std::filesystem::perm_options::add);
+  std::filesystem::resize_file(object, 4);
+  for (int i = 0; i < 3; ++i) {
+    auto c = ns_->Open(Walk(path).ino);
+    ASSERT_FALSE(c.has_value());
+    EXPECT_EQ(c.error().sys_errno(), EIO);
+  }
+  // Audited once, naming the object and what to do.
+  auto audit = store_->ReadAudit(0, 1000);
+  ASSERT_TRUE(audit.has_value());
+  int damaged = 0;
+  for (const auto& e : *audit) {
+    if (e.json.find("mount.damaged") != std::string::npos) {
+      ++damaged;
+      EXPECT_NE(e.json.find(hex), std::string::npos) << e.json;
+      EXPECT_NE(e.json.find("scrub --repair"), std::string::npos) << e.json;
+    }
+  }
+  EXPECT_EQ(damaged, 1);
+  // Other files still read.
+  EXPECT_EQ(Read(Walk(Image() + "/rootfs/bin/busybox").ino), "BUSYBOX");
 }
 
 TEST_F(NamespaceTest, DeniedDigestsVanishAtOnce) {
