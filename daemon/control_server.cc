@@ -371,6 +371,11 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     line("digestd_scrub_problems_total", "Damaged blobs and file objects scrub found.", "counter",
          sc.scrub_problems);
     line("digestd_scrub_passes_total", "Scrub passes completed.", "counter", sc.scrub_passes);
+    line("digestd_store_index_write_failures_total",
+         "Index writes that failed (I/O errors); the index reopens itself at the next write.",
+         "counter", sc.index_write_failures);
+    line("digestd_store_degraded", "1 while the index is read-only after a write error.", "gauge",
+         deps.store.degraded() ? 1 : 0);
     line("digestd_store_images_broken", "Images recovery found not whole at start (pull them again).",
          "gauge", deps.store.recovery().images_broken.size());
     line("digestd_store_digest_mismatches_total", "Content that did not hash to its digest.", "counter", sc.digest_mismatches);
@@ -545,7 +550,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       const auto usage = deps.store.GetUsage();
       const auto& recovery = deps.store.recovery();
       co_return JsonReply(http::status::ok,
-                          json{{"status", "ok"},
+                          json{{"status", deps.store.degraded() ? "degraded" : "ok"},
                                {"store", deps.store.root().string()},
                                {"mountpoint", deps.config.daemon.mountpoint.string()},
                                {"blobs", usage.blobs},

@@ -1,8 +1,16 @@
 #include "store/index.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
+
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <mutex>
+
+#include "common/log.h"
 
 namespace digestd::store {
 namespace {
@@ -19,6 +27,29 @@ Error DbError(std::string_view what, const rocksdb::Status& s) {
 
 rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 
+// RocksDB's info log through digestd's logger (never a file of its own under index/).
+class InfoLog final : public rocksdb::Logger {
+ public:
+  InfoLog() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL), log_(::digestd::Logger("index")) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char buf[1024];
+    std::vsnprintf(buf, sizeof buf, format, ap);
+    if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
+      log_->error("rocksdb: {}", buf);
+    } else {
+      log_->warn("rocksdb: {}", buf);
+    }
+  }
+
+ private:
+  std::shared_ptr<spdlog::logger> log_;
+};
+
 }  // namespace
 
 void Index::Batch::Put(Cf cf, std::string_view key, std::string_view value) {
@@ -30,6 +61,13 @@ void Index::Batch::Delete(Cf cf, std::string_view key) {
 std::size_t Index::Batch::Count() const { return ops_.size(); }
 
 Result<std::unique_ptr<Index>> Index::Open(const std::string& path) {
+  std::unique_ptr<Index> index(new Index());
+  index->path_ = path;
+  DIGESTD_RETURN_IF_ERROR(index->OpenDb(/*read_only=*/false));
+  return index;
+}
+
+Result<void> Index::OpenDb(bool read_only) {
   rocksdb::DBOptions db_opts;
   db_opts.create_if_missing = true;
   db_opts.create_missing_column_families = true;
@@ -38,26 +76,57 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path) {
   db_opts.keep_log_file_num = 4;
   db_opts.max_manifest_file_size = 16 << 20;
   db_opts.paranoid_checks = true;
+  db_opts.info_log = std::make_shared<InfoLog>();
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (const char* name : kCfNames) {
     cfs.emplace_back(name, rocksdb::ColumnFamilyOptions());
   }
-  std::unique_ptr<Index> index(new Index());
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(db_opts, path, cfs, &index->handles_, &raw);
-  if (!s.ok()) return DbError("open " + path, s);
-  index->db_.reset(raw);
-  return index;
+  handles_.clear();
+  rocksdb::Status s = read_only
+                          ? rocksdb::DB::OpenForReadOnly(db_opts, path_, cfs, &handles_, &raw)
+                          : rocksdb::DB::Open(db_opts, path_, cfs, &handles_, &raw);
+  if (!s.ok()) return DbError("open " + path_, s);
+  db_.reset(raw);
+  read_only_ = read_only;
+  return {};
 }
 
-Index::~Index() {
-  if (db_) {
-    for (auto* h : handles_) {
-      // Errors destroying a handle at close have no remedy; the DB is closed right after.
-      (void)db_->DestroyColumnFamilyHandle(h);
-    }
-    (void)db_->Close();
+void Index::CloseDb() {
+  if (!db_) return;
+  for (auto* h : handles_) {
+    // Errors destroying a handle at close have no remedy; the DB is closed right after.
+    (void)db_->DestroyColumnFamilyHandle(h);
   }
+  handles_.clear();
+  (void)db_->Close();
+  db_.reset();
+}
+
+Index::~Index() { CloseDb(); }
+
+Result<void> Index::Reopen() {
+  // Exclusive: no call may use the database while it is replaced. Bounded, so a caller that
+  // somehow holds a shared lock across a write cannot deadlock the store (the write fails).
+  std::unique_lock lock(mu_, std::defer_lock);
+  if (!lock.try_lock_for(std::chrono::seconds(1))) {
+    return MakeError(Module::kStore, Errc::kIo, "index busy: cannot reopen after a write error");
+  }
+  if (!needs_reopen_.load()) return {};
+  auto log = ::digestd::Logger("index");
+  CloseDb();
+  if (auto r = OpenDb(/*read_only=*/false); r) {
+    needs_reopen_ = false;
+    log->warn("index reopened after a write error");
+    return {};
+  } else {
+    log->error("index reopen failed ({}); serving reads read-only", r.error().ToString());
+  }
+  if (auto r = OpenDb(/*read_only=*/true); !r) {
+    log->error("index read-only reopen failed: {}", r.error().ToString());
+    return r;
+  }
+  return MakeError(Module::kStore, Errc::kIo, "index is read-only after a write error");
 }
 
 rocksdb::ColumnFamilyHandle* Index::Handle(Cf cf) const {
@@ -67,6 +136,8 @@ rocksdb::ColumnFamilyHandle* Index::Handle(Cf cf) const {
 }
 
 Result<std::optional<std::string>> Index::Get(Cf cf, std::string_view key) const {
+  std::shared_lock lock(mu_);
+  if (!db_) return MakeError(Module::kStore, Errc::kIo, "index is closed after a write error");
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), Handle(cf), ToSlice(key), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
@@ -75,7 +146,13 @@ Result<std::optional<std::string>> Index::Get(Cf cf, std::string_view key) const
 }
 
 Result<void> Index::Write(const Batch& batch, bool sync) {
+  if (needs_reopen_.load()) DIGESTD_RETURN_IF_ERROR(Reopen());
   rocksdb::WriteBatch wb;
+  std::shared_lock lock(mu_);
+  if (!db_ || read_only_) {
+    needs_reopen_ = true;
+    return MakeError(Module::kStore, Errc::kIo, "index is read-only after a write error");
+  }
   for (const auto& [cf, kv] : batch.ops_) {
     rocksdb::Status s = kv.second ? wb.Put(Handle(cf), ToSlice(kv.first), ToSlice(*kv.second))
                                   : wb.Delete(Handle(cf), ToSlice(kv.first));
@@ -84,12 +161,19 @@ Result<void> Index::Write(const Batch& batch, bool sync) {
   rocksdb::WriteOptions wo;
   wo.sync = sync;
   rocksdb::Status s = db_->Write(wo, &wb);
-  if (!s.ok()) return DbError("write", s);
+  if (!s.ok()) {
+    write_failures_.fetch_add(1);
+    // RocksDB now refuses every write until it is reopened; the next write does that.
+    if (!s.IsCorruption()) needs_reopen_ = true;
+    return DbError("write", s);
+  }
   return {};
 }
 
 Result<void> Index::Scan(Cf cf, std::string_view start,
                          const std::function<bool(std::string_view, std::string_view)>& fn) const {
+  std::shared_lock lock(mu_);
+  if (!db_) return MakeError(Module::kStore, Errc::kIo, "index is closed after a write error");
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), Handle(cf)));
   for (it->Seek(ToSlice(start)); it->Valid(); it->Next()) {
     if (!fn(std::string_view(it->key().data(), it->key().size()),
@@ -111,6 +195,8 @@ Result<void> Index::ScanPrefix(
 }
 
 Result<std::optional<std::string>> Index::LastKey(Cf cf) const {
+  std::shared_lock lock(mu_);
+  if (!db_) return MakeError(Module::kStore, Errc::kIo, "index is closed after a write error");
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), Handle(cf)));
   it->SeekToLast();
   if (!it->status().ok()) return DbError("seek", it->status());

@@ -2,12 +2,20 @@
 
 // RocksDB-backed index (internal to store/; the only place that includes RocksDB headers).
 // Column families are fixed by the schema; values are opaque strings here and are parsed and
-// validated by records.h. Thread-safe (RocksDB is).
+// validated by records.h. Thread-safe.
+//
+// I/O errors: RocksDB refuses every write after one failed WAL write (a background error) until it
+// is reopened. So after a failed write the next write reopens the database (replaying its WAL);
+// when the disk still fails, it is opened read-only, reads go on, writes fail and are retried by
+// reopening at the next write. RocksDB's own info log goes to digestd's logger: its file logger
+// aborts the process in assertion-enabled builds after one failed write to index/LOG.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,11 +78,27 @@ class Index {
   // Last key of a column family, nullopt when empty.
   Result<std::optional<std::string>> LastKey(Cf cf) const;
 
+  // Writes that failed since the index was opened.
+  std::uint64_t write_failures() const { return write_failures_.load(); }
+  // True while the index is read-only after a write error it could not reopen from.
+  bool degraded() const { return read_only_.load(); }
+
  private:
   Index() = default;
+  Result<void> OpenDb(bool read_only);
+  void CloseDb();
+  // After a failed write: close and open again (read-write, or read-only when that fails).
+  Result<void> Reopen();
   rocksdb::ColumnFamilyHandle* Handle(Cf cf) const;
+  std::string path_;
+  // Shared by every call, exclusive while reopening. Reads nest (scan callbacks read): glibc's
+  // rwlock prefers readers, so a nested shared lock never waits behind a reopen.
+  mutable std::shared_timed_mutex mu_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::atomic<bool> needs_reopen_{false};
+  std::atomic<bool> read_only_{false};
+  std::atomic<std::uint64_t> write_failures_{0};
 };
 
 }  // namespace digestd::store

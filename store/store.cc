@@ -819,7 +819,11 @@ StoreCounters Store::counters() const {
       .scrub_bytes = c.scrub_bytes.load(std::memory_order_relaxed),
       .scrub_problems = c.scrub_problems.load(std::memory_order_relaxed),
       .scrub_passes = c.scrub_passes.load(std::memory_order_relaxed),
+      .index_write_failures = impl_->index->write_failures(),
   };
+}
+
+bool Store::degraded() const { return impl_->index->degraded();
 }
 
 }  // namespace digestd::store

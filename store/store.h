@@ -308,6 +308,9 @@ class Store {
   // unpacked tree, a deny or undeny. Readers that cache listings compare it.
   std::uint64_t generation() const;
   StoreCounters counters() const;
+  // True while the index is read-only after a write error (reads are served; writes fail and
+  // are retried by reopening it). See index.h.
+  bool degraded() const;
 
   // ---- image transactions (image_txn.h): what one pull stores, committed as one durable step
   Result<std::unique_ptr<ImageTxn>> BeginImage(std::string_view tenant);

@@ -190,6 +190,7 @@ struct StoreCounters {
   std::uint64_t scrub_bytes = 0;     // hashed by Scrub()
   std::uint64_t scrub_problems = 0;  // damaged blobs and file objects Scrub() found
   std::uint64_t scrub_passes = 0;    // passes Scrub() completed
+  std::uint64_t index_write_failures = 0;  // index writes that failed (I/O errors)
 };
 
 }  // namespace digestd::store

@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <fstream>
+#include <future>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -44,13 +46,20 @@ class DaemonTest : public PullTest {
     ::chmod(ctl_.c_str(), 0755);
     socket_ = (dir_.path() / "d.sock").string();
     mnt_ = (dir_.path() / "mnt").string();
+    BeforeStart();
+    if (IsSkipped() || HasFatalFailure()) return;
     WriteConfig();
     Start(daemon_);
   }
   void TearDown() override {
     daemon_.Stop();
     if (!mnt_.empty()) (void)::umount2(mnt_.c_str(), MNT_DETACH);
+    AfterStop();
   }
+  // Hooks for fixtures that prepare the store's filesystem (a loop-mounted ext4) or wrap the
+  // daemon (daemon_prefix_, e.g. fiu-run), and clean up after it has stopped.
+  virtual void BeforeStart() {}
+  virtual void AfterStop() {}
   void WriteConfig() {
     std::ofstream(dir_.path() / "digestd.toml")
         << "[store]\nroot = \"" << (dir_.path() / "store").string() << "\"\n"
@@ -65,7 +74,12 @@ class DaemonTest : public PullTest {
   // Starts digestd and waits until it answers on its socket.
   void Start(ChildProcess& p, const std::string& log_name = "digestd.log") {
     log_ = (dir_.path() / log_name).string();
-    ASSERT_TRUE(p.Start({DIGESTD_BIN, "--config", (dir_.path() / "digestd.toml").string()}, log_));
+    std::vector<std::string> argv = daemon_prefix_;
+    for (const std::string& a : {std::string(DIGESTD_BIN), std::string("--config"),
+                                (dir_.path() / "digestd.toml").string()}) {
+      argv.push_back(a);
+    }
+    ASSERT_TRUE(p.Start(argv, log_));
     for (int i = 0; i < 500; ++i) {
       if (Ctl("health").status == 0) return;
       ASSERT_TRUE(p.Running()) << Slurp(log_);
@@ -77,6 +91,28 @@ class DaemonTest : public PullTest {
   digestd::testing::CommandResult Ctl(const std::string& args, const std::string& as = "") {
     return Shell("timeout 120 " + as + " " + ctl_ + " --socket " + socket_ + " " + args + " 2>&1");
   }
+  // Reads a file through the mount, bounded even when the daemon never answers: `timeout -s
+  // KILL` cannot end a reader the kernel holds in an unanswered FUSE request, so after 30 s the
+  // mount's FUSE connection is aborted (/sys/fs/fuse/connections/<dev>/abort), which fails the
+  // read (and the test) instead of hanging it.
+  std::string ReadThroughMount(const std::string& path) {
+    auto reader = std::async(std::launch::async, [path] {
+      return Shell("timeout -s KILL 20 cat " + path + " 2>&1").output;
+    });
+    if (reader.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      ADD_FAILURE() << "a read of " << path << " hung: aborting the mount's FUSE connection";
+      std::ifstream mountinfo("/proc/self/mountinfo");
+      for (std::string line; std::getline(mountinfo, line);) {
+        std::istringstream fields(line);
+        std::string id, parent, dev, root, point;
+        fields >> id >> parent >> dev >> root >> point;
+        if (point != mnt_) continue;
+        const std::string minor = dev.substr(dev.find(':') + 1);
+        std::ofstream("/sys/fs/fuse/connections/" + minor + "/abort") << "1";
+      }
+    }
+    return reader.get();
+  }
   std::string PushSigned(const std::string& repo) {
     const std::string digest = PushBusybox(repo + ":v1");
     Sign(repo, digest);
@@ -85,6 +121,7 @@ class DaemonTest : public PullTest {
 
   std::string ctl_, socket_, mnt_, log_;
   std::string extra_config_;  // appended to digestd.toml (set before SetUp)
+  std::vector<std::string> daemon_prefix_;  // runs digestd under this command (e.g. fiu-run -x)
   ChildProcess daemon_;
 };
 
