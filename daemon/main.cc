@@ -3,7 +3,7 @@
 //   control socket -> READY=1 (sd_notify) -> serve until SIGTERM/SIGINT; SIGHUP reloads policy
 //   and trust (a bad file keeps the old ones; audited).
 // Shutdown: stop accepting, abandon pulls in flight (their staging files vanish with the
-// process; their leases are dropped at the next start), unmount, close the store.
+// process; blobs their image transactions staged are removed at the next start), unmount.
 
 #include <sys/socket.h>
 #include <sys/un.h>
