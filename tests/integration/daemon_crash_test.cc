@@ -146,9 +146,10 @@ TEST_F(DaemonCrashTest, SurvivesRandomSigkillsDuringConcurrentPullsWithReaders) 
               static_cast<unsigned long long>(kills), static_cast<unsigned long long>(completed),
               static_cast<unsigned long long>(cut), static_cast<unsigned long long>(checks),
               static_cast<unsigned long long>(fscks));
-  // The kills must land in pulls, and pulls must also finish.
-  EXPECT_GT(completed, kills / 2);
-  EXPECT_GT(cut, kills / 4);
+  // The kills must land in pulls, and pulls must also finish (loose bounds: a slower machine
+  // completes fewer pulls in the same kill window; here 373 completed and 227 cut of 600).
+  EXPECT_GT(completed, kills / 5);
+  EXPECT_GT(cut, kills / 10);
 }
 
 }  // namespace
