@@ -294,11 +294,14 @@ Result<void> ImageTxn::Commit(const ImageCommit& commit) {
   for (const auto& t : trees_) {
     if (t && TreeNeedsRecords(*t->s_)) tree_states.push_back(t->s_.get());
   }
+  std::vector<PendingTree::State*> added;
   for (auto* st : tree_states) {
-    // A layer recorded meanwhile through another path keeps its tree; ours would only repeat it.
+    // A layer recorded meanwhile through another path keeps its tree; ours would only repeat it
+    // (and is discarded with the transaction).
     DIGESTD_ASSIGN_OR_RETURN(auto existing, store_.GetTreeInfo(PendingTreeInfo(*st).layer));
     if (existing) continue;
     DIGESTD_RETURN_IF_ERROR(AddTreeRecords(impl_, batch, *st, now));
+    added.push_back(st);
   }
   for (const auto& w : written) {
     const Small& s = *w.blob;
@@ -338,7 +341,7 @@ Result<void> ImageTxn::Commit(const ImageCommit& commit) {
     Error e = r.error();
     return std::move(e).Wrap("record image");
   }
-  for (auto* st : tree_states) MarkTreeCommitted(impl_, *st);
+  for (auto* st : added) MarkTreeCommitted(impl_, *st);
   {
     std::lock_guard lock(impl_.mu);
     for (const auto& d : newly_recorded) {
@@ -382,8 +385,10 @@ void ImageTxn::Rollback() {
         impl_.usage.blobs -= std::min<std::uint64_t>(impl_.usage.blobs, 1);
         impl_.usage.bytes -= std::min(impl_.usage.bytes, entry.size);
         if (!entry.keep) unlink.push_back(d);
-        dying_trees.push_back(std::move(entry.tree));
       }
+      // Destroyed below, without `mu` held: discarding a tree sweeps file objects, which takes
+      // `mu` for the usage counts.
+      dying_trees.push_back(std::move(entry.tree));
       impl_.staged.erase(it);
       release.push_back(d);
     }
