@@ -92,10 +92,7 @@ Result<void> ImageTxn::Stage(BlobWriter& writer) {
 Result<void> ImageTxn::AddBlob(const Digest& digest, std::string bytes, std::string media_type,
                                std::vector<Digest> children) {
   DIGESTD_RETURN_IF_ERROR(ValidateMediaType(media_type));
-  auto hasher = verify::Hasher::Create(digest.algorithm());
-  if (!hasher) return hasher.error();
-  hasher->Update(std::as_bytes(std::span(bytes)));
-  if (const Digest actual = hasher->Finish(); actual != digest) {
+  if (const Digest actual = verify::Hasher::Of(digest.algorithm(), bytes); actual != digest) {
     return TxnError(Errc::kDigestMismatch,
                     "digest mismatch for " + digest.ToString() + ": got " + actual.ToString());
   }

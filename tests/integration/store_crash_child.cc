@@ -58,19 +58,26 @@ void Report(char what, std::size_t n) {
   }
 }
 
+// Opens the store and says so ("S"): the parent times most kills from there.
+digestd::Result<digestd::store::StorePtr> OpenStore(const char* root) {
+  auto store = Store::Open(StoreOptions{.root = root, .writeback_interval = 256 << 10});
+  if (!store) {
+    std::fprintf(stderr, "crash child: %s\n", store.error().ToString().c_str());
+    return store;
+  }
+  std::printf("S\n");
+  std::fflush(stdout);
+  return store;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc == 4 && std::string(argv[3]) == "images") {
     const std::uint64_t seed = std::strtoull(argv[2], nullptr, 10);
     const auto images = digestd::testing::CrashImages();
-    auto store = Store::Open(StoreOptions{.root = argv[1], .writeback_interval = 256 << 10});
-    if (!store) {
-      std::fprintf(stderr, "crash child: %s\n", store.error().ToString().c_str());
-      return 3;
-    }
-    std::printf("S\n");
-    std::fflush(stdout);
+    auto store = OpenStore(argv[1]);
+    if (!store) return 3;
     std::vector<std::thread> threads;
     for (unsigned t = 0; t < 4; ++t) {
       threads.emplace_back([&, t] { PullLoop(**store, images, t, seed); });
@@ -80,13 +87,8 @@ int main(int argc, char** argv) {
   }
   if (argc != 3) return 2;
   std::mt19937_64 rng(std::strtoull(argv[2], nullptr, 10));
-  auto store = Store::Open(StoreOptions{.root = argv[1], .writeback_interval = 256 << 10});
-  if (!store) {
-    std::fprintf(stderr, "crash child: %s\n", store.error().ToString().c_str());
-    return 3;
-  }
-  std::printf("S\n");
-  std::fflush(stdout);
+  auto store = OpenStore(argv[1]);
+  if (!store) return 3;
   std::vector<char> buf;
   for (std::uint64_t i = 0;; ++i) {
     // Mostly small blobs, sometimes a few MiB so kills also land mid-write and mid-writeback.

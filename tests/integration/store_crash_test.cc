@@ -92,6 +92,21 @@ std::vector<std::string> ReadCommitted(int fd, std::string all, bool* started,
   return out;
 }
 
+// Kills the child at a seeded moment: one kill in four from spawn (often while it still opens,
+// i.e. recovers, the store), the others up to `max_us` after its store is open. Waiting for the
+// open keeps the mix the same on slow machines and under sanitizers. Returns what it printed.
+std::string KillAtRandom(Child& child, std::mt19937_64& rng, std::uint64_t max_us) {
+  std::string out;
+  if (rng() % 4 != 0) WaitStarted(child.out, out);
+  std::this_thread::sleep_for(std::chrono::microseconds(rng() % max_us));
+  EXPECT_EQ(::kill(child.pid, SIGKILL), 0);
+  int status = 0;
+  EXPECT_EQ(::waitpid(child.pid, &status, 0), child.pid);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      << "child exited by itself with status " << status;
+  return out;
+}
+
 TEST(StoreCrashTest, SurvivesRandomSigkills) {
   const std::uint64_t seed = EnvOr("DIGESTD_CRASH_SEED", 20261130);
   const std::uint64_t kills = EnvOr("DIGESTD_CRASH_KILLS", 200);
@@ -110,17 +125,8 @@ TEST(StoreCrashTest, SurvivesRandomSigkills) {
       committed.clear();
     }
     Child child = Spawn(root, rng());
-    // One kill in four lands at a random moment from spawn, often while the child is still
-    // opening (recovering) the store; the others 0..80 ms after its store is open, mid-ingest.
-    // Waiting for the open keeps the mix the same on slow machines and under sanitizers.
-    std::string out;
-    if (rng() % 4 != 0) WaitStarted(child.out, out);
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 80000));
-    ASSERT_EQ(::kill(child.pid, SIGKILL), 0);
-    int status = 0;
-    ASSERT_EQ(::waitpid(child.pid, &status, 0), child.pid);
-    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-        << "child exited by itself with status " << status;
+    std::string out = KillAtRandom(child, rng, 80000);  // mid-ingest
+    ASSERT_FALSE(HasFailure());
     bool started = false;
     for (auto& d : ReadCommitted(child.out, std::move(out), &started)) committed.insert(std::move(d));
     started_runs += started;
@@ -174,14 +180,8 @@ TEST(StoreCrashTest, ImageTransactionsSurviveRandomSigkills) {
       present.assign(images.size(), false);
     }
     Child child = Spawn(root, rng(), /*images=*/true);
-    std::string out;
-    if (rng() % 4 != 0) WaitStarted(child.out, out);
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 100000));
-    ASSERT_EQ(::kill(child.pid, SIGKILL), 0);
-    int status = 0;
-    ASSERT_EQ(::waitpid(child.pid, &status, 0), child.pid);
-    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-        << "child exited by itself with status " << status;
+    std::string out = KillAtRandom(child, rng, 100000);
+    ASSERT_FALSE(HasFailure());
     bool started = false;
     std::vector<std::string> lines;
     (void)ReadCommitted(child.out, std::move(out), &started, &lines);
