@@ -195,27 +195,65 @@ bool Namespace::Denied(const TreeView& view) const {
   return false;
 }
 
-Ino Namespace::SyntheticIno(int kind, const Digest& digest) {
-  const std::string key = std::to_string(kind) + digest.ToString();
+Result<store::InodeRange> Namespace::Range(store::InodeKind kind, const Digest& digest,
+                                           std::uint64_t count) {
+  auto r = store_.InodesFor(kind, digest, count);
+  if (r) return r;
+  // The index refuses writes (a failing disk): serve with numbers of this process only, from a
+  // space no recorded range reaches. They do not survive a restart (the kernel then gets ENOENT).
   std::lock_guard lock(mu_);
-  auto it = synthetic_by_key_.find(key);
-  if (it != synthetic_by_key_.end()) return it->second;
-  const Ino ino = next_ino_++;
-  Ino parent = kBlobsAlgIno;
-  if (kind == kImageDir) parent = kImagesAlgIno;
-  if (kind == kLowerdirFile) parent = synthetic_by_key_[std::to_string(kImageDir) + digest.ToString()];
-  synthetic_.emplace(ino, std::make_unique<Synthetic>(Synthetic{kind, digest, parent}));
-  synthetic_by_key_.emplace(key, ino);
-  return ino;
+  if (!volatile_warned_) {
+    volatile_warned_ = true;
+    Logger("fusefs")->warn("inode numbers not recorded ({}); new views get numbers that a "
+                           "restarted daemon will not know",
+                           r.error().ToString());
+  }
+  const store::InodeRange out{.kind = kind, .digest = digest, .first = next_volatile_, .count = count};
+  next_volatile_ += std::max<std::uint64_t>(count, 1);
+  return out;
 }
 
-Result<Namespace::Found> Namespace::Resolve(Ino ino) {
-  Found f;
-  if ((f.fixed = FindFixed(ino))) return f;
+Result<store::InodeRange> Namespace::ImageRange(const Digest& manifest) {
+  // Room for the image's directory, its lowerdir file and every entry of all its layers (a merged
+  // tree never has more nodes): the same count the image's commit recorded.
+  DIGESTD_ASSIGN_OR_RETURN(auto layers, ImageLayers(manifest));
+  std::uint64_t total = 2;
+  std::unordered_set<Digest> seen;
+  for (const auto& l : layers) {
+    if (!seen.insert(l).second) continue;
+    auto info = store_.GetTreeInfo(l);
+    if (info && *info) total += (*info)->entries;
+  }
+  return Range(store::InodeKind::kImage, manifest, total);
+}
+
+Result<Ino> Namespace::SyntheticIno(int kind, const Digest& digest) {
+  const std::string key = std::to_string(kind) + digest.ToString();
+  {
+    std::lock_guard lock(mu_);
+    auto it = synthetic_by_key_.find(key);
+    if (it != synthetic_by_key_.end()) return it->second;
+  }
+  Ino ino = 0;
+  Ino parent = kBlobsAlgIno;
+  if (kind == kBlobFile) {
+    DIGESTD_ASSIGN_OR_RETURN(auto r, Range(store::InodeKind::kBlob, digest, 1));
+    ino = r.first;
+  } else {
+    DIGESTD_ASSIGN_OR_RETURN(auto r, ImageRange(digest));
+    ino = kind == kImageDir ? r.first : r.first + 1;
+    parent = kind == kImageDir ? kImagesAlgIno : r.first;
+  }
   std::lock_guard lock(mu_);
+  auto [it, fresh] = synthetic_by_key_.emplace(key, ino);
+  if (fresh) synthetic_.emplace(ino, std::make_unique<Synthetic>(Synthetic{kind, digest, parent}));
+  return it->second;
+}
+
+bool Namespace::FindLocked(Ino ino, Found& f) const {
   if (auto s = synthetic_.find(ino); s != synthetic_.end()) {
     f.synthetic = s->second.get();
-    return f;
+    return true;
   }
   auto it = views_.upper_bound(ino);
   if (it != views_.begin()) {
@@ -223,10 +261,45 @@ Result<Namespace::Found> Namespace::Resolve(Ino ino) {
     if (ino - it->first < it->second->nodes.size()) {
       f.view = it->second;
       f.node = static_cast<std::uint32_t>(ino - it->first);
-      return f;
+      return true;
     }
   }
-  return Fail(ENOENT, "unknown inode " + std::to_string(ino));
+  return false;
+}
+
+Result<Namespace::Found> Namespace::Resolve(Ino ino) {
+  Found f;
+  if ((f.fixed = FindFixed(ino))) return f;
+  {
+    std::lock_guard lock(mu_);
+    if (FindLocked(ino, f)) return f;
+  }
+  // A number this process has not handed out (the kernel learnt it from a predecessor, or the
+  // view was dropped): the index says what it numbers, and the view is built again.
+  auto owner = store_.InodeOwner(ino);
+  if (!owner) return Fail(EIO, owner.error().ToString());
+  if (!*owner) return Fail(ENOENT, "unknown inode " + std::to_string(ino));
+  const store::InodeRange& r = **owner;
+  switch (r.kind) {
+    case store::InodeKind::kBlob:
+      if (!store_.Contains(r.digest)) return Fail(ENOENT, r.digest.ToString() + " not in the store");
+      DIGESTD_RETURN_IF_ERROR(SyntheticIno(kBlobFile, r.digest));
+      break;
+    case store::InodeKind::kImage:
+      DIGESTD_RETURN_IF_ERROR(SyntheticIno(kImageDir, r.digest));
+      if (ino == r.first + 1) DIGESTD_RETURN_IF_ERROR(SyntheticIno(kLowerdirFile, r.digest));
+      if (ino >= r.first + 2) DIGESTD_RETURN_IF_ERROR(ImageView(r.digest));
+      break;
+    case store::InodeKind::kLayer: {
+      auto info = store_.GetTreeInfo(r.digest);
+      if (!info || !*info) return Fail(ENOENT, "layer " + r.digest.ToString() + " is not unpacked");
+      DIGESTD_RETURN_IF_ERROR(LayerView(r.digest));
+      break;
+    }
+  }
+  std::lock_guard lock(mu_);
+  if (FindLocked(ino, f)) return f;
+  return Fail(ENOENT, "inode " + std::to_string(ino) + " is not served any more");
 }
 
 Result<std::shared_ptr<TreeView>> Namespace::LayerView(const Digest& layer) {
@@ -248,6 +321,8 @@ Result<std::shared_ptr<TreeView>> Namespace::LayerView(const Digest& layer) {
   items.reserve(source->entries.size());
   for (const auto& e : source->entries) items.push_back({e.path, {&e, e.link_group}});
   TreeBuilder::Build(*view, items);
+  DIGESTD_ASSIGN_OR_RETURN(auto range, Range(store::InodeKind::kLayer, layer, source->entries.size()));
+  view->base = range.first;
   return Publish(layer_views_, layer, std::move(view));
 }
 
@@ -257,9 +332,7 @@ std::shared_ptr<Namespace::TreeView> Namespace::Publish(
   std::lock_guard lock(mu_);
   // Built outside the lock: another thread may have published the same view meanwhile.
   if (auto it = by_digest.find(digest.ToString()); it != by_digest.end()) return it->second;
-  view->base = next_ino_;
-  next_ino_ += view->nodes.size();
-  views_.emplace(view->base, view);
+  views_[view->base] = view;
   by_digest.emplace(digest.ToString(), view);
   return view;
 }
@@ -281,7 +354,7 @@ Result<std::shared_ptr<TreeView>> Namespace::ImageView(const Digest& manifest) {
   DIGESTD_ASSIGN_OR_RETURN(auto layers, ImageLayers(manifest));
   auto view = std::make_shared<TreeView>();
   view->merged = true;
-  view->parent_ino = SyntheticIno(kImageDir, manifest);
+  DIGESTD_ASSIGN_OR_RETURN(view->parent_ino, SyntheticIno(kImageDir, manifest));
   view->guards.push_back(manifest);
   for (const auto& l : layers) {
     DIGESTD_ASSIGN_OR_RETURN(auto lv, LayerView(l));
@@ -334,6 +407,9 @@ Result<std::shared_ptr<TreeView>> Namespace::ImageView(const Digest& manifest) {
   for (const auto& [path, m] : merged) items.push_back({path, {m.entry, m.link_key}});
   TreeBuilder::Build(*view, items);
   // Names point into `merged`'s keys only while building; children own their names.
+  DIGESTD_ASSIGN_OR_RETURN(auto range, ImageRange(manifest));
+  if (range.count < view->nodes.size() + 2) return Fail(EIO, "image view larger than its range");
+  view->base = range.first + 2;
   return Publish(image_views_, manifest, std::move(view));
 }
 
@@ -409,7 +485,8 @@ Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
     if (Gone(*digest)) return Fail(ENOENT, digest->ToString() + " is denied");
     if (parent == kBlobsAlgIno) {
       if (!store_.Contains(*digest)) return Fail(ENOENT, digest->ToString() + " not in the store");
-      return GetAttr(SyntheticIno(kBlobFile, *digest));
+      DIGESTD_ASSIGN_OR_RETURN(auto ino, SyntheticIno(kBlobFile, *digest));
+      return GetAttr(ino);
     }
     if (parent == kLayersAlgIno) {
       // The store must still hold the tree: a view built before a wipe or GC is never served.
@@ -425,7 +502,8 @@ Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
       auto info = store_.GetTreeInfo(l);
       if (!info || !*info) return Fail(ENOENT, "layer " + l.ToString() + " is not unpacked");
     }
-    return GetAttr(SyntheticIno(kImageDir, *digest));
+    DIGESTD_ASSIGN_OR_RETURN(auto ino, SyntheticIno(kImageDir, *digest));
+    return GetAttr(ino);
   }
   if (f.synthetic) {
     if (f.synthetic->kind != kImageDir) return Fail(ENOTDIR, "not a directory");
@@ -435,7 +513,10 @@ Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
       if (Denied(*view)) return Fail(ENOENT, "denied");
       return NodeAttr(*view, 0);
     }
-    if (name == "lowerdir") return GetAttr(SyntheticIno(kLowerdirFile, f.synthetic->digest));
+    if (name == "lowerdir") {
+      DIGESTD_ASSIGN_OR_RETURN(auto ino, SyntheticIno(kLowerdirFile, f.synthetic->digest));
+      return GetAttr(ino);
+    }
     return Fail(ENOENT, "no " + Quote(name));
   }
   const TreeView& v = *f.view;
@@ -470,7 +551,8 @@ Result<std::vector<DirEntry>> Namespace::ReadDir(Ino ino) {
               Gone(b.digest)) {
             continue;
           }
-          add(std::string(b.digest.hex()), GetAttr(SyntheticIno(kBlobFile, b.digest)));
+          auto blob_ino = SyntheticIno(kBlobFile, b.digest);
+          if (blob_ino) add(std::string(b.digest.hex()), GetAttr(*blob_ino));
         }
         if (!page->next) break;
         after = page->next;
@@ -685,10 +767,20 @@ void Namespace::Ref(Ino ino) {
 void Namespace::Forget(Ino ino, std::uint64_t n) {
   std::lock_guard lock(lookup_mu_);
   auto it = lookups_.find(ino);
-  // The kernel never forgets more than we gave it; if it seems to, our counting is broken.
-  DIGESTD_CHECK(it != lookups_.end() && it->second >= n);
+  if (it == lookups_.end() || it->second < n) {
+    // Lookups a predecessor answered (an adopted session): the kernel's count is not ours to
+    // check. Counted, so a mount that never adopted and still sees these shows a bug.
+    ++unmatched_forgets_;
+    if (it != lookups_.end()) lookups_.erase(it);
+    return;
+  }
   it->second -= n;
   if (it->second == 0) lookups_.erase(it);
+}
+
+std::uint64_t Namespace::unmatched_forgets() const {
+  std::lock_guard lock(lookup_mu_);
+  return unmatched_forgets_;
 }
 
 std::uint64_t Namespace::LookupCount(Ino ino) const {

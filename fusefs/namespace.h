@@ -13,9 +13,14 @@
 //   /images/sha256/<manifest hex>/rootfs/     all layers merged, whiteouts applied
 //   /images/sha256/<manifest hex>/lowerdir    "<mnt>/layers/sha256/<top>:...:<bottom>"
 //
-// Inode numbers are stable for the life of a Namespace: a layer's or image's tree gets a range
-// of numbers the first time it is looked up and keeps it. Hard links of one layer share an inode
-// with nlink set. Denied digests (and images using a denied layer) are ENOENT, at once.
+// Inode numbers are a function of the store's index, never of lookup order: a layer's tree, an
+// image (its directory, lowerdir file and merged tree) and a blob each own a range recorded by
+// Store::InodesFor (at the image's commit, or when first served), and a node's number is the
+// range's first plus its position in the view (TreeBuilder's order: kInodeLayout). So a later
+// process on the same store, adopting the kernel's FUSE connection, resolves every number the
+// kernel holds (Resolve builds the view from the index) to the same object. Generations are
+// always 1: numbers are never reused. Hard links of one layer share an inode with nlink set.
+// Denied digests (and images using a denied layer) are ENOENT, at once.
 //
 // Thread safety: every method may be called from many threads. Trees are loaded once and then
 // immutable; a mutex guards only the maps from names and numbers to them.
@@ -107,8 +112,6 @@ class Namespace {
   // Sorted by name.
   Result<std::vector<std::pair<std::string, std::string>>> Xattrs(Ino ino);
 
-  // Kernel lookup counts: Ref after every entry reply, Forget when the kernel drops them.
-  // Forgetting more than was referenced is an invariant break (abort).
   // Manifests of the image views built so far that use `digest` (as manifest or layer).
   std::vector<verify::Digest> ImagesUsing(const verify::Digest& digest) const;
   // Forgets every view built on `digest` (its layer view, the image views using it, its blob
@@ -119,9 +122,13 @@ class Namespace {
   static constexpr Ino kLayersDirIno = 5;  // layers/sha256
   static constexpr Ino kImagesDirIno = 7;  // images/sha256
 
+  // Kernel lookup counts: Ref after every entry reply, Forget when the kernel drops them. A
+  // successor adopting a session starts from zero and learns counts lazily: forgets of more than
+  // it counted (lookups its predecessor answered) are accepted and counted.
   void Ref(Ino ino);
   void Forget(Ino ino, std::uint64_t n);
   std::uint64_t LookupCount(Ino ino) const;
+  std::uint64_t unmatched_forgets() const;
 
   struct TreeView;
   struct Synthetic;
@@ -137,7 +144,12 @@ class Namespace {
   std::shared_ptr<TreeView> Publish(
       std::unordered_map<std::string, std::shared_ptr<TreeView>>& by_digest,
       const verify::Digest& digest, std::shared_ptr<TreeView> view);
-  Ino SyntheticIno(int kind, const verify::Digest& digest);
+  Result<Ino> SyntheticIno(int kind, const verify::Digest& digest);
+  // The recorded range (or, when the index refuses writes, one of this process only).
+  Result<store::InodeRange> Range(store::InodeKind kind, const verify::Digest& digest,
+                                  std::uint64_t count);
+  Result<store::InodeRange> ImageRange(const verify::Digest& manifest);
+  bool FindLocked(Ino ino, Found& f) const;
   Result<Attr> SyntheticAttr(Ino ino, const Synthetic& s);
   Result<std::string> LowerdirText(const verify::Digest& manifest);
   bool Denied(const TreeView& view) const;
@@ -148,7 +160,8 @@ class Namespace {
   std::int64_t started_;  // mtime of the top directories
 
   mutable std::mutex mu_;
-  Ino next_ino_ = 16;
+  Ino next_volatile_ = Ino{1} << 62;  // see Range()
+  bool volatile_warned_ = false;
   std::map<Ino, std::shared_ptr<TreeView>> views_;  // by first inode
   std::unordered_map<std::string, std::shared_ptr<TreeView>> layer_views_;  // layer digest
   std::unordered_map<std::string, std::shared_ptr<TreeView>> image_views_;  // manifest digest
@@ -161,6 +174,7 @@ class Namespace {
   std::mutex damaged_mu_;
   std::unordered_set<verify::Digest> damaged_;
   std::unordered_map<Ino, std::uint64_t> lookups_;
+  std::uint64_t unmatched_forgets_ = 0;
 };
 
 }  // namespace digestd::fusefs

@@ -14,6 +14,32 @@
 namespace digestd::store {
 namespace {
 
+// The mount's inode ranges (Store::InodesFor) of an image and its layers, into a commit's batch:
+// `children` are the image manifest's, `entries` the tree sizes of layers this commit records.
+// Caller holds impl.inode_mu until the batch is written.
+Result<void> AddImageInodes(Store::Impl& impl, const Store& store, const Digest& image_manifest,
+                            const std::vector<Digest>& children,
+                            const std::unordered_map<Digest, std::uint64_t>& entries,
+                            Index::Batch& batch) {
+  std::unordered_set<Digest> seen;
+  std::uint64_t total = 2;  // images/<m>/ and its lowerdir file
+  for (const auto& child : children) {
+    if (!seen.insert(child).second) continue;
+    std::uint64_t n = 0;
+    if (auto it = entries.find(child); it != entries.end()) {
+      n = it->second;
+    } else {
+      DIGESTD_ASSIGN_OR_RETURN(auto info, store.GetTreeInfo(child));
+      if (!info) continue;  // the config (or a layer not unpacked: numbered when served)
+      n = info->entries;
+    }
+    DIGESTD_RETURN_IF_ERROR(AddInodeRange(impl, batch, InodeKind::kLayer, child, n));
+    total += n;
+  }
+  return AddInodeRange(impl, batch, InodeKind::kImage, image_manifest, total);
+}
+
+
 Error TxnError(Errc code, std::string context) {
   return MakeError(Module::kStore, code, std::move(context));
 }
@@ -324,6 +350,29 @@ Result<void> ImageTxn::Commit(const ImageCommit& commit) {
   }
   if (commit.record) batch.Put(Cf::kImages, commit.record->manifest.ToString(), EncodeImage(*commit.record));
 
+  // The mount's inode numbers for the image and its layers, in the same batch (no sync of their
+  // own at first use). Best effort: whatever is not recorded here gets its range when served.
+  std::unique_lock inode_lock(impl_.inode_mu);
+  if (commit.record) {
+    std::unordered_map<Digest, std::uint64_t> entries;
+    for (auto* st : tree_states) entries[PendingTreeInfo(*st).layer] = PendingTreeInfo(*st).entries;
+    const Digest& image = commit.record->image_manifest;
+    Result<std::vector<Digest>> children = std::vector<Digest>();
+    bool found = false;
+    for (const auto& s : small_) {
+      if (s.digest == image) {
+        children = s.children;
+        found = true;
+      }
+    }
+    if (!found) children = store_.Children(image);
+    Result<void> r = children ? AddImageInodes(impl_, store_, image, *children, entries, batch)
+                              : Result<void>(children.error());
+    if (!r) {
+      impl_.log->warn("inode ranges for {} left to first use: {}",
+                      commit.record->image_manifest.ToString(), r.error().ToString());
+    }
+  }
   if (auto r = impl_.index->Write(batch); !r) {
     // The write may have reached the WAL (an I/O error after it): the files it names stay, and
     // the next start removes those that have no record after all.

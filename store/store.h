@@ -313,6 +313,16 @@ class Store {
   bool degraded() const;
 
   // ---- image transactions (image_txn.h): what one pull stores, committed as one durable step
+  // Inode numbers the mount (fusefs/) hands the kernel, kept in the index so that every later
+  // digestd process on this store gives an object the same numbers: a restarted daemon adopts the
+  // kernel's FUSE connection with its inode cache (docs/architecture.md, "Live restart"). A
+  // range is allocated once per (kind, digest) and never reused; image commits allocate their
+  // layers' and image's ranges in the commit's own batch, anything else gets one here (one
+  // synced index write). A recorded range smaller than `count`, or of another kInodeLayout, is
+  // replaced by a new one (the old numbers then resolve to nothing: the kernel gets ESTALE).
+  Result<InodeRange> InodesFor(InodeKind kind, const Digest& digest, std::uint64_t count);
+  // The recorded range holding `ino`; nullopt when none does.
+  Result<std::optional<InodeRange>> InodeOwner(std::uint64_t ino) const;
   Result<std::unique_ptr<ImageTxn>> BeginImage(std::string_view tenant);
   // Drops an image: its record and every reference to `manifest` (its blobs go at the next GC
   // unless something else holds them). kNotFound when neither exists.

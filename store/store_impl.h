@@ -53,6 +53,12 @@ struct FoundFile {
 // Walks <dir>/<alg>/<shard>/<name> (blobs/ or files/), creating missing algorithm and shard
 // directories, and calls fn for every file. Entries that are not shard directories are reported
 // through fn too (shard_fd = the algorithm directory, digest = nullopt).
+// Adds to `batch` a new inode range for (kind, digest) unless one of this layout with room for
+// `count` is recorded, plus the advanced counter. The caller holds impl.inode_mu until `batch`
+// is written (or dropped: the numbers are then simply never used).
+Result<void> AddInodeRange(Store::Impl& impl, Index::Batch& batch, InodeKind kind,
+                           const Digest& digest, std::uint64_t count);
+
 Result<void> WalkBlobFiles(int dir_fd, const std::function<Result<void>(const FoundFile&)>& fn);
 
 struct Store::Impl {
@@ -107,6 +113,12 @@ struct Store::Impl {
   // is also held while removing file objects; taken after maint_mu, never together with mu.
   std::mutex files_mu;
   std::unordered_map<Digest, int> file_pins;
+
+  // Inode ranges (Store::InodesFor): the next free number, loaded from the index on first use.
+  // Held from reserving numbers until the batch recording them is written, so the counter the
+  // index keeps never goes back. Taken after commit_mu; never together with mu.
+  std::mutex inode_mu;
+  std::optional<std::uint64_t> inode_next;
 
   std::int64_t Now() const;
   // "sha256/ab/<hex>" relative to blobs_fd; built only from a parsed Digest.

@@ -181,6 +181,25 @@ struct Usage {
 };
 
 // Monotonic counters, for metrics. Read with relaxed ordering.
+// What an inode range numbers (Store::InodesFor). The mount lays out each kind itself
+// (fusefs/namespace.cc); kInodeLayout names that layout and is bumped whenever it changes, so a
+// new build never reads an old range with another meaning.
+enum class InodeKind : std::uint8_t {
+  kLayer = 1,  // a layer's tree: one number per tree entry
+  kImage = 2,  // images/<m>/ and its lowerdir file, then one number per entry of all its layers
+  kBlob = 3,   // blobs/sha256/<hex>
+};
+inline constexpr std::uint32_t kInodeLayout = 1;
+// The first number Store::InodesFor hands out: the mount's fixed directories use those below.
+inline constexpr std::uint64_t kFirstRangeIno = 16;
+
+struct InodeRange {
+  InodeKind kind = InodeKind::kLayer;
+  Digest digest;  // no default: always built with its fields
+  std::uint64_t first = 0;
+  std::uint64_t count = 0;
+};
+
 struct StoreCounters {
   std::uint64_t corrupt_records = 0;
   std::uint64_t digest_mismatches = 0;

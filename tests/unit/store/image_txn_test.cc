@@ -28,6 +28,8 @@ using digestd::testing::MakeTar;
 using digestd::testing::PullImage;
 using digestd::testing::StageImage;
 using digestd::testing::TempDir;
+using verify::DigestAlgorithm;
+using verify::Hasher;
 
 std::size_t CountFiles(const fs::path& dir) {
   std::size_t n = 0;
@@ -94,6 +96,67 @@ TEST_F(ImageTxnTest, CommitMakesTheImageWholeWithItsMetadata) {
   ASSERT_OK(CheckWhole(*store_, img));
   EXPECT_EQ(store_->recovery().uncommitted_removed, 0u);
   EXPECT_TRUE(store_->recovery().images_broken.empty());
+}
+
+// The mount's inode numbers (Store::InodesFor) are recorded by the image's own commit: the
+// image's range holds its directory, its lowerdir file and every entry of its layers.
+TEST_F(ImageTxnTest, CommitRecordsTheMountsInodeRanges) {
+  const auto img = Image(11);
+  ASSERT_OK(PullImage(*store_, img));
+  std::uint64_t entries = 0;
+  std::vector<InodeRange> layer_ranges;
+  for (const auto& l : img.layers) {
+    auto info = store_->GetTreeInfo(l);
+    ASSERT_TRUE(info && *info);
+    entries += (*info)->entries;
+    // Recorded already: the same range comes back, from any number it holds.
+    auto r = store_->InodesFor(InodeKind::kLayer, l, (*info)->entries);
+    ASSERT_TRUE(r.has_value()) << r.error().ToString();
+    EXPECT_EQ(r->count, (*info)->entries);
+    for (std::uint64_t ino : {r->first, r->first + r->count - 1}) {
+      auto owner = store_->InodeOwner(ino);
+      ASSERT_TRUE(owner && *owner);
+      EXPECT_EQ((*owner)->digest, l);
+      EXPECT_EQ((*owner)->kind, InodeKind::kLayer);
+    }
+    layer_ranges.push_back(*r);
+  }
+  auto image = store_->InodeOwner(layer_ranges.back().first + layer_ranges.back().count);
+  ASSERT_TRUE(image && *image);
+  EXPECT_EQ((*image)->kind, InodeKind::kImage);
+  EXPECT_EQ((*image)->digest, img.manifest);
+  EXPECT_EQ((*image)->count, entries + 2);
+  Reopen();
+  auto again = store_->InodesFor(InodeKind::kImage, img.manifest, 2);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->first, (*image)->first);
+}
+
+TEST_F(ImageTxnTest, InodeRangesNeverOverlapAndGrowByRenumbering) {
+  const Digest a = Hasher::Of(DigestAlgorithm::kSha256, "a");
+  const Digest b = Hasher::Of(DigestAlgorithm::kSha256, "b");
+  auto ra = store_->InodesFor(InodeKind::kLayer, a, 10);
+  auto rb = store_->InodesFor(InodeKind::kBlob, b, 1);
+  auto ra_blob = store_->InodesFor(InodeKind::kBlob, a, 1);  // another kind: another range
+  ASSERT_TRUE(ra && rb && ra_blob);
+  EXPECT_GE(ra->first, kFirstRangeIno);
+  EXPECT_TRUE(rb->first >= ra->first + 10 || rb->first + 1 <= ra->first);
+  EXPECT_NE(ra_blob->first, rb->first);
+  EXPECT_EQ(store_->InodesFor(InodeKind::kLayer, a, 4)->first, ra->first);  // fits: same range
+  // More room than recorded: a new range; the old numbers resolve to nothing.
+  auto grown = store_->InodesFor(InodeKind::kLayer, a, 11);
+  ASSERT_TRUE(grown.has_value());
+  EXPECT_GT(grown->first, ra_blob->first);
+  EXPECT_FALSE(store_->InodeOwner(ra->first)->has_value());
+  EXPECT_EQ((*store_->InodeOwner(grown->first + 10))->digest, a);
+  EXPECT_FALSE(store_->InodeOwner(grown->first + 11)->has_value());
+  EXPECT_FALSE(store_->InodeOwner(3)->has_value());
+  // The counter survives a reopen: nothing is handed out twice.
+  Reopen();
+  const Digest c = Hasher::Of(DigestAlgorithm::kSha256, "c");
+  auto rc = store_->InodesFor(InodeKind::kLayer, c, 5);
+  ASSERT_TRUE(rc.has_value());
+  EXPECT_GE(rc->first, grown->first + 11);
 }
 
 TEST_F(ImageTxnTest, NothingIsRecordedBeforeCommitAndRollbackLeavesNothing) {
