@@ -8,7 +8,11 @@
 #endif
 
 #include <fcntl.h>
+#include <linux/fuse.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mount.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -16,7 +20,9 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <optional>
 #include <fstream>
 #include <list>
 #include <mutex>
@@ -25,6 +31,7 @@
 
 #include "common/log.h"
 #include "fusefs/fuse_mount.h"
+#include "fusefs/session_state.h"
 
 namespace digestd::fusefs {
 
@@ -104,9 +111,26 @@ struct FuseMount::Impl {
     int id = 0;
     int opens = 0;
   };
+  // The table lives in the session state (shared with a successor): backing_mu serializes it.
   std::mutex backing_mu;
-  std::unordered_map<fuse_ino_t, Backing> backing;
   std::shared_ptr<spdlog::logger> log = Logger("fusefs");
+
+  // Session hand-over (docs/architecture.md, "Live restart"). Every read of /dev/fuse goes
+  // through IoRead and every write through IoWritev (libfuse's custom I/O).
+  std::optional<SessionState> state;
+  UniqueFd wake;                    // eventfd: readable once Detach() has begun
+  std::atomic<bool> stopping{false};
+  std::atomic<int> in_read{0};      // threads between their stop check and their read's return
+  std::mutex io_mu;
+  std::condition_variable io_cv;
+  bool replay_pending = false;      // the next read returns the saved INIT (adopted sessions)
+  bool init_done = true;            // false while a replayed INIT is unanswered; reads wait
+  std::optional<std::string> replay_reply;  // what libfuse answered the replayed INIT
+  std::atomic<bool> init_captured{false};
+  std::atomic<std::uint64_t> init_unique{0};  // unique of the INIT whose reply is recorded
+  bool adopted = false;
+  bool detached = false;
+  bool resend = false;
 
   Impl(store::Store& s, const MountOptions& o)
       : store(s),
@@ -312,14 +336,20 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   if (s.passthrough && (*c)->fd) {
     int backing_id = 0;
     {
+      // One backing id per inode while any open uses it, whichever process registered it.
       std::lock_guard lock(s.backing_mu);
-      auto& b = s.backing[ino];
-      if (b.opens == 0) b.id = fuse_passthrough_open(req, (*c)->fd.Get());
-      if (b.id > 0) {
-        b.opens += 1;
-        backing_id = b.id;
+      auto b = s.state->GetBacking(ino);
+      if (b && b->id > 0 && b->opens > 0) {
+        if (s.state->PutBacking(ino, {.id = b->id, .opens = b->opens + 1})) backing_id = b->id;
       } else {
-        s.backing.erase(ino);
+        const int id = fuse_passthrough_open(req, (*c)->fd.Get());
+        if (id > 0) {
+          if (s.state->PutBacking(ino, {.id = id, .opens = 1})) {
+            backing_id = id;
+          } else {
+            (void)fuse_passthrough_close(req, id);  // table full: this open goes without
+          }
+        }
       }
     }
     if (backing_id > 0) {
@@ -380,10 +410,13 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   if (fi->fh > 0) {
     auto& s = Self(req);
     std::lock_guard lock(s.backing_mu);
-    auto it = s.backing.find(ino);
-    if (it != s.backing.end() && --it->second.opens == 0) {
-      (void)fuse_passthrough_close(req, it->second.id);
-      s.backing.erase(it);
+    if (auto b = s.state->GetBacking(ino)) {
+      if (b->opens <= 1) {
+        s.state->EraseBacking(ino);  // recorded first: a kill in between only leaks the id
+        (void)fuse_passthrough_close(req, b->id);
+      } else {
+        (void)s.state->PutBacking(ino, {.id = b->id, .opens = b->opens - 1});
+      }
     }
   }
   fuse_reply_err(req, 0);
@@ -570,6 +603,111 @@ const struct fuse_lowlevel_ops kOps = [] {
   return ops;
 }();
 
+// libfuse's custom I/O: every read of /dev/fuse and every write to it. Reads wait in poll() on
+// the device and on the wake eventfd, so Detach() can stop them at a request boundary; the first
+// FUSE_INIT read is saved in the session state with our reply (a successor replays it), and in an
+// adopted session the first read returns the saved INIT and the reply to it is swallowed.
+ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
+  auto& s = *static_cast<FuseMount::Impl*>(userdata);
+  {
+    std::unique_lock lock(s.io_mu);
+    if (s.replay_pending) {
+      const auto init = s.state->init();
+      if (len < init.size()) {
+        errno = EINVAL;
+        return -1;
+      }
+      std::memcpy(buf, init.data(), init.size());
+      s.replay_pending = false;
+      return static_cast<ssize_t>(init.size());
+    }
+    // Nothing else is read before libfuse has taken the replayed INIT (it refuses requests that
+    // come first).
+    s.io_cv.wait(lock, [&] { return s.init_done || s.stopping.load(); });
+  }
+  s.in_read.fetch_add(1, std::memory_order_acq_rel);
+  struct Leave {
+    std::atomic<int>& n;
+    ~Leave() { n.fetch_sub(1, std::memory_order_acq_rel); }
+  } leave{s.in_read};
+  for (;;) {
+    if (s.stopping.load(std::memory_order_acquire)) {
+      errno = EINTR;  // libfuse's worker loop then sees the session exit
+      return -1;
+    }
+    pollfd p[2] = {{.fd = fd, .events = POLLIN, .revents = 0},
+                   {.fd = s.wake.Get(), .events = POLLIN, .revents = 0}};
+    if (::poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (s.stopping.load(std::memory_order_acquire)) continue;
+    const ssize_t n = ::read(fd, buf, len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;  // another thread took it
+    if (n >= static_cast<ssize_t>(sizeof(fuse_in_header)) &&
+        !s.init_captured.load(std::memory_order_acquire)) {
+      const auto* h = static_cast<const fuse_in_header*>(buf);
+      if (h->opcode == FUSE_INIT && !s.init_captured.exchange(true)) {
+        s.init_unique = h->unique;
+        if (auto r = s.state->SetInit({static_cast<const std::byte*>(buf),
+                                       static_cast<std::size_t>(n)});
+            !r) {
+          s.log->warn("FUSE_INIT not saved ({}): this mount cannot be handed over",
+                      r.error().ToString());
+        }
+      }
+    }
+    return n;
+  }
+}
+
+ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
+  auto& s = *static_cast<FuseMount::Impl*>(userdata);
+  if (count >= 1 && iov[0].iov_len >= sizeof(fuse_out_header)) {
+    const auto* h = static_cast<const fuse_out_header*>(iov[0].iov_base);
+    const std::uint64_t unique = s.init_unique.load(std::memory_order_acquire);
+    if (unique != 0 && h->unique == unique) {
+      std::string reply;
+      for (int i = 0; i < count; ++i) {
+        reply.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+      }
+      std::unique_lock lock(s.io_mu);
+      if (!s.init_done) {
+        // The answer to the replayed INIT: the kernel has its answer from the first process.
+        s.replay_reply = std::move(reply);
+        s.init_done = true;
+        s.init_unique = 0;
+        lock.unlock();
+        s.io_cv.notify_all();
+        return static_cast<ssize_t>(s.replay_reply->size());
+      }
+      s.init_unique = 0;
+      if (auto r = s.state->SetInitReply(std::as_bytes(std::span(reply))); !r) {
+        s.log->warn("FUSE_INIT reply not saved ({}): this mount cannot be handed over",
+                    r.error().ToString());
+      }
+    }
+  }
+  return ::writev(fd, iov, count);
+}
+
+constexpr struct fuse_custom_io kIo = {
+    .writev = IoWritev, .read = IoRead, .splice_receive = nullptr, .splice_send = nullptr,
+    .clone_fd = nullptr};
+
+// FUSE_NOTIFY_RESEND (kernel >= 6.9): requests a dead process read but never answered go back to
+// the queue, marked as resent, for this session to read.
+constexpr std::uint32_t kNotifyResend = 7;
+constexpr std::uint64_t kHasResendFlag2 = std::uint64_t{1} << (39 - 32);
+
+bool KernelCanResend(std::span<const std::byte> init) {
+  if (init.size() < sizeof(fuse_in_header) + sizeof(fuse_init_in)) return false;
+  fuse_init_in in{};
+  std::memcpy(&in, init.data() + sizeof(fuse_in_header), sizeof(in));
+  constexpr std::uint32_t kInitExt = 1u << 30;  // FUSE_INIT_EXT: flags2 is meaningful
+  return in.major == 7 && (in.flags & kInitExt) && (in.flags2 & kHasResendFlag2);
+}
+
 Error FuseError(Errc code, std::string context) {
   return MakeError(Module::kFuse, code, std::move(context));
 }
@@ -620,7 +758,7 @@ void FuseMount::Invalidate(const verify::Digest& digest) {
 
 void InvalidateNames(FuseMount::Impl& s, const verify::Digest& digest,
                      const std::vector<verify::Digest>& images) {
-  if (s.se == nullptr || !s.mounted) return;
+  if (s.se == nullptr || !s.mounted || s.detached) return;
   auto drop = [&](Ino parent, std::string_view name) {
     // ENOENT (nothing cached) is the common case and fine.
     (void)fuse_lowlevel_notify_inval_entry(s.se, parent, name.data(), name.size());
@@ -648,11 +786,22 @@ void FuseMount::Removed(const verify::Digest& digest) {
   // The names (layers/<L>, images/<m> of every image that used it, blobs/<d>) go from the
   // kernel's dentry cache with their subtrees; inodes the kernel knows drop their cached pages.
   InvalidateNames(s, digest, images);
-  if (s.se == nullptr || !s.mounted) return;
+  if (s.se == nullptr || !s.mounted || s.detached) return;
   for (const auto& r : ranges) {
     for (std::uint64_t i = 0; i < r.count; ++i) {
       const Ino ino = r.first + i;
       if (s.ns.LookupCount(ino) > 0) (void)fuse_lowlevel_notify_inval_inode(s.se, ino, 0, 0);
+    }
+  }
+  if (s.adopted) {
+    // The kernel may hold numbers a predecessor handed out, whose lookups this process never
+    // counted: every number of the object's recorded ranges goes.
+    auto recorded = s.store.InodeRangesOf(digest);
+    if (!recorded) return;
+    for (const auto& r : *recorded) {
+      for (std::uint64_t i = 0; i < std::min<std::uint64_t>(r.count, 1u << 22); ++i) {
+        (void)fuse_lowlevel_notify_inval_inode(s.se, r.first + i, 0, 0);
+      }
     }
   }
 }
@@ -661,6 +810,107 @@ Namespace& FuseMount::ns() { return impl_->ns; }
 bool FuseMount::passthrough_active() const { return impl_->passthrough; }
 const FuseStats& FuseMount::stats() const { return impl_->stats; }
 const MountOptions& FuseMount::options() const { return impl_->opts; }
+
+namespace {
+
+// The file system type of the topmost mount at `path` ("fuse.digestd" for ours), or "".
+std::string MountType(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line, type;
+  while (std::getline(in, line)) {
+    std::size_t pos = 0;
+    for (int field = 0; field < 4 && pos != std::string::npos; ++field) {
+      pos = line.find(' ', pos);
+      if (pos != std::string::npos) ++pos;
+    }
+    if (pos == std::string::npos) continue;
+    const auto end = line.find(' ', pos);
+    if (end == std::string::npos || line.compare(pos, end - pos, path) != 0 ||
+        end - pos != path.size()) {
+      continue;
+    }
+    const auto dash = line.find(" - ", end);
+    if (dash == std::string::npos) continue;
+    const auto type_end = line.find(' ', dash + 3);
+    type = line.substr(dash + 3, type_end == std::string::npos ? std::string::npos
+                                                                 : type_end - dash - 3);
+  }
+  return type;
+}
+
+struct fuse_session* NewSession(FuseMount::Impl& impl, bool debug) {
+  std::vector<std::string> argv = {
+      "digestd", "-o",
+      "ro,nosuid,nodev,allow_other,default_permissions,fsname=digestd,subtype=digestd"};
+  if (debug) argv.push_back("-d");
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  struct fuse_args args = FUSE_ARGS_INIT(static_cast<int>(cargv.size()), cargv.data());
+  struct fuse_session* se = fuse_session_new(&args, &kOps, sizeof(kOps), &impl);
+  fuse_opt_free_args(&args);  // the session copied what it needs; args may have been reallocated
+  return se;
+}
+
+// Puts the session's device fd behind the custom I/O (non-blocking reads after poll()).
+Result<void> UseCustomIo(FuseMount::Impl& impl, int fd) {
+  impl.wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!impl.wake) return SysError(Module::kFuse, "eventfd");
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    return SysError(Module::kFuse, "make /dev/fuse non-blocking");
+  }
+  if (const int rc = fuse_session_custom_io(impl.se, &kIo, fd); rc != 0) {
+    return MakeError(Module::kFuse, Errc::kInternal, "fuse_session_custom_io failed", -rc);
+  }
+  return {};
+}
+
+void StartLoop(FuseMount::Impl& impl) {
+  FuseMount::Impl* raw = &impl;
+  impl.loop = std::thread([raw] {
+    struct fuse_loop_config* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(cfg, raw->opts.max_threads);
+    fuse_loop_cfg_set_clone_fd(cfg, 0);
+    const int rc = fuse_session_loop_mt(raw->se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    if (rc != 0 && !raw->stopping) raw->log->warn("fuse session loop ended with {}", rc);
+  });
+}
+
+// Stops the workers at a request boundary: no read starts after `stopping`, and the session is
+// only marked exited once no thread is inside a read (libfuse drops a request it read after the
+// exit), so every request taken is answered. Waits for the loop.
+void StopLoop(FuseMount::Impl& s) {
+  if (!s.loop.joinable()) return;
+  {
+    std::lock_guard lock(s.io_mu);
+    s.stopping = true;
+  }
+  s.io_cv.notify_all();
+  const std::uint64_t one = 1;
+  (void)!::write(s.wake.Get(), &one, sizeof(one));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (s.in_read.load(std::memory_order_acquire) > 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  fuse_session_exit(s.se);
+  s.loop.join();
+}
+
+void ApplyReadAhead(FuseMount::Impl& impl) {
+  if (impl.opts.read_ahead_kb == 0) return;
+  struct stat st {};
+  if (::stat(impl.opts.mountpoint.c_str(), &st) != 0) return;
+  const std::string bdi = "/sys/class/bdi/" + std::to_string(major(st.st_dev)) + ":" +
+                          std::to_string(minor(st.st_dev)) + "/read_ahead_kb";
+  std::ofstream ra(bdi);
+  ra << impl.opts.read_ahead_kb << "\n";
+  ra.flush();
+  if (!ra) impl.log->warn("could not set {} (read-ahead stays at the default)", bdi);
+}
+
+}  // namespace
 
 Result<FuseMountPtr> FuseMount::Mount(store::Store& store, const MountOptions& options) {
   if (options.mountpoint.empty() || options.mountpoint.front() != '/') {
@@ -675,15 +925,9 @@ Result<FuseMountPtr> FuseMount::Mount(store::Store& store, const MountOptions& o
                                       " already (another digestd?); refusing to stack on it");
   }
   auto impl = std::make_unique<Impl>(store, options);
-  std::vector<std::string> argv = {
-      "digestd", "-o",
-      "ro,nosuid,nodev,allow_other,default_permissions,fsname=digestd,subtype=digestd"};
-  if (options.debug) argv.push_back("-d");
-  std::vector<char*> cargv;
-  for (auto& a : argv) cargv.push_back(a.data());
-  struct fuse_args args = FUSE_ARGS_INIT(static_cast<int>(cargv.size()), cargv.data());
-  impl->se = fuse_session_new(&args, &kOps, sizeof(kOps), impl.get());
-  fuse_opt_free_args(&args);  // the session copied what it needs; args may have been reallocated
+  DIGESTD_ASSIGN_OR_RETURN(auto state, SessionState::Create(options.mountpoint));
+  impl->state = std::move(state);
+  impl->se = NewSession(*impl, options.debug);
   if (impl->se == nullptr) return FuseError(Errc::kInternal, "fuse_session_new failed");
   if (fuse_session_mount(impl->se, options.mountpoint.c_str()) != 0) {
     fuse_session_destroy(impl->se);
@@ -692,47 +936,137 @@ Result<FuseMountPtr> FuseMount::Mount(store::Store& store, const MountOptions& o
                                     " failed (is /dev/fuse there, and are we root?)");
   }
   impl->mounted = true;
-  Impl* raw = impl.get();
-  impl->loop = std::thread([raw] {
-    struct fuse_loop_config* cfg = fuse_loop_cfg_create();
-    fuse_loop_cfg_set_max_threads(cfg, raw->opts.max_threads);
-    fuse_loop_cfg_set_clone_fd(cfg, 0);
-    const int rc = fuse_session_loop_mt(raw->se, cfg);
-    fuse_loop_cfg_destroy(cfg);
-    if (rc != 0) raw->log->warn("fuse session loop ended with {}", rc);
-  });
-  FuseMountPtr mount(new FuseMount(std::move(impl)));
-
-  if (options.read_ahead_kb > 0) {
-    struct stat st {};
-    if (::stat(options.mountpoint.c_str(), &st) == 0) {
-      const std::string bdi = "/sys/class/bdi/" + std::to_string(major(st.st_dev)) + ":" +
-                              std::to_string(minor(st.st_dev)) + "/read_ahead_kb";
-      std::ofstream ra(bdi);
-      ra << options.read_ahead_kb << "\n";
-      ra.flush();
-      if (!ra) mount->impl_->log->warn("could not set {} (read-ahead stays at the default)", bdi);
-    }
-  }
+  FuseMountPtr mount(new FuseMount(std::move(impl)));  // from here, errors unmount
+  DIGESTD_RETURN_IF_ERROR(UseCustomIo(*mount->impl_, fuse_session_fd(mount->impl_->se)));
+  StartLoop(*mount->impl_);
+  ApplyReadAhead(*mount->impl_);
   mount->impl_->log->info("mounted at {} threads={} read_ahead_kb={} passthrough={}",
                           options.mountpoint, options.max_threads, options.read_ahead_kb,
                           mount->impl_->passthrough.load());
   return mount;
 }
 
+Result<FuseMountPtr> FuseMount::Adopt(store::Store& store, const MountOptions& options,
+                                      SessionFds fds) {
+  if (options.mountpoint.empty() || options.mountpoint.front() != '/') {
+    return FuseError(Errc::kInvalidArgument, "mount point must be an absolute path");
+  }
+  if (!fds.fuse || !fds.state) return FuseError(Errc::kInvalidArgument, "session fds missing");
+  DIGESTD_ASSIGN_OR_RETURN(auto state, SessionState::Open(std::move(fds.state)));
+  if (state.mountpoint() != options.mountpoint) {
+    return FuseError(Errc::kInvalidArgument, "the handed-over session is for " +
+                                                 Quote(state.mountpoint()) + ", not " +
+                                                 Quote(options.mountpoint));
+  }
+  if (state.init().size() < sizeof(fuse_in_header) + sizeof(fuse_init_in) ||
+      state.init_reply().size() < sizeof(fuse_out_header)) {
+    return FuseError(Errc::kCorrupt, "the handed-over session has no FUSE_INIT saved");
+  }
+  fuse_in_header init_header{};
+  std::memcpy(&init_header, state.init().data(), sizeof(init_header));
+  if (init_header.opcode != FUSE_INIT) {
+    return FuseError(Errc::kCorrupt, "the saved FUSE_INIT is not one");
+  }
+  // Never stat the mount point here: it is served by this very session, which is not reading.
+  if (MountType(options.mountpoint) != "fuse.digestd") {
+    return FuseError(Errc::kNotFound, "no digestd mount at " + Quote(options.mountpoint) +
+                                          " to adopt (it was unmounted)");
+  }
+  auto impl = std::make_unique<Impl>(store, options);
+  impl->state = std::move(state);
+  impl->adopted = true;
+  impl->replay_pending = true;
+  impl->init_done = false;
+  impl->init_captured = true;
+  impl->init_unique = init_header.unique;
+  impl->resend = KernelCanResend(impl->state->init());
+  impl->se = NewSession(*impl, options.debug);
+  if (impl->se == nullptr) return FuseError(Errc::kInternal, "fuse_session_new failed");
+  const int fd = fds.fuse.Get();
+  if (auto r = UseCustomIo(*impl, fd); !r) {
+    fuse_session_destroy(impl->se);
+    return r.error();
+  }
+  (void)fds.fuse.Release();  // the session owns it now
+  impl->mounted = true;
+  FuseMountPtr mount(new FuseMount(std::move(impl)));
+  auto& s = *mount->impl_;
+  if (s.resend) {
+    // Requests the predecessor read and never answered (it was killed) go back to the queue.
+    fuse_out_header notify{.len = sizeof(fuse_out_header),
+                           .error = static_cast<std::int32_t>(kNotifyResend), .unique = 0};
+    if (::write(fd, &notify, sizeof(notify)) != static_cast<ssize_t>(sizeof(notify))) {
+      s.log->warn("FUSE_NOTIFY_RESEND failed (errno {}): callers of requests a dead predecessor "
+                  "read may wait until the connection is aborted", errno);
+    }
+  } else {
+    s.log->warn("this kernel cannot resend FUSE requests (FUSE_NOTIFY_RESEND, Linux >= 6.9): "
+                "requests a killed predecessor read stay unanswered until the connection is "
+                "aborted (docs/operations.md, \"Restarts and upgrades\")");
+  }
+  StartLoop(s);
+  {
+    std::unique_lock lock(s.io_mu);
+    if (!s.io_cv.wait_for(lock, std::chrono::seconds(10), [&] { return s.init_done; })) {
+      lock.unlock();
+      (void)mount->Detach();  // leave the mount as it was found
+      return FuseError(Errc::kAborted, "libfuse did not take the replayed FUSE_INIT");
+    }
+  }
+  // libfuse negotiated again from the same INIT; the kernel keeps what the first process
+  // answered. They differ only when the options did (passthrough switched, say): say so.
+  const auto saved = s.state->init_reply();
+  if (!s.replay_reply || s.replay_reply->size() != saved.size() ||
+      std::memcmp(s.replay_reply->data() + sizeof(fuse_out_header),
+                  saved.data() + sizeof(fuse_out_header), saved.size() - sizeof(fuse_out_header)) != 0) {
+    s.log->warn("this process would answer FUSE_INIT differently from the one that mounted (were "
+                "mount options changed?); the kernel keeps the first answer until a remount");
+  }
+  s.log->info("adopted the mount at {} (kernel resend: {}, passthrough: {}, open backing ids: {})",
+              options.mountpoint, s.resend ? "yes" : "no", s.passthrough.load(),
+              s.state->backing_count());
+  return mount;
+}
+
+Result<SessionFds> FuseMount::Export() const {
+  auto& s = *impl_;
+  if (s.se == nullptr || !s.state) return FuseError(Errc::kInvalidArgument, "no session");
+  SessionFds out{UniqueFd(::fcntl(fuse_session_fd(s.se), F_DUPFD_CLOEXEC, 3)),
+                 UniqueFd(::fcntl(s.state->fd(), F_DUPFD_CLOEXEC, 3))};
+  if (!out.fuse || !out.state) return SysError(Module::kFuse, "dup session fds");
+  return out;
+}
+
+Result<void> FuseMount::Detach() {
+  auto& s = *impl_;
+  if (s.se == nullptr || s.detached) return {};
+  StopLoop(s);
+  s.detached = true;
+  s.log->info("detached from the mount at {} (handed over; the mount stays)", s.opts.mountpoint);
+  return {};
+}
+
+bool FuseMount::adopted() const { return impl_->adopted; }
+bool FuseMount::resend_supported() const { return impl_->resend; }
+
 Result<void> FuseMount::Unmount() {
   auto& s = *impl_;
   if (!s.se) return {};
-  fuse_session_exit(s.se);
-  if (s.mounted) {
-    // Unmounting makes the workers' reads of /dev/fuse fail, which ends the loop.
-    fuse_session_unmount(s.se);
-    s.mounted = false;
+  StopLoop(s);
+  if (s.mounted && !s.detached) {
+    if (s.adopted) {
+      // libfuse did not mount this session: unmount by path.
+      if (::umount2(s.opts.mountpoint.c_str(), MNT_DETACH) != 0) {
+        s.log->warn("unmount {}: {}", s.opts.mountpoint, std::strerror(errno));
+      }
+    } else {
+      fuse_session_unmount(s.se);
+    }
+    s.log->info("unmounted {}", s.opts.mountpoint);
   }
-  if (s.loop.joinable()) s.loop.join();
+  s.mounted = false;
   fuse_session_destroy(s.se);
   s.se = nullptr;
-  s.log->info("unmounted {}", s.opts.mountpoint);
   return {};
 }
 

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/unique_fd.h"
 #include "fusefs/namespace.h"
 #include "store/store.h"
 
@@ -83,18 +84,46 @@ struct FuseStats {
 class FuseMount;
 using FuseMountPtr = std::unique_ptr<FuseMount>;
 
+// A live mount's kernel connection as one digestd process hands it to the next (through the
+// service manager's fd store or digestd-supervise): the /dev/fuse fd and a memfd with the
+// session's state (fusefs/session_state.h).
+struct SessionFds {
+  UniqueFd fuse;
+  UniqueFd state;
+};
+
 class FuseMount {
  public:
   // Clears a stale mount at the mount point (a crashed daemon's), mounts, starts the worker
   // threads and applies read_ahead_kb. kBusy if a live filesystem is mounted there already.
   static Result<FuseMountPtr> Mount(store::Store& store, const MountOptions& options);
-  // Unmounts if still mounted.
+  // Takes over a live mount from a predecessor's session instead of mounting: same mount, same
+  // kernel inode cache, no new FUSE_INIT (the saved one is replayed into libfuse and its answer
+  // swallowed), and the requests the predecessor read but never answered are sent again by the
+  // kernel (FUSE_NOTIFY_RESEND, kernel >= 6.9; without it such callers wait until the
+  // connection is aborted: logged). kCorrupt: `fds.state` is not a digestd session state;
+  // kInvalidArgument: it is for another mount point; kNotFound: nothing of ours is mounted
+  // there any more (a stop unmounted it): mount afresh.
+  static Result<FuseMountPtr> Adopt(store::Store& store, const MountOptions& options,
+                                    SessionFds fds);
+  // Unmounts if still mounted (and not detached).
   ~FuseMount();
   FuseMount(const FuseMount&) = delete;
   FuseMount& operator=(const FuseMount&) = delete;
 
   // Stops the session and unmounts; waits for the worker threads. Idempotent.
   Result<void> Unmount();
+
+  // Duplicates of the session's fds, for the fd store a successor adopts them from.
+  Result<SessionFds> Export() const;
+  // Graceful hand-over: stops reading requests at a request boundary, answers every request it
+  // read, and returns with the mount still in place: whoever holds a copy of the connection (the
+  // fd store) keeps it alive for a successor. After it, Unmount() only releases the session.
+  Result<void> Detach();
+  // Whether this session was adopted from a predecessor, and whether the kernel can resend
+  // requests a dead predecessor left unanswered.
+  bool adopted() const;
+  bool resend_supported() const;
 
   // Drops the kernel's cached entries for `digest` (blob, layer, image, and every image using
   // it) so that a denied digest is gone from the mount at once, not after the entry timeout.

@@ -125,6 +125,15 @@ Result<InodeRange> Store::InodesFor(InodeKind kind, const Digest& digest, std::u
   return InodeRange{.kind = kind, .digest = digest, .first = have->first, .count = have->count};
 }
 
+Result<std::vector<InodeRange>> Store::InodeRangesOf(const Digest& digest) const {
+  std::vector<InodeRange> out;
+  for (auto kind : {InodeKind::kLayer, InodeKind::kImage, InodeKind::kBlob}) {
+    DIGESTD_ASSIGN_OR_RETURN(auto r, GetRange(*impl_->index, kind, digest));
+    if (r) out.push_back(InodeRange{.kind = kind, .digest = digest, .first = r->first, .count = r->count});
+  }
+  return out;
+}
+
 Result<std::optional<InodeRange>> Store::InodeOwner(std::uint64_t ino) const {
   std::optional<InodeRange> out;
   std::optional<Error> err;

@@ -321,6 +321,8 @@ class Store {
   // synced index write). A recorded range smaller than `count`, or of another kInodeLayout, is
   // replaced by a new one (the old numbers then resolve to nothing: the kernel gets ESTALE).
   Result<InodeRange> InodesFor(InodeKind kind, const Digest& digest, std::uint64_t count);
+  // The ranges recorded for `digest` (any kind); reads only.
+  Result<std::vector<InodeRange>> InodeRangesOf(const Digest& digest) const;
   // The recorded range holding `ino`; nullopt when none does.
   Result<std::optional<InodeRange>> InodeOwner(std::uint64_t ino) const;
   Result<std::unique_ptr<ImageTxn>> BeginImage(std::string_view tenant);

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "integration/pull_fixture.h"
+#include "testing/mount_reader.h"
 #include "testing/process_util.h"
 #include "testing/test_util.h"
 
@@ -101,15 +102,7 @@ class DaemonTest : public PullTest {
     });
     if (reader.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
       ADD_FAILURE() << "a read of " << path << " hung: aborting the mount's FUSE connection";
-      std::ifstream mountinfo("/proc/self/mountinfo");
-      for (std::string line; std::getline(mountinfo, line);) {
-        std::istringstream fields(line);
-        std::string id, parent, dev, root, point;
-        fields >> id >> parent >> dev >> root >> point;
-        if (point != mnt_) continue;
-        const std::string minor = dev.substr(dev.find(':') + 1);
-        std::ofstream("/sys/fs/fuse/connections/" + minor + "/abort") << "1";
-      }
+      digestd::testing::AbortFuseConnection(mnt_);
     }
     return reader.get();
   }

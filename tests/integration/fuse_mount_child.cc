@@ -1,14 +1,20 @@
-// Helper for fuse_mount_test: opens a store, mounts it, says "ready" on stdout and waits for a
-// signal. SIGTERM unmounts cleanly (as the daemon does on SIGTERM); SIGKILL leaves a stale mount
-// behind, as a crashed daemon would.
+// Helper for fuse_mount_test: opens a store, mounts it (or adopts the session its service manager
+// handed over: digestd-supervise or systemd, fds named "fuse" and "fuse-state"), stores the
+// session in the manager's fd store, says "ready" on stdout (and READY=1) and waits for a
+// signal. SIGTERM: under a service manager it hands over (detaches, the mount stays), else it
+// unmounts, as the daemon does; SIGKILL leaves the session to the manager (or, without one, a
+// stale mount behind, as a crashed daemon would).
 
 #include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
 
+#include "common/service_manager.h"
 #include "fusefs/fuse_mount.h"
 #include "store/store.h"
+
+using namespace digestd;
 
 int main(int argc, char** argv) {
   if (argc != 3) {
@@ -21,20 +27,54 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  auto store = digestd::store::Store::Open({.root = argv[1]});
+  fusefs::SessionFds handed;
+  for (auto& l : TakeListenFds()) {
+    if (l.name == "fuse") handed.fuse = std::move(l.fd);
+    if (l.name == "fuse-state") handed.state = std::move(l.fd);
+  }
+  // The store is locked by one process at a time: a predecessor that is still exiting holds it.
+  Result<store::StorePtr> store = store::Store::Open({.root = argv[1]});
+  for (int i = 0; i < 500 && !store && store.error().code() == Errc::kBusy; ++i) {
+    usleep(10000);
+    store = store::Store::Open({.root = argv[1]});
+  }
   if (!store) {
     std::fprintf(stderr, "%s\n", store.error().ToString().c_str());
     return 1;
   }
-  auto mount = digestd::fusefs::FuseMount::Mount(**store, {.mountpoint = argv[2]});
+  const fusefs::MountOptions options{.mountpoint = argv[2], .dynamic_timeout_s = 0};
+  Result<fusefs::FuseMountPtr> mount = MakeError(Module::kFuse, Errc::kNotFound, "not yet");
+  if (handed.fuse) {
+    mount = fusefs::FuseMount::Adopt(**store, options, std::move(handed));
+    if (!mount && mount.error().code() == Errc::kNotFound) {
+      mount = fusefs::FuseMount::Mount(**store, options);
+    }
+  } else {
+    mount = fusefs::FuseMount::Mount(**store, options);
+  }
   if (!mount) {
     std::fprintf(stderr, "%s\n", mount.error().ToString().c_str());
     return 1;
   }
-  std::printf("ready\n");
+  const bool managed = ServiceManagerPresent();
+  if (managed) {
+    auto fds = (*mount)->Export();
+    if (!fds || !StoreFd("fuse", fds->fuse.Get()) || !StoreFd("fuse-state", fds->state.Get())) {
+      std::fprintf(stderr, "could not store the session\n");
+      return 1;
+    }
+    (void)NotifyServiceManager("READY=1");
+  }
+  std::printf("ready %s\n", (*mount)->adopted() ? "adopted" : "mounted");
   std::fflush(stdout);
   int sig = 0;
   sigwait(&set, &sig);
+  if (managed) {
+    if (auto r = (*mount)->Detach(); !r) return 1;
+    std::printf("detached\n");
+    std::fflush(stdout);
+    std::_Exit(0);  // no unmount on the way out
+  }
   if (auto r = (*mount)->Unmount(); !r) {
     std::fprintf(stderr, "%s\n", r.error().ToString().c_str());
     return 1;

@@ -14,9 +14,11 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <thread>
 
 #include "fusefs/fuse_mount.h"
+#include "testing/mount_reader.h"
 #include "testing/process_util.h"
 #include "testing/store_image.h"
 #include "testing/tar_builder.h"
@@ -27,6 +29,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using digestd::testing::ChildProcess;
+using digestd::testing::MountReader;
 using digestd::testing::PutImage;
 using digestd::testing::Shell;
 using digestd::testing::StoredImage;
@@ -348,6 +351,128 @@ TEST_F(FuseMountTest, UnmountIsCleanAndLookupCountsDrain) {
   auto mi = Shell("grep -c ' " + mnt_ + " ' /proc/self/mountinfo");
   EXPECT_EQ(mi.output, "0\n");
   EXPECT_GT(mount_->stats().lookups.load(), 0u);
+}
+
+
+// Live restart in one process: the session goes from one FuseMount to the next (as from one
+// digestd to its successor): the mount, the kernel's inode numbers and files open through it stay.
+TEST_F(FuseMountTest, AHandedOverSessionKeepsTheMountItsNumbersAndOpenFiles) {
+  const std::string held_path = Image() + "/rootfs/etc/passwd";
+  const int held = ::open(held_path.c_str(), O_RDONLY | O_CLOEXEC);  // never inherited by Shell()
+  ASSERT_GE(held, 0);
+  struct stat before {};
+  ASSERT_EQ(::stat((Layer(0) + "/bin/busybox").c_str(), &before), 0);
+  auto fds = mount_->Export();
+  ASSERT_TRUE(fds.has_value()) << fds.error().ToString();
+  ASSERT_OK(mount_->Detach());
+  // Nothing serves the mount until the successor adopts it: no request may be made here.
+  auto next = FuseMount::Adopt(*store_, {.mountpoint = mnt_, .dynamic_timeout_s = 0}, std::move(*fds));
+  ASSERT_TRUE(next.has_value()) << next.error().ToString();
+  EXPECT_TRUE((*next)->adopted());
+  EXPECT_TRUE((*next)->resend_supported());  // this kernel (6.18) has FUSE_NOTIFY_RESEND
+  mount_.reset();  // the predecessor's session goes; the successor's copy keeps the connection
+  mount_ = std::move(*next);
+
+  char buf[64] = {};
+  ASSERT_GT(::pread(held, buf, sizeof(buf), 0), 0);
+  EXPECT_STREQ(buf, "root:x:0:0:replaced");
+  EXPECT_EQ(Shell("grep -c ' " + mnt_ + " ' /proc/self/mountinfo").output, "1\n");
+  // Opened again while the first open (the predecessor's passthrough backing) is still open.
+  EXPECT_EQ(Slurp(held_path), "root:x:0:0:replaced");
+  ::close(held);
+  EXPECT_EQ(Slurp(held_path), "root:x:0:0:replaced");
+  struct stat after {};
+  ASSERT_EQ(::stat((Layer(0) + "/bin/busybox").c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  EXPECT_EQ(Listing(Layer(1)), Listing(Layer(1)));
+  // A deny after the hand-over still takes the layer away.
+  ASSERT_OK(store_->Deny(image_.layers[0], "test"));
+  mount_->Invalidate(image_.layers[0]);
+  EXPECT_FALSE(fs::exists(Layer(0) + "/etc/passwd"));
+  ASSERT_OK(mount_->Unmount());
+  EXPECT_EQ(Shell("grep -c ' " + mnt_ + " ' /proc/self/mountinfo").output, "0\n");
+}
+
+TEST_F(FuseMountTest, ASessionIsOnlyAdoptedForItsOwnLiveMount) {
+  auto fds = mount_->Export();
+  ASSERT_TRUE(fds.has_value());
+  // Another mount point: refused, nothing changes.
+  auto other = FuseMount::Adopt(*store_, {.mountpoint = mnt_ + "-other"},
+                                {UniqueFd(::dup(fds->fuse.Get())), UniqueFd(::dup(fds->state.Get()))});
+  ASSERT_ERRC(other, Errc::kInvalidArgument);
+  // A state that is not one: an ordinary file, a memfd of the wrong size.
+  const std::string junk = (dir_.path() / "junk").string();
+  std::ofstream(junk) << std::string(4096, 'x');
+  auto bad = FuseMount::Adopt(*store_, {.mountpoint = mnt_},
+                              {UniqueFd(::dup(fds->fuse.Get())), UniqueFd(::open(junk.c_str(), O_RDWR))});
+  ASSERT_ERRC(bad, Errc::kCorrupt);
+  EXPECT_EQ(Slurp(Layer(0) + "/etc/passwd"), "root:x:0:0");
+  // Once unmounted, the session is not adopted: the caller mounts afresh.
+  ASSERT_OK(mount_->Unmount());
+  auto gone = FuseMount::Adopt(*store_, {.mountpoint = mnt_}, std::move(*fds));
+  ASSERT_ERRC(gone, Errc::kNotFound);
+}
+
+// The service-manager path end to end: digestd-supervise keeps the session in its fd store while
+// the serving process is killed at random moments (SIGKILL, the kernel resends what it had read)
+// and restarted gracefully (SIGHUP: hand-over at a request boundary). A reader that opens, reads
+// and stats files in a loop, and holds one file open, sees no error and no hang.
+TEST_F(FuseMountTest, KilledAndRestartedUnderSupervisionNoReaderSeesAnError) {
+  mount_.reset();
+  store_.reset();
+  const std::string log = (dir_.path() / "supervise.log").string();
+  ChildProcess supervise;
+  ASSERT_TRUE(supervise.Start({DIGESTD_SUPERVISE, "--restart-sec", "0.05", "--unmount", mnt_, "--",
+                               DIGESTD_FUSE_CHILD, (dir_.path() / "store").string(), mnt_},
+                              log));
+  auto count = [&](const std::string& what) {
+    const std::string text = Slurp(log);
+    std::size_t n = 0;
+    for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
+    return n;
+  };
+  auto wait_ready = [&](std::size_t n) {
+    for (int i = 0; i < 1500 && count("ready pid") < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return count("ready pid") >= n;
+  };
+  ASSERT_TRUE(wait_ready(1)) << Slurp(log);
+  MountReader reader(DIGESTD_MOUNT_READER, mnt_, dir_.path().string());
+  ASSERT_TRUE(reader.Start({Image() + "/rootfs/etc/passwd", Layer(0) + "/bin/busybox",
+                            Layer(1) + "/opt/upper", Image() + "/rootfs/opt/upper",
+                            Image() + "/lowerdir", Layer(0) + "/etc/hosts"}))
+      << Slurp(reader.log());
+  std::srand(static_cast<unsigned>(::getpid()));
+  std::size_t readies = 1;
+  auto current_pid = [&]() -> pid_t {
+    const std::string text = Slurp(log);
+    const auto pos = text.rfind("started pid ");
+    return pos == std::string::npos ? -1 : std::atoi(text.c_str() + pos + 12);
+  };
+  for (int round = 0; round < 12; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20 + std::rand() % 150));
+    if (round % 3 == 2) {
+      ::kill(supervise.pid(), SIGHUP);  // graceful
+    } else {
+      const pid_t pid = current_pid();
+      ASSERT_GT(pid, 0);
+      ::kill(pid, SIGKILL);
+    }
+    ASSERT_TRUE(wait_ready(++readies)) << Slurp(log);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto outcome = reader.Finish(std::chrono::seconds(20));
+  EXPECT_FALSE(outcome.hung) << outcome.log;
+  EXPECT_TRUE(WIFEXITED(outcome.status) && WEXITSTATUS(outcome.status) == 0) << outcome.log;
+  EXPECT_NE(outcome.log.find(" errors=0 "), std::string::npos) << outcome.log;
+  std::cout << outcome.log.substr(outcome.log.rfind("reader loops")) << std::flush;
+  EXPECT_GE(count("ready adopted"), 12u) << Slurp(log);
+  // Stopping the supervisor takes the mount away cleanly (no dead mount left behind).
+  ::kill(supervise.pid(), SIGTERM);
+  supervise.Wait();
+  EXPECT_NE(Slurp(log).find("detached " + mnt_), std::string::npos) << Slurp(log);
+  EXPECT_EQ(Shell("grep -c ' " + mnt_ + " ' /proc/self/mountinfo").output, "0\n");
 }
 
 }  // namespace

@@ -103,18 +103,23 @@ class ChildProcess {
     pid_ = -1;
   }
 
-  // Waits for the child to exit; returns its wait status.
+  // Waits for the child to exit; returns its wait status (also when Running() reaped it).
   int Wait() {
-    int status = 0;
-    if (pid_ > 0 && ::waitpid(pid_, &status, 0) == pid_) pid_ = -1;
-    return status;
+    if (pid_ > 0 && ::waitpid(pid_, &status_, 0) == pid_) pid_ = -1;
+    return status_;
   }
 
-  bool Running() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+  bool Running() const {
+    if (pid_ <= 0) return false;
+    const pid_t r = ::waitpid(pid_, &status_, WNOHANG);
+    if (r == pid_) pid_ = -1;  // reaped: its status is kept for Wait()
+    return r == 0;
+  }
   pid_t pid() const { return pid_; }
 
  private:
-  pid_t pid_ = -1;
+  mutable pid_t pid_ = -1;
+  mutable int status_ = 0;
 };
 
 }  // namespace digestd::testing
