@@ -185,7 +185,8 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
   if (const auto* d = SubTable(root, "daemon")) {
     DIGESTD_RETURN_IF_ERROR(rd.OnlyKeys(*d, "daemon",
                                         {"socket", "socket_group", "mountpoint", "admin_uids",
-                                         "admin_gids", "reader_uids", "reader_gids"}));
+                                         "admin_gids", "reader_uids", "reader_gids", "handover"}));
+    DIGESTD_RETURN_IF_ERROR(rd.Set(*d, "handover", "daemon", c.daemon.handover));
     for (const char* key : {"socket", "mountpoint"}) {
       std::string p;
       DIGESTD_RETURN_IF_ERROR(rd.Set(*d, key, "daemon", p));

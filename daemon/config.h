@@ -38,6 +38,10 @@ struct DaemonConfig {
   std::filesystem::path socket = "/run/digestd/digestd.sock";
   std::string socket_group;  // group owning the socket (mode 0660); empty: the daemon's group
   std::filesystem::path mountpoint = "/run/digestd/mnt";
+  // Under a service manager (systemd with FileDescriptorStoreMax=, or digestd-supervise): on
+  // SIGTERM hand the mount's session over to the next process instead of unmounting
+  // (docs/operations.md, "Restarts and upgrades"). Without a manager the mount is unmounted.
+  bool handover = true;
   // Peers (SO_PEERCRED) allowed to change things: pull, remove, gc, deny, leases, reload.
   std::vector<std::uint32_t> admin_uids = {0};
   std::vector<std::uint32_t> admin_gids;

@@ -191,6 +191,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
   std::optional<local::acceptor> acceptor;
   std::shared_ptr<spdlog::logger> log = Logger("api");
   bool stopping = false;
+  bool inherited = false;  // the listener came from the service manager
 
   // Metrics of the API itself.
   std::uint64_t requests = 0;
@@ -1023,16 +1024,20 @@ ControlServer::ControlServer(asio::io_context& io, ControlDeps deps)
 
 ControlServer::~ControlServer() { Stop(); }
 
-Result<void> ControlServer::Start() {
+Result<void> ControlServer::Start(UniqueFd listener) {
   auto& s = *impl_;
   const std::string path = s.deps.config.daemon.socket.string();
+  s.inherited = static_cast<bool>(listener);
   gid_t group = ::getegid();
   if (!s.deps.config.daemon.socket_group.empty()) {
     auto g = GroupId(s.deps.config.daemon.socket_group, Module::kDaemon);
     if (!g) return std::move(g).error().Wrap("daemon.socket_group");
     group = *g;
   }
-  DIGESTD_ASSIGN_OR_RETURN(UniqueFd fd, ListenUnixSocket(path, 0660, group, Module::kDaemon));
+  UniqueFd fd = std::move(listener);
+  if (!fd) {
+    DIGESTD_ASSIGN_OR_RETURN(fd, ListenUnixSocket(path, 0660, group, Module::kDaemon));
+  }
   error_code ec;
   s.acceptor.emplace(s.io);
   s.acceptor->assign(local{}, fd.Get(), ec);
@@ -1053,7 +1058,7 @@ void ControlServer::Stop() {
   if (s.acceptor) {
     error_code ec;
     s.acceptor->close(ec);
-    ::unlink(s.deps.config.daemon.socket.c_str());
+    if (!s.inherited) ::unlink(s.deps.config.daemon.socket.c_str());
   }
 }
 

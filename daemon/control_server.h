@@ -19,6 +19,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 
 #include "common/error.h"
+#include "common/unique_fd.h"
 #include "daemon/auditor.h"
 #include "daemon/config.h"
 #include "daemon/pull.h"
@@ -68,7 +69,9 @@ class ControlServer {
   ~ControlServer();
 
   // Binds the socket (replacing a stale one), mode 0660, group per config; starts accepting.
-  Result<void> Start();
+  // With `listener` (a socket the service manager handed over: digestd.socket), accepts on it
+  // instead, and leaves it in place at Stop() (connections queue there across a restart).
+  Result<void> Start(UniqueFd listener = {});
   // Stops accepting; connections in progress finish their current request.
   void Stop();
   // Connections open now (each is a coroutine and an fd; bounded by kMaxConnections).

@@ -23,10 +23,12 @@
 
 #include "common/fd_budget.h"
 #include "common/log.h"
+#include "common/service_manager.h"
 #include "daemon/auditor.h"
 #include "daemon/config.h"
 #include "daemon/control_server.h"
 #include "daemon/io_uring_check.h"
+#include "daemon/live_restart.h"
 #include "common/unix_socket.h"
 #include "daemon/pull.h"
 #include "daemon/registry_client.h"
@@ -38,30 +40,13 @@
 #include "store/store.h"
 #include "verify/policy_set.h"
 
+#ifndef DIGESTD_BUILD_TAG
+#define DIGESTD_BUILD_TAG "release"  // digestd-next (tests) is built with another tag
+#endif
+
 namespace {
 
 using namespace digestd;
-
-// sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET (absolute or abstract "@...").
-void Notify(const char* state) {
-  const char* path = std::getenv("NOTIFY_SOCKET");
-  if (path == nullptr || path[0] == '\0') return;
-  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  const std::size_t len = std::strlen(path);
-  if (len >= sizeof(addr.sun_path)) {
-    ::close(fd);
-    return;
-  }
-  std::memcpy(addr.sun_path, path, len);
-  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';
-  const auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len);
-  (void)::sendto(fd, state, std::strlen(state), MSG_NOSIGNAL,
-                 reinterpret_cast<const sockaddr*>(&addr), addr_len);
-  ::close(fd);
-}
 
 int Fail(const std::string& what) {
   std::fprintf(stderr, "digestd: %s\n", what.c_str());
@@ -101,7 +86,7 @@ int main(int argc, char** argv) {
     } else if (a == "--config" && i + 1 < argc) {
       config_path = argv[++i];
     } else if (a == "--version") {
-      std::printf("digestd 0.1\n");
+      std::printf("digestd 0.1 (build %s)\n", DIGESTD_BUILD_TAG);
       return 0;
     } else {
       std::fprintf(stderr, "usage: digestd [--config FILE] [--check]\n");
@@ -124,6 +109,9 @@ int main(int argc, char** argv) {
     std::printf("%s: configuration, policy and trust are valid\n", config_path.c_str());
     return 0;
   }
+  // What the service manager handed over (a live mount's session, socket-unit listeners): taken
+  // first, so that no child process ever inherits them.
+  daemon::Inherited inherited = daemon::TakeInherited();
   if (auto r = daemon::CheckIoUring(); !r) return Fail(r.error().ToString());
 
   // Every reader of the mount and client of the sockets costs an fd: take the whole hard limit
@@ -138,14 +126,21 @@ int main(int argc, char** argv) {
   if (auto r = policies.Reload(); !r) return Fail(r.error().ToString());
 
   daemon::HiddenSet hidden;
+  // Images whose admission no longer holds are hidden before the mount serves anything (an
+  // adopted mount serves at once); revalidate() below audits them and drops kernel caches.
+  if (auto r = daemon::Revalidate(**store, policies.Current(), static_cast<std::int64_t>(::time(nullptr)))) {
+    hidden.Replace(r->hidden);
+  }
   // blobs/ under the mount is for root and the first admin group ([daemon] admin_gids) only:
   // raw layer tars and configs would bypass the modes of the files in the layers.
   const gid_t admin_gid = config->daemon.admin_gids.empty() ? 0 : config->daemon.admin_gids.front();
-  auto mount = fusefs::FuseMount::Mount(
-      **store, {.mountpoint = config->daemon.mountpoint.string(),
-                .content_cache_entries = ContentCacheBudget(fd_limit),
-                .blobs_gid = admin_gid,
-                .hidden = [&hidden](const verify::Digest& d) { return hidden.Contains(d); }});
+  auto mount = daemon::MountOrAdopt(
+      **store,
+      {.mountpoint = config->daemon.mountpoint.string(),
+       .content_cache_entries = ContentCacheBudget(fd_limit),
+       .blobs_gid = admin_gid,
+       .hidden = [&hidden](const verify::Digest& d) { return hidden.Contains(d); }},
+      std::move(inherited.session));
   if (!mount) return Fail(mount.error().ToString());
   log->info("fd limit {}: the mount keeps at most {} backing fds open", fd_limit,
             ContentCacheBudget(fd_limit));
@@ -221,6 +216,12 @@ int main(int argc, char** argv) {
     hidden_before = r->hidden;
   };
   revalidate();
+  if ((*mount)->adopted()) {
+    // The kernel kept the predecessor's caches: names of digests denied meanwhile go now.
+    if (auto denied = (*store)->ListDenied()) {
+      for (const auto& d : *denied) (*mount)->Invalidate(d.digest);
+    }
+  }
   auto reload = [&]() -> Result<void> {
     auto r = policies.Reload();
     AuditEvent(auditor, "policy.reload", {{"ok", r.has_value()},
@@ -250,7 +251,7 @@ int main(int argc, char** argv) {
                                                  ? snapshotter_server->accept_failures()
                                                  : 0;
                                     }});
-  if (auto r = server.Start(); !r) return Fail(r.error().ToString());
+  if (auto r = server.Start(std::move(inherited.control)); !r) return Fail(r.error().ToString());
 
   // containerd's remote snapshotter: verified layers only, same peer rules as the control socket
   // (admins only: containerd runs as root).
@@ -284,6 +285,7 @@ int main(int argc, char** argv) {
     auto g = snapshotter::GrpcServer::Start(
         *snapshots,
         {.socket = config->snapshotter.socket,
+         .listener = std::move(inherited.snapshotter),
          .mode = 0660,
          .group = socket_gid,
          .authorize =
@@ -314,19 +316,20 @@ int main(int argc, char** argv) {
           return;
         }
         log->info("signal {}: shutting down", sig);
-        Notify("STOPPING=1");
+        (void)NotifyServiceManager("STOPPING=1");
         if (snapshotter_server) snapshotter_server->Stop();
         server.Stop();
         io.stop();
       };
   signals.async_wait(on_signal);
 
-  log->info("ready: store={} mount={} socket={}", config->store_root.string(),
-            config->daemon.mountpoint.string(), config->daemon.socket.string());
-  Notify("READY=1");
+  log->info("ready: build={} store={} mount={} ({}) socket={}", DIGESTD_BUILD_TAG,
+            config->store_root.string(), config->daemon.mountpoint.string(),
+            (*mount)->adopted() ? "adopted" : "mounted", config->daemon.socket.string());
+  (void)NotifyServiceManager("READY=1");
   io.run();
 
-  if (auto r = (*mount)->Unmount(); !r) log->error("unmount: {}", r.error().ToString());
+  daemon::ReleaseMount(**mount, config->daemon.handover);
   log->info("stopped");
   // Pulls still in flight are coroutine frames owned by `io` that refer to the puller and the
   // registry client; tearing those down in any order risks touching freed objects, and nothing

@@ -753,7 +753,13 @@ FuseMount::~FuseMount() {
 }
 
 void FuseMount::Invalidate(const verify::Digest& digest) {
-  InvalidateNames(*impl_, digest, impl_->ns.ImagesUsing(digest));
+  // Images using it: those with views here, and (for names a predecessor handed out) those the
+  // store records as its parents.
+  auto images = impl_->ns.ImagesUsing(digest);
+  if (auto parents = impl_->store.Parents(digest)) {
+    images.insert(images.end(), parents->begin(), parents->end());
+  }
+  InvalidateNames(*impl_, digest, images);
 }
 
 void InvalidateNames(FuseMount::Impl& s, const verify::Digest& digest,

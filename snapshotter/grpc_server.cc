@@ -1,5 +1,6 @@
 #include "snapshotter/grpc_server.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -168,11 +169,15 @@ struct GrpcServer::Impl {
   UniqueFd listener;
   std::thread acceptor;
   std::atomic<bool> stopping{false};
+  bool inherited = false;  // the listener came from the service manager
 
   AcceptBackoff backoff{Logger("snapshotter"), "snapshotter socket"};
 
   void AcceptLoop() {
     while (!stopping.load()) {
+      // Woken at least every 200 ms to see `stopping` (an inherited listener is never shut down).
+      pollfd p{.fd = listener.Get(), .events = POLLIN, .revents = 0};
+      if (::poll(&p, 1, 200) <= 0) continue;
       // gRPC polls the connection itself: it must be non-blocking.
       const int fd = ::accept4(listener.Get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd < 0) {
@@ -211,10 +216,15 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(Snapshots& snapshots,
                                                       GrpcServerOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->opts = std::move(options);
-  DIGESTD_ASSIGN_OR_RETURN(
-      UniqueFd fd, ListenUnixSocket(impl->opts.socket, impl->opts.mode, impl->opts.group,
-                                    Module::kSnapshotter));
-  impl->listener = std::move(fd);
+  impl->inherited = static_cast<bool>(impl->opts.listener);
+  if (impl->inherited) {
+    impl->listener = std::move(impl->opts.listener);
+  } else {
+    DIGESTD_ASSIGN_OR_RETURN(
+        UniqueFd fd, ListenUnixSocket(impl->opts.socket, impl->opts.mode, impl->opts.group,
+                                      Module::kSnapshotter));
+    impl->listener = std::move(fd);
+  }
   impl->service = std::make_unique<Service>(snapshots, impl->opts.on_refusal);
   grpc::ServerBuilder builder;
   builder.RegisterService(impl->service.get());
@@ -231,10 +241,12 @@ std::uint64_t GrpcServer::accept_failures() const { return impl_->backoff.failur
 
 void GrpcServer::Stop() {
   if (!impl_ || impl_->stopping.exchange(true)) return;
-  ::shutdown(impl_->listener.Get(), SHUT_RDWR);
+  // shutdown() wakes the accept loop; on a socket the service manager shares with us it would
+  // also end the manager's copy, so there the loop is woken by the flag it polls instead.
+  if (!impl_->inherited) ::shutdown(impl_->listener.Get(), SHUT_RDWR);
   if (impl_->acceptor.joinable()) impl_->acceptor.join();
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  ::unlink(impl_->opts.socket.c_str());
+  if (!impl_->inherited) ::unlink(impl_->opts.socket.c_str());
 }
 
 }  // namespace digestd::snapshotter

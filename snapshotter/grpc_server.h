@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+
+#include "common/unique_fd.h"
 #include <functional>
 #include <memory>
 #include <string>
@@ -20,6 +22,10 @@ namespace digestd::snapshotter {
 
 struct GrpcServerOptions {
   std::filesystem::path socket;
+  // A listening socket handed over by the service manager (digestd-snapshotter.socket): used
+  // instead of creating `socket`, and left in place at Stop() (the manager owns it; connections
+  // queue there while digestd restarts).
+  UniqueFd listener;
   mode_t mode = 0660;
   gid_t group = ::getegid();  // owner group of the socket
   // Whether a peer (uid, gid) may use the service.

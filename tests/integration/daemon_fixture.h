@@ -76,7 +76,7 @@ class DaemonTest : public PullTest {
   void Start(ChildProcess& p, const std::string& log_name = "digestd.log") {
     log_ = (dir_.path() / log_name).string();
     std::vector<std::string> argv = daemon_prefix_;
-    for (const std::string& a : {std::string(DIGESTD_BIN), std::string("--config"),
+    for (const std::string& a : {daemon_bin_, std::string("--config"),
                                 (dir_.path() / "digestd.toml").string()}) {
       argv.push_back(a);
     }
@@ -115,6 +115,7 @@ class DaemonTest : public PullTest {
   std::string ctl_, socket_, mnt_, log_;
   std::string extra_config_;  // appended to digestd.toml (set before SetUp)
   std::vector<std::string> daemon_prefix_;  // runs digestd under this command (e.g. fiu-run -x)
+  std::string daemon_bin_ = DIGESTD_BIN;     // the daemon binary (or a link to one)
   ChildProcess daemon_;
 };
 
