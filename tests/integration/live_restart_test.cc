@@ -1,6 +1,7 @@
 // Live restart of the whole daemon (issue #18): digestd runs under digestd-supervise (the same
 // fd-store and socket protocol as systemd's), a reader loops over an image's files through the
-// mount, and the daemon is killed at random moments (SIGKILL: the supervisor restarts it and the
+// mount, a runc container whose rootfs is overlayfs over the mount's layers reads every file of
+// its image in a loop, and the daemon is killed at random moments (SIGKILL: the supervisor restarts it and the
 // kernel resends what the dead process had read), restarted gracefully (SIGHUP: hand-over at a
 // request boundary) and upgraded to a different build (digestd-next). The reader must see no
 // error and no hang; a digest denied before a kill stays unreadable through the adopted mount;
@@ -12,6 +13,8 @@
 
 #include <iostream>
 #include <random>
+
+#include <nlohmann/json.hpp>
 
 #include "integration/daemon_fixture.h"
 #include "testing/mount_reader.h"
@@ -65,6 +68,35 @@ TEST_F(LiveRestartTest, KillsHandoversAndAnUpgradeLoseNoRead) {
                             image + "/lowerdir", top_layer + "/hello.txt"}))
       << Slurp(reader.log());
 
+  // The container: overlayfs over the image's layer views (as containerd's snapshotter stacks
+  // them), run by runc, in a private mount namespace (its mounts go with it). It reads every
+  // file of its image in a loop and records failures and loops in /x (a host directory).
+  const std::string t = (dir_.path() / "ctr").string();
+  const std::string id = "digestd-live-" + std::to_string(::getpid());
+  fs::create_directories(t + "/x");
+  const std::string loop =
+      "cd /; n=0; while [ ! -e /x/stop ]; do "
+      "for f in $(/bin/busybox find / -xdev -type f); do "
+      "/bin/busybox cat $f > /dev/null || echo \"ERR $f\" >> /x/errors; done; "
+      "n=$((n+1)); echo $n > /x/loops; done; echo done > /x/done";
+  std::ofstream(t + "/run.sh")
+      << "set -e; T=" << t << "; mkdir -p $T/u $T/w $T/b/rootfs\n"
+      << "mount -t tmpfs tmpfs $T/u && mkdir $T/u/u $T/u/w\n"
+      << "mount -t overlay overlay -o lowerdir=" << lower << ",upperdir=$T/u/u,workdir=$T/u/w $T/b/rootfs\n"
+      << "cd $T/b && runc spec\n"
+      << "jq --arg x $T/x '.process.args=[\"/bin/busybox\",\"sh\",\"-c\"," << nlohmann::json(loop).dump()
+      << "] | .process.terminal=false | .mounts += [{\"destination\":\"/x\",\"type\":\"bind\","
+         "\"source\":$x,\"options\":[\"rbind\",\"rw\"]}]' config.json > c.json && mv c.json config.json\n"
+      << "exec runc --root $T/runc run --bundle $T/b " << id << " </dev/null\n";
+  testing::ChildProcess container;
+  ASSERT_TRUE(container.Start({"unshare", "-m", "--propagation", "private", "sh", t + "/run.sh"},
+                              t + "/run.log"));
+  for (int i = 0; i < 1000 && !fs::exists(t + "/x/loops"); ++i) {
+    ASSERT_TRUE(container.Running()) << Slurp(t + "/run.log");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(fs::exists(t + "/x/loops")) << Slurp(t + "/run.log");
+
   std::mt19937 rng(20261207);
   std::size_t readies = 1;
   for (int round = 0; round < 20; ++round) {
@@ -97,6 +129,19 @@ TEST_F(LiveRestartTest, KillsHandoversAndAnUpgradeLoseNoRead) {
     std::cout << outcome.log.substr(outcome.log.rfind("reader loops")) << std::flush;
   }
   EXPECT_EQ(Count("(mounted)"), 1u) << "every restart after the first adopts the mount";
+  // The container: done, every file read in every loop.
+  std::ofstream(t + "/x/stop") << "stop";
+  for (int i = 0; i < 1500 && !fs::exists(t + "/x/done"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!fs::exists(t + "/x/done")) {
+    ADD_FAILURE() << "the container's reader hung: aborting the FUSE connection";
+    digestd::testing::AbortFuseConnection(mnt_);
+  }
+  container.Wait();
+  EXPECT_FALSE(fs::exists(t + "/x/errors")) << Slurp(t + "/x/errors");
+  std::cout << "container loops=" << Slurp(t + "/x/loops") << std::flush;
+  EXPECT_GT(std::atoi(Slurp(t + "/x/loops").c_str()), 20);
 
   // A deny of the image's top layer made just before a crash holds through the adopted mount:
   // the layer and every image using it are unreadable, whatever the kernel had cached.
