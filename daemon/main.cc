@@ -109,6 +109,7 @@ int main(int argc, char** argv) {
     std::printf("%s: configuration, policy and trust are valid\n", config_path.c_str());
     return 0;
   }
+  log->info("starting: build={} pid={}", DIGESTD_BUILD_TAG, ::getpid());
   // What the service manager handed over (a live mount's session, socket-unit listeners): taken
   // first, so that no child process ever inherits them.
   daemon::Inherited inherited = daemon::TakeInherited();

@@ -80,12 +80,17 @@ void SessionState::Rehash() {
   Recount();
 }
 SessionState::SessionState(SessionState&& o) noexcept
-    : fd_(std::move(o.fd_)), map_(std::exchange(o.map_, nullptr)) {}
+    : fd_(std::move(o.fd_)),
+      map_(std::exchange(o.map_, nullptr)),
+      used_(o.used_),
+      tombstones_(o.tombstones_) {}
 SessionState& SessionState::operator=(SessionState&& o) noexcept {
   if (this != &o) {
     if (map_) ::munmap(map_, sizeof(Layout));
     fd_ = std::move(o.fd_);
     map_ = std::exchange(o.map_, nullptr);
+    used_ = o.used_;
+    tombstones_ = o.tombstones_;
   }
   return *this;
 }

@@ -13,6 +13,17 @@ out=$(systemd-analyze verify "$T/digestd.service" 2>&1) || { echo "$out"; exit 1
 if echo "$out" | grep -v "Failed to .*bus\|No such file or directory.*proc\|Cannot determine" | grep -qi "digestd.service"; then
   echo "systemd-analyze complained about the unit:"; echo "$out"; exit 1
 fi
+for sock in digestd.socket digestd-snapshotter.socket; do
+  cp "$SRC/systemd/$sock" "$T/$sock"
+  out=$(systemd-analyze verify "$T/$sock" "$T/digestd.service" 2>&1) || { echo "$out"; exit 1; }
+  if echo "$out" | grep -v "Failed to .*bus\|No such file or directory.*proc\|Cannot determine" | grep -qi "$sock"; then
+    echo "systemd-analyze complained about $sock:"; echo "$out"; exit 1
+  fi
+done
+# Live restart needs the fd store, and the socket units' names must be the ones digestd takes.
+grep -q '^FileDescriptorStoreMax=[1-9]' "$SRC/systemd/digestd.service" || { echo "no fd store in the unit"; exit 1; }
+grep -q '^FileDescriptorName=control$' "$SRC/systemd/digestd.socket" || { echo "digestd.socket: name"; exit 1; }
+grep -q '^FileDescriptorName=snapshotter$' "$SRC/systemd/digestd-snapshotter.socket" || { echo "snapshotter socket: name"; exit 1; }
 echo "systemd-analyze verify: ok"
 # Every reader of the mount costs digestd an fd: the unit must not leave it at systemd's 1024.
 nofile=$(sed -n 's/^LimitNOFILE=//p' "$SRC/systemd/digestd.service")
@@ -32,7 +43,9 @@ grep -q "sockt" "$T/bad.err" || { cat "$T/bad.err"; exit 1; }
 
 # 3. cmake --install into a staging root.
 DESTDIR="$T/root" cmake --install "$BUILD" --prefix /usr/local > /dev/null
-for f in usr/local/bin/digestd usr/local/bin/digestctl usr/local/lib/systemd/system/digestd.service \
+for f in usr/local/bin/digestd usr/local/bin/digestctl usr/local/bin/digestd-supervise \
+         usr/local/lib/systemd/system/digestd.service usr/local/lib/systemd/system/digestd.socket \
+         usr/local/lib/systemd/system/digestd-snapshotter.socket \
          usr/local/lib/tmpfiles.d/digestd.conf usr/local/share/digestd/examples/digestd.toml.sample \
          usr/local/share/doc/digestd/operations.md usr/local/share/doc/digestd/api.md; do
   [ -e "$T/root/$f" ] || { echo "not installed: $f"; exit 1; }
