@@ -71,7 +71,7 @@ TEST_F(DaemonCrashTest, SurvivesRandomSigkillsDuringConcurrentPullsWithReaders) 
   const std::uint64_t kills = EnvOr("DIGESTD_DAEMON_KILLS", 200);
   std::mt19937_64 rng(seed);
   std::set<int> present;
-  std::uint64_t completed = 0, cut = 0, checks = 0, fscks = 0;
+  std::uint64_t completed = 0, cut = 0, checks = 0, fscks = 0, stuck = 0;
   const std::string busybox_sum = Shell("sha256sum /bin/busybox | cut -c1-64").output;
   for (std::uint64_t k = 0; k < kills; ++k) {
     SCOPED_TRACE("seed=" + std::to_string(seed) + " kill=" + std::to_string(k));
@@ -91,8 +91,10 @@ TEST_F(DaemonCrashTest, SurvivesRandomSigkillsDuringConcurrentPullsWithReaders) 
                   "while :; do cat " + mnt_ + "/images/sha256/*/rootfs/id >/dev/null 2>&1; done"},
                  (dir_.path() / "reader.log").string());
     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 400000));
-    ASSERT_EQ(::kill(daemon_.pid(), SIGKILL), 0);
-    (void)daemon_.Wait();
+    // A kill that lands while the daemon's io thread waits in a kernel notification for a
+    // directory lock a reader's lookup holds leaves it unable to exit (its workers, which would
+    // answer the lookup, are gone): counted, and ended by aborting the connection.
+    if (StopBounded(daemon_, SIGKILL)) ++stuck;
     for (std::size_t p = 0; p < pulls.size(); ++p) {
       const int status = pulls[p]->Wait();
       const auto out = Slurp((dir_.path() / ("pull" + std::to_string(p) + ".log")).string());
@@ -131,7 +133,7 @@ TEST_F(DaemonCrashTest, SurvivesRandomSigkillsDuringConcurrentPullsWithReaders) 
       present.erase(victim);
     }
     if ((k + 1) % 50 == 0) {
-      daemon_.Stop();
+      if (StopBounded(daemon_)) ++stuck;
       (void)::umount2(mnt_.c_str(), MNT_DETACH);
       auto fsck = Shell("timeout -s KILL 300 " + ctl_ + " fsck --root " +
                         (dir_.path() / "store").string() + " 2>&1");
@@ -142,10 +144,14 @@ TEST_F(DaemonCrashTest, SurvivesRandomSigkillsDuringConcurrentPullsWithReaders) 
     }
   }
   std::printf("daemon crash test: %llu kills, %llu pulls completed, %llu cut, %llu image checks "
-              "through the mount, %llu offline fscks clean\n",
+              "through the mount, %llu offline fscks clean, %llu kills needed the connection "
+              "aborted\n",
               static_cast<unsigned long long>(kills), static_cast<unsigned long long>(completed),
               static_cast<unsigned long long>(cut), static_cast<unsigned long long>(checks),
-              static_cast<unsigned long long>(fscks));
+              static_cast<unsigned long long>(fscks), static_cast<unsigned long long>(stuck));
+  // A kernel notification racing a reader's lookup at the moment of the kill (see StopBounded):
+  // rare; a regression that makes it common fails here. docs/operations.md, "Troubleshooting".
+  EXPECT_LE(stuck, kills / 20);
   // The kills must land in pulls, and pulls must also finish (loose bounds: a slower machine
   // completes fewer pulls in the same kill window; here 373 completed and 227 cut of 600).
   EXPECT_GT(completed, kills / 5);

@@ -53,7 +53,7 @@ class DaemonTest : public PullTest {
     Start(daemon_);
   }
   void TearDown() override {
-    daemon_.Stop();
+    StopBounded(daemon_);
     if (!mnt_.empty()) (void)::umount2(mnt_.c_str(), MNT_DETACH);
     AfterStop();
   }
@@ -71,6 +71,21 @@ class DaemonTest : public PullTest {
         << "[timeouts]\nconnect_ms = 2000\nfirst_byte_ms = 3000\nstall_ms = 3000\n"
         << "[[registry]]\nhost = \"" << registry_->host() << "\"\ninsecure = true\n"
         << extra_config_;
+  }
+  // Stops `p` (SIGTERM, then SIGKILL) without ever hanging: a process killed while one of its
+  // threads waits in the kernel for a FUSE request its own dead workers would have answered (a
+  // kernel notification blocked on a directory lock held by a reader's lookup) cannot exit until
+  // the mount's FUSE connection is aborted. Returns whether that was needed.
+  bool StopBounded(ChildProcess& p, int signal = SIGTERM) {
+    if (p.pid() <= 0) return false;
+    ::kill(p.pid(), signal);
+    for (int i = 0; i < 250 && p.Running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (p.Running()) ::kill(p.pid(), SIGKILL);
+    for (int i = 0; i < 500 && p.Running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const bool stuck = p.Running();
+    if (stuck) digestd::testing::AbortFuseConnection(mnt_);
+    p.Wait();
+    return stuck;
   }
   // Starts digestd and waits until it answers on its socket.
   void Start(ChildProcess& p, const std::string& log_name = "digestd.log") {
