@@ -71,7 +71,8 @@ Result<void> NotifyServiceManager(std::string_view state, std::span<const int> f
 Result<void> StoreFd(std::string_view name, int fd) {
   if (!ValidName(name)) return SmError(Errc::kInvalidArgument, "bad fd name " + Quote(name));
   const int fds[] = {fd};
-  return NotifyServiceManager("FDSTORE=1\nFDNAME=" + std::string(name), fds);
+  // FDPOLL=0: systemd would otherwise drop a stored fd on POLLERR/POLLHUP (from 246 on).
+  return NotifyServiceManager("FDSTORE=1\nFDPOLL=0\nFDNAME=" + std::string(name), fds);
 }
 
 Result<void> RemoveStoredFds(std::string_view name) {

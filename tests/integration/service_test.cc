@@ -425,7 +425,7 @@ TEST_F(DaemonTest, TellsSystemdWhenReady) {
     ASSERT_GT(n, 0) << Slurp(log_);
     messages.emplace_back(buf, static_cast<std::size_t>(n));
   }
-  EXPECT_EQ(messages, (std::vector<std::string>{"FDSTORE=1\nFDNAME=fuse", "FDSTORE=1\nFDNAME=fuse-state",
+  EXPECT_EQ(messages, (std::vector<std::string>{"FDSTORE=1\nFDPOLL=0\nFDNAME=fuse", "FDSTORE=1\nFDPOLL=0\nFDNAME=fuse-state",
                                                 "READY=1"}));
   // By then the mount and the socket were up.
   EXPECT_EQ(Ctl("health").status, 0);

@@ -24,6 +24,13 @@ done
 grep -q '^FileDescriptorStoreMax=[1-9]' "$SRC/systemd/digestd.service" || { echo "no fd store in the unit"; exit 1; }
 grep -q '^FileDescriptorName=control$' "$SRC/systemd/digestd.socket" || { echo "digestd.socket: name"; exit 1; }
 grep -q '^FileDescriptorName=snapshotter$' "$SRC/systemd/digestd-snapshotter.socket" || { echo "snapshotter socket: name"; exit 1; }
+# No private mount namespace (the mount must be the host's, and the next process must find it),
+# no RestrictSUIDSGID (systemd fails openat2 with ENOSYS under it).
+for opt in ProtectSystem ProtectHome PrivateTmp ReadWritePaths ReadOnlyPaths InaccessiblePaths \
+           ProtectKernelModules ProtectControlGroups ProtectKernelLogs BindPaths TemporaryFileSystem \
+           RestrictSUIDSGID; do
+  if grep -q "^$opt=" "$SRC/systemd/digestd.service"; then echo "digestd.service must not set $opt="; exit 1; fi
+done
 echo "systemd-analyze verify: ok"
 # Every reader of the mount costs digestd an fd: the unit must not leave it at systemd's 1024.
 nofile=$(sed -n 's/^LimitNOFILE=//p' "$SRC/systemd/digestd.service")
