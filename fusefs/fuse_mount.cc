@@ -106,12 +106,8 @@ struct FuseMount::Impl {
   std::atomic<bool> passthrough_warned{false};
   // The kernel allows one backing file per FUSE inode at a time (a second, different one is
   // EBUSY, seen by the opener as EIO: a program exec'ing itself, or two containers on a layer).
-  // Concurrent opens of an inode share its backing id; the last release closes it.
-  struct Backing {
-    int id = 0;
-    int opens = 0;
-  };
-  // The table lives in the session state (shared with a successor): backing_mu serializes it.
+  // Concurrent opens of an inode share its backing id; the last release closes it. The table
+  // lives in the session state (shared with a successor): backing_mu serializes it.
   std::mutex backing_mu;
   std::shared_ptr<spdlog::logger> log = Logger("fusefs");
 
@@ -712,10 +708,10 @@ Error FuseError(Errc code, std::string context) {
   return MakeError(Module::kFuse, code, std::move(context));
 }
 
-// Whether `path` is currently a mount point, per /proc/self/mountinfo (field 5).
-bool IsMountPoint(const std::string& path) {
+// The file system type of the topmost mount at `path` ("fuse.digestd" for ours), or "".
+std::string MountType(const std::string& path) {
   std::ifstream in("/proc/self/mountinfo");
-  std::string line;
+  std::string line, type;
   while (std::getline(in, line)) {
     std::size_t pos = 0;
     for (int field = 0; field < 4 && pos != std::string::npos; ++field) {
@@ -724,10 +720,21 @@ bool IsMountPoint(const std::string& path) {
     }
     if (pos == std::string::npos) continue;
     const auto end = line.find(' ', pos);
-    if (line.compare(pos, end - pos, path) == 0 && end - pos == path.size()) return true;
+    if (end == std::string::npos || line.compare(pos, end - pos, path) != 0 ||
+        end - pos != path.size()) {
+      continue;
+    }
+    const auto dash = line.find(" - ", end);
+    if (dash == std::string::npos) continue;
+    const auto type_end = line.find(' ', dash + 3);
+    type = line.substr(dash + 3, type_end == std::string::npos ? std::string::npos
+                                                                 : type_end - dash - 3);
   }
-  return false;
+  return type;
 }
+
+// Whether `path` is currently a mount point.
+bool IsMountPoint(const std::string& path) { return !MountType(path).empty(); }
 
 }  // namespace
 
@@ -818,31 +825,6 @@ const FuseStats& FuseMount::stats() const { return impl_->stats; }
 const MountOptions& FuseMount::options() const { return impl_->opts; }
 
 namespace {
-
-// The file system type of the topmost mount at `path` ("fuse.digestd" for ours), or "".
-std::string MountType(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line, type;
-  while (std::getline(in, line)) {
-    std::size_t pos = 0;
-    for (int field = 0; field < 4 && pos != std::string::npos; ++field) {
-      pos = line.find(' ', pos);
-      if (pos != std::string::npos) ++pos;
-    }
-    if (pos == std::string::npos) continue;
-    const auto end = line.find(' ', pos);
-    if (end == std::string::npos || line.compare(pos, end - pos, path) != 0 ||
-        end - pos != path.size()) {
-      continue;
-    }
-    const auto dash = line.find(" - ", end);
-    if (dash == std::string::npos) continue;
-    const auto type_end = line.find(' ', dash + 3);
-    type = line.substr(dash + 3, type_end == std::string::npos ? std::string::npos
-                                                                 : type_end - dash - 3);
-  }
-  return type;
-}
 
 struct fuse_session* NewSession(FuseMount::Impl& impl, bool debug) {
   std::vector<std::string> argv = {

@@ -145,22 +145,30 @@ std::string SessionState::mountpoint() const {
   return std::string(map_->mountpoint, ::strnlen(map_->mountpoint, sizeof(map_->mountpoint)));
 }
 
-Result<void> SessionState::SetInit(std::span<const std::byte> request) {
-  if (request.size() > kMaxMessage) return StateError(Errc::kTooLarge, "INIT request too large");
-  map_->init_len = 0;
-  std::memcpy(map_->init, request.data(), request.size());
+namespace {
+
+// Writes one saved message: its length is cleared first and published last, so a reader of a
+// state whose writer was killed half way sees the old length 0, never a torn message.
+Result<void> SetMessage(std::byte* dst, std::uint32_t& len, std::span<const std::byte> src,
+                        std::string_view what) {
+  if (src.size() > SessionState::kMaxMessage) {
+    return StateError(Errc::kTooLarge, std::string(what) + " too large");
+  }
+  len = 0;
+  std::memcpy(dst, src.data(), src.size());
   std::atomic_thread_fence(std::memory_order_release);
-  map_->init_len = static_cast<std::uint32_t>(request.size());
+  len = static_cast<std::uint32_t>(src.size());
   return {};
 }
 
+}  // namespace
+
+Result<void> SessionState::SetInit(std::span<const std::byte> request) {
+  return SetMessage(map_->init, map_->init_len, request, "INIT request");
+}
+
 Result<void> SessionState::SetInitReply(std::span<const std::byte> reply) {
-  if (reply.size() > kMaxMessage) return StateError(Errc::kTooLarge, "INIT reply too large");
-  map_->reply_len = 0;
-  std::memcpy(map_->reply, reply.data(), reply.size());
-  std::atomic_thread_fence(std::memory_order_release);
-  map_->reply_len = static_cast<std::uint32_t>(reply.size());
-  return {};
+  return SetMessage(map_->reply, map_->reply_len, reply, "INIT reply");
 }
 
 std::span<const std::byte> SessionState::init() const {

@@ -377,6 +377,10 @@ Result<void> ImageTxn::Commit(const ImageCommit& commit) {
     // The write may have reached the WAL (an I/O error after it): the files it names stay, and
     // the next start removes those that have no record after all.
     if (r.error().code() == Errc::kIo) {
+      // Trees too: their file objects stay (a tree discarded here would take the file objects
+      // its records, replayed from the WAL, still name: an image whole in the index whose files
+      // are gone). Unreferenced ones are swept like any orphan.
+      for (auto* st : added) MarkTreeCommitted(impl_, *st);
       std::lock_guard lock(impl_.mu);
       for (const auto& d : staged_) {
         if (auto it = impl_.staged.find(d); it != impl_.staged.end()) it->second.keep = true;
