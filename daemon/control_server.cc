@@ -219,16 +219,11 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
     deps.auditor->Refusal(static_cast<std::int64_t>(peer.uid), type, fields);
   }
 
-  // After a committed pull: re-evaluation (a pull can change what other images share), and the
-  // kernel forgets negative entries for the new digests (a name looked up before the pull, or
-  // between a wipe and a re-pull, would otherwise answer ENOENT until its timeout).
-  void AfterPull(const PullResult& r) {
+  // After a committed pull: re-evaluation (a pull can change what other images share). The
+  // kernel holds no negative entry for the new digests: the mount never lets it cache one for a
+  // name that can appear.
+  void AfterPull() {
     if (deps.revalidate) deps.revalidate();
-    if (!deps.mount) return;
-    deps.mount->Invalidate(r.manifest);
-    if (r.image_manifest != r.manifest) deps.mount->Invalidate(r.image_manifest);
-    deps.mount->Invalidate(r.config);
-    for (const auto& l : r.layers) deps.mount->Invalidate(l);
   }
 
   json PullResultJson(const PullResult& r) const {
@@ -717,8 +712,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       auto digest = verify::Digest::Parse(path.substr(9));
       if (!digest) co_return FromError(digest.error());
       if (auto r = deps.store.Undeny(*digest); !r) co_return FromError(r.error());
-      if (deps.mount) deps.mount->Invalidate(*digest);  // negative entries the kernel may hold
-      if (deps.revalidate) deps.revalidate();           // its layers come back
+      if (deps.revalidate) deps.revalidate();  // its layers come back (the mount caches no withheld name)
       Audit("deny.removed", peer, {{"digest", digest->ToString()}});
       co_return JsonReply(http::status::ok, json{{"allowed", digest->ToString()}});
     }
@@ -953,7 +947,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
       }
       ++pulls_ok;
       pull_bytes += r->bytes_fetched;
-      AfterPull(*r);
+      AfterPull();
       co_return JsonReply(http::status::ok, PullResultJson(*r));
     }
 
@@ -982,7 +976,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
           if (r) {
             ++self->pulls_ok;
             self->pull_bytes += r->bytes_fetched;
-            self->AfterPull(*r);
+            self->AfterPull();
             last = self->PullResultJson(*r);
             last["type"] = "result";
           } else {

@@ -208,11 +208,10 @@ int main(int argc, char** argv) {
     log->info("re-evaluated cached images: {} withdrawn, {} digests hidden", r->withdrawn.size(),
               r->hidden.size());
     hidden.Replace(r->hidden);
-    // Newly hidden and newly visible digests alike: the kernel may hold positive or negative
-    // entries for either.
-    for (const auto& d : r->hidden) (*mount)->Invalidate(d);
-    for (const auto& d : hidden_before) {
-      if (!r->hidden.count(d)) (*mount)->Invalidate(d);
+    // Newly hidden digests: the kernel may hold their attributes. (Newly visible ones need
+    // nothing: the mount never lets the kernel cache a withheld name.)
+    for (const auto& d : r->hidden) {
+      if (!hidden_before.count(d)) (*mount)->Invalidate(d);
     }
     hidden_before = r->hidden;
   };

@@ -258,12 +258,18 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   auto& s = Self(req);
   OpTimer timer(s.stats);
   s.stats.lookups.fetch_add(1, std::memory_order_relaxed);
+  if (s.opts.before_lookup) s.opts.before_lookup(name);
   auto a = s.ns.Lookup(parent, name);
   const double timeout = s.Timeout(parent);
   if (!a) {
     const int err = s.Errno(a.error());
-    if (err == ENOENT) {
-      // Negative entries are cached like positive ones: never for the top directories.
+    if (err == ENOENT && a.error().code() == Errc::kNotFound && !s.ns.IsDynamic(parent) &&
+        s.ns.GetAttr(parent)) {
+      // Trees never change: the kernel keeps a name absent from a tree it can see like a
+      // present one. Names missing from the top directories (an image not pulled yet), names
+      // withheld by a deny and lookups in a tree that is gone (wiped, to be pulled again) are
+      // not cached at all, so neither a pull nor a lifted deny has to take a negative entry
+      // back (see InvalidateInodes).
       fuse_entry_param e{};
       e.entry_timeout = timeout;
       fuse_reply_entry(req, &e);
@@ -738,8 +744,8 @@ bool IsMountPoint(const std::string& path) { return !MountType(path).empty(); }
 
 }  // namespace
 
-void InvalidateNames(FuseMount::Impl& s, const verify::Digest& digest,
-                     const std::vector<verify::Digest>& images);
+void InvalidateInodes(FuseMount::Impl& s, const std::vector<DroppedRange>& ranges,
+                      const std::vector<verify::Digest>& digests);
 
 Result<bool> ClearStaleMount(const std::string& mountpoint) {
   // statfs always reaches the filesystem's daemon; stat may be answered from the attr cache.
@@ -760,63 +766,73 @@ FuseMount::~FuseMount() {
 }
 
 void FuseMount::Invalidate(const verify::Digest& digest) {
-  // Images using it: those with views here, and (for names a predecessor handed out) those the
-  // store records as its parents.
-  auto images = impl_->ns.ImagesUsing(digest);
-  if (auto parents = impl_->store.Parents(digest)) {
+  auto& s = *impl_;
+  // Its views here, and those of every image using it (built here, or, for numbers a
+  // predecessor handed out, recorded in the store as its parents).
+  auto ranges = s.ns.Ranges(digest);
+  auto images = s.ns.ImagesUsing(digest);
+  if (auto parents = s.store.Parents(digest)) {
     images.insert(images.end(), parents->begin(), parents->end());
   }
-  InvalidateNames(*impl_, digest, images);
+  std::sort(images.begin(), images.end());
+  images.erase(std::unique(images.begin(), images.end()), images.end());
+  for (const auto& image : images) {
+    if (image == digest) continue;
+    const auto more = s.ns.Ranges(image);
+    ranges.insert(ranges.end(), more.begin(), more.end());
+  }
+  images.push_back(digest);
+  InvalidateInodes(s, ranges, images);
 }
 
-void InvalidateNames(FuseMount::Impl& s, const verify::Digest& digest,
-                     const std::vector<verify::Digest>& images) {
+// The kernel forgets the attributes (and, where reads are not admitted at open, the cached
+// pages) of every inode it may hold in `ranges` and in the recorded ranges of `digests`: a walk
+// over a cached name then asks for the attributes, and is answered ENOENT for what is gone.
+//
+// Only FUSE_NOTIFY_INVAL_INODE without pages: it takes no lock a reader can hold. An entry
+// invalidation (FUSE_NOTIFY_INVAL_ENTRY, FUSE_NOTIFY_DELETE) takes the parent directory's lock,
+// which a reader's lookup holds while it waits for this daemon's answer; killed at that moment,
+// the daemon could never exit (its thread uninterruptible in the kernel) and so no successor
+// could start to answer the lookup. Page invalidation waits on pages whose reads are in flight,
+// the same cycle; it is only needed without opens (no_open), where reads are the admissions.
+void InvalidateInodes(FuseMount::Impl& s, const std::vector<DroppedRange>& ranges,
+                      const std::vector<verify::Digest>& digests) {
   if (s.se == nullptr || !s.mounted || s.detached) return;
-  auto drop = [&](Ino parent, std::string_view name) {
-    // ENOENT (nothing cached) is the common case and fine.
-    (void)fuse_lowlevel_notify_inval_entry(s.se, parent, name.data(), name.size());
-  };
-  const std::string hex(digest.hex());
-  drop(Namespace::kBlobsDirIno, hex);
-  drop(Namespace::kLayersDirIno, hex);
-  drop(Namespace::kImagesDirIno, hex);
-  for (const auto& image : images) {
-    const std::string image_hex(image.hex());
-    drop(Namespace::kImagesDirIno, image_hex);
+  const off_t off = s.no_open.load(std::memory_order_relaxed) ? 0 : -1;
+  auto inval = [&](Ino ino) { (void)fuse_lowlevel_notify_inval_inode(s.se, ino, off, 0); };
+  for (const auto& r : ranges) {
+    for (std::uint64_t i = 0; i < r.count; ++i) {
+      if (s.ns.LookupCount(r.first + i) > 0) inval(r.first + i);
+    }
   }
-  // Cached listings of the top directories go too.
+  if (s.adopted) {
+    // The kernel may hold numbers a predecessor handed out, whose lookups this process never
+    // counted: every number of the recorded ranges goes.
+    for (const auto& d : digests) {
+      auto recorded = s.store.InodeRangesOf(d);
+      if (!recorded) continue;
+      for (const auto& r : *recorded) {
+        for (std::uint64_t i = 0; i < std::min<std::uint64_t>(r.count, 1u << 22); ++i) {
+          inval(r.first + i);
+        }
+      }
+    }
+  }
+  // Cached listings of the top directories go with their attributes (auto_inval_data: the
+  // kernel drops a listing whose directory's mtime changed).
   for (Ino dir : {Namespace::kBlobsDirIno, Namespace::kLayersDirIno, Namespace::kImagesDirIno}) {
-    (void)fuse_lowlevel_notify_inval_inode(s.se, dir, 0, 0);
+    (void)fuse_lowlevel_notify_inval_inode(s.se, dir, -1, 0);
   }
 }
 
 void FuseMount::Removed(const verify::Digest& digest) {
   auto& s = *impl_;
-  const auto images = s.ns.ImagesUsing(digest);
+  auto images = s.ns.ImagesUsing(digest);
   const auto ranges = s.ns.Drop(digest);
   for (const auto& r : ranges) s.cache.EraseRange(r.first, r.count);
   if (!ranges.empty()) s.stats.views_dropped.fetch_add(ranges.size(), std::memory_order_relaxed);
-  // The names (layers/<L>, images/<m> of every image that used it, blobs/<d>) go from the
-  // kernel's dentry cache with their subtrees; inodes the kernel knows drop their cached pages.
-  InvalidateNames(s, digest, images);
-  if (s.se == nullptr || !s.mounted || s.detached) return;
-  for (const auto& r : ranges) {
-    for (std::uint64_t i = 0; i < r.count; ++i) {
-      const Ino ino = r.first + i;
-      if (s.ns.LookupCount(ino) > 0) (void)fuse_lowlevel_notify_inval_inode(s.se, ino, 0, 0);
-    }
-  }
-  if (s.adopted) {
-    // The kernel may hold numbers a predecessor handed out, whose lookups this process never
-    // counted: every number of the object's recorded ranges goes.
-    auto recorded = s.store.InodeRangesOf(digest);
-    if (!recorded) return;
-    for (const auto& r : *recorded) {
-      for (std::uint64_t i = 0; i < std::min<std::uint64_t>(r.count, 1u << 22); ++i) {
-        (void)fuse_lowlevel_notify_inval_inode(s.se, r.first + i, 0, 0);
-      }
-    }
-  }
+  images.push_back(digest);
+  InvalidateInodes(s, ranges, images);
 }
 
 Namespace& FuseMount::ns() { return impl_->ns; }

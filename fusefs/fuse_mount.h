@@ -48,6 +48,8 @@ struct MountOptions {
   // daemon's admin group) may read them. Layer trees and rootfs views keep the image's modes.
   std::uint32_t blobs_gid = 0;
   std::function<bool(const verify::Digest&)> hidden;  // see NamespaceOptions::hidden
+  // Test seam: runs in the worker thread before each lookup is answered (null in production).
+  std::function<void(std::string_view name)> before_lookup;
 };
 
 // Counters for metrics; read with relaxed ordering.
@@ -125,13 +127,16 @@ class FuseMount {
   bool adopted() const;
   bool resend_supported() const;
 
-  // Drops the kernel's cached entries for `digest` (blob, layer, image, and every image using
-  // it) so that a denied digest is gone from the mount at once, not after the entry timeout.
+  // `digest` was denied or withdrawn: the kernel forgets the attributes of every inode it may
+  // hold for it (blob, layer, image, and every image using it), so the next walk over a cached
+  // name asks this mount, is answered ENOENT, and the digest is gone at once, not after the
+  // entry timeout. Opens are refused by the mount itself. Never waits on a reader: see
+  // InvalidateInodes in fuse_mount.cc (no entry invalidation; it can wedge a killed daemon).
   void Invalidate(const verify::Digest& digest);
 
   // `digest` (a blob, a layer's tree, or both) was removed from the store (wipe, GC, quota,
   // repair): drops every view built on it (its layer view and the image views using it), closes
-  // the cached backing fds of their inodes, and invalidates the kernel's entries, so nothing
+  // the cached backing fds of their inodes, and invalidates the kernel's inodes, so nothing
   // serves a removed or overwritten object, and a later pull of the same digest gets fresh views.
   // Call it after the store's removal returns (never under a store lock: the kernel may wait on
   // a request that needs one).

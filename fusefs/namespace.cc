@@ -18,6 +18,12 @@ using store::EntryType;
 using store::TreeEntry;
 using verify::Digest;
 
+// What a deny or withdrawal hides: ENOENT to the caller, but not an absence the kernel may cache
+// (the name comes back when the deny is lifted).
+Error Withheld(std::string context) {
+  return MakeError(Module::kFuse, Errc::kPermission, std::move(context), ENOENT);
+}
+
 Error Fail(int err, std::string context) {
   Errc code = Errc::kIo;
   if (err == ENOENT) code = Errc::kNotFound;
@@ -424,7 +430,7 @@ Result<std::string> Namespace::LowerdirText(const Digest& manifest) {
 }
 
 Result<Attr> Namespace::SyntheticAttr(Ino ino, const Synthetic& s) {
-  if (Gone(s.digest)) return Fail(ENOENT, s.digest.ToString() + " is denied");
+  if (Gone(s.digest)) return Withheld(s.digest.ToString() + " is denied");
   switch (s.kind) {
     case kBlobFile: {
       auto info = store_.Stat(s.digest);
@@ -466,7 +472,7 @@ Result<Attr> Namespace::GetAttr(Ino ino) {
     return a;
   }
   if (f.synthetic) return SyntheticAttr(ino, *f.synthetic);
-  if (Denied(*f.view)) return Fail(ENOENT, "denied");
+  if (Denied(*f.view)) return Withheld("denied");
   return NodeAttr(*f.view, f.node);
 }
 
@@ -482,7 +488,7 @@ Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
     }
     auto digest = Digest::FromParts(verify::DigestAlgorithm::kSha256, name);
     if (!digest) return Fail(ENOENT, "not a digest: " + Quote(name));
-    if (Gone(*digest)) return Fail(ENOENT, digest->ToString() + " is denied");
+    if (Gone(*digest)) return Withheld(digest->ToString() + " is denied");
     if (parent == kBlobsAlgIno) {
       if (!store_.Contains(*digest)) return Fail(ENOENT, digest->ToString() + " not in the store");
       DIGESTD_ASSIGN_OR_RETURN(auto ino, SyntheticIno(kBlobFile, *digest));
@@ -498,7 +504,7 @@ Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
     // images/sha256/<hex>: an image manifest whose layers all have trees.
     DIGESTD_ASSIGN_OR_RETURN(auto layers, ImageLayers(*digest));
     for (const auto& l : layers) {
-      if (Gone(l)) return Fail(ENOENT, "image uses denied layer " + l.ToString());
+      if (Gone(l)) return Withheld("image uses denied layer " + l.ToString());
       auto info = store_.GetTreeInfo(l);
       if (!info || !*info) return Fail(ENOENT, "layer " + l.ToString() + " is not unpacked");
     }
@@ -507,10 +513,10 @@ Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
   }
   if (f.synthetic) {
     if (f.synthetic->kind != kImageDir) return Fail(ENOTDIR, "not a directory");
-    if (Gone(f.synthetic->digest)) return Fail(ENOENT, "denied");
+    if (Gone(f.synthetic->digest)) return Withheld("denied");
     if (name == "rootfs") {
       DIGESTD_ASSIGN_OR_RETURN(auto view, ImageView(f.synthetic->digest));
-      if (Denied(*view)) return Fail(ENOENT, "denied");
+      if (Denied(*view)) return Withheld("denied");
       return NodeAttr(*view, 0);
     }
     if (name == "lowerdir") {
@@ -520,7 +526,7 @@ Result<Attr> Namespace::Lookup(Ino parent, std::string_view name) {
     return Fail(ENOENT, "no " + Quote(name));
   }
   const TreeView& v = *f.view;
-  if (Denied(v)) return Fail(ENOENT, "denied");
+  if (Denied(v)) return Withheld("denied");
   const Node& n = v.nodes[f.node];
   if (n.entry->type != EntryType::kDirectory) return Fail(ENOTDIR, "not a directory");
   auto it = std::lower_bound(n.children.begin(), n.children.end(), name,
@@ -589,7 +595,7 @@ Result<std::vector<DirEntry>> Namespace::ReadDir(Ino ino) {
     return out;
   }
   const TreeView& v = *f.view;
-  if (Denied(v)) return Fail(ENOENT, "denied");
+  if (Denied(v)) return Withheld("denied");
   const Node& n = v.nodes[f.node];
   if (n.entry->type != EntryType::kDirectory) return Fail(ENOTDIR, "not a directory");
   out.reserve(n.children.size() + 2);
@@ -614,7 +620,7 @@ Result<void> Namespace::ReadDirFrom(
     return {};
   }
   const TreeView& v = *f.view;
-  if (Denied(v)) return Fail(ENOENT, "denied");
+  if (Denied(v)) return Withheld("denied");
   const Node& n = v.nodes[f.node];
   if (n.entry->type != EntryType::kDirectory) return Fail(ENOTDIR, "not a directory");
   for (std::uint64_t i = offset; i < n.children.size() + 2; ++i) {
@@ -647,7 +653,7 @@ bool Namespace::IsDynamic(Ino ino) const {
 Result<std::string> Namespace::ReadLink(Ino ino) {
   DIGESTD_ASSIGN_OR_RETURN(auto f, Resolve(ino));
   if (!f.view) return Fail(EINVAL, "not a symlink");
-  if (Denied(*f.view)) return Fail(ENOENT, "denied");
+  if (Denied(*f.view)) return Withheld("denied");
   const TreeEntry& e = *f.view->nodes[f.node].entry;
   if (e.type != EntryType::kSymlink) return Fail(EINVAL, "not a symlink");
   return e.symlink_target;
@@ -657,7 +663,7 @@ Result<Content> Namespace::Open(Ino ino) {
   DIGESTD_ASSIGN_OR_RETURN(auto f, Resolve(ino));
   if (f.fixed) return Fail(EISDIR, "is a directory");
   if (f.synthetic) {
-    if (Gone(f.synthetic->digest)) return Fail(ENOENT, "denied");
+    if (Gone(f.synthetic->digest)) return Withheld("denied");
     switch (f.synthetic->kind) {
       case kBlobFile: {
         auto fd = store_.OpenBlob(f.synthetic->digest);
@@ -671,7 +677,7 @@ Result<Content> Namespace::Open(Ino ino) {
       default: return Fail(EISDIR, "is a directory");
     }
   }
-  if (Denied(*f.view)) return Fail(ENOENT, "denied");
+  if (Denied(*f.view)) return Withheld("denied");
   const TreeEntry& e = *f.view->nodes[f.node].entry;
   if (e.type == EntryType::kDirectory) return Fail(EISDIR, "is a directory");
   if (e.type != EntryType::kRegular) return Fail(EINVAL, "not a regular file");
@@ -707,7 +713,7 @@ Result<std::vector<std::pair<std::string, std::string>>> Namespace::Xattrs(Ino i
   DIGESTD_ASSIGN_OR_RETURN(auto f, Resolve(ino));
   std::vector<std::pair<std::string, std::string>> out;
   if (!f.view) return out;
-  if (Denied(*f.view)) return Fail(ENOENT, "denied");
+  if (Denied(*f.view)) return Withheld("denied");
   const TreeEntry& e = *f.view->nodes[f.node].entry;
   out = e.xattrs;
   if (!f.view->merged && e.type == EntryType::kDirectory && e.opaque) {
@@ -728,31 +734,42 @@ std::vector<Digest> Namespace::ImagesUsing(const Digest& digest) const {
   return out;
 }
 
-std::vector<DroppedRange> Namespace::Drop(const Digest& digest) {
-  std::vector<DroppedRange> out;
+std::vector<DroppedRange> Namespace::Ranges(const Digest& digest) const {
   std::lock_guard lock(mu_);
-  auto forget_view = [&](const std::shared_ptr<TreeView>& v) {
-    out.push_back({v->base, v->nodes.size()});
-    views_.erase(v->base);
-  };
+  return RangesLocked(digest);
+}
+
+std::vector<DroppedRange> Namespace::RangesLocked(const Digest& digest) const {
+  std::vector<DroppedRange> out;
   const std::string key = digest.ToString();
   if (auto it = layer_views_.find(key); it != layer_views_.end()) {
-    forget_view(it->second);
-    layer_views_.erase(it);
+    out.push_back({it->second->base, it->second->nodes.size()});
   }
-  for (auto it = image_views_.begin(); it != image_views_.end();) {
-    const auto& g = it->second->guards;
-    if (std::find(g.begin(), g.end(), digest) != g.end()) {
-      forget_view(it->second);
-      it = image_views_.erase(it);
-    } else {
-      ++it;
+  for (const auto& [manifest, view] : image_views_) {
+    if (std::find(view->guards.begin(), view->guards.end(), digest) != view->guards.end()) {
+      out.push_back({view->base, view->nodes.size()});
     }
   }
   for (int kind : {kBlobFile, kLowerdirFile, kImageDir}) {
     auto it = synthetic_by_key_.find(std::to_string(kind) + key);
+    if (it != synthetic_by_key_.end()) out.push_back({it->second, 1});
+  }
+  return out;
+}
+
+std::vector<DroppedRange> Namespace::Drop(const Digest& digest) {
+  std::lock_guard lock(mu_);
+  auto out = RangesLocked(digest);
+  const std::string key = digest.ToString();
+  for (const auto& r : out) views_.erase(r.first);
+  layer_views_.erase(key);
+  for (auto it = image_views_.begin(); it != image_views_.end();) {
+    const auto& g = it->second->guards;
+    it = std::find(g.begin(), g.end(), digest) != g.end() ? image_views_.erase(it) : std::next(it);
+  }
+  for (int kind : {kBlobFile, kLowerdirFile, kImageDir}) {
+    auto it = synthetic_by_key_.find(std::to_string(kind) + key);
     if (it == synthetic_by_key_.end()) continue;
-    out.push_back({it->second, 1});
     synthetic_.erase(it->second);
     synthetic_by_key_.erase(it);
   }

@@ -118,6 +118,8 @@ class Namespace {
   // and image inodes): their inode numbers answer ENOENT from now on and are never reused.
   // Returns the inode ranges dropped (for the caller's fd cache and the kernel).
   std::vector<DroppedRange> Drop(const verify::Digest& digest);
+  // The inode ranges of the views built on `digest` so far (what Drop would remove).
+  std::vector<DroppedRange> Ranges(const verify::Digest& digest) const;
   static constexpr Ino kBlobsDirIno = 3;   // blobs/sha256
   static constexpr Ino kLayersDirIno = 5;  // layers/sha256
   static constexpr Ino kImagesDirIno = 7;  // images/sha256
@@ -150,6 +152,7 @@ class Namespace {
                                   std::uint64_t count);
   Result<store::InodeRange> ImageRange(const verify::Digest& manifest);
   bool FindLocked(Ino ino, Found& f) const;
+  std::vector<DroppedRange> RangesLocked(const verify::Digest& digest) const;
   Result<Attr> SyntheticAttr(Ino ino, const Synthetic& s);
   Result<std::string> LowerdirText(const verify::Digest& manifest);
   bool Denied(const TreeView& view) const;

@@ -4,11 +4,16 @@
 // signal. SIGTERM: under a service manager it hands over (detaches, the mount stays), else it
 // unmounts, as the daemon does; SIGKILL leaves the session to the manager (or, without one, a
 // stale mount behind, as a crashed daemon would).
+//
+// With a third argument DIGEST: a lookup of the name "held-lookup" says "lookup held" and is
+// answered only after 60 s; SIGUSR1 invalidates DIGEST (FuseMount::Invalidate, on the main
+// thread, as the daemon's io thread does) and says "invalidated".
 
 #include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 
 #include "common/service_manager.h"
 #include "fusefs/fuse_mount.h"
@@ -17,8 +22,8 @@
 using namespace digestd;
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s STORE MOUNTPOINT\n", argv[0]);
+  if (argc != 3 && argc != 4) {
+    std::fprintf(stderr, "usage: %s STORE MOUNTPOINT [DIGEST]\n", argv[0]);
     return 2;
   }
   // Block the signals before any thread exists, so that only sigwait below sees them.
@@ -26,6 +31,7 @@ int main(int argc, char** argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   fusefs::SessionFds handed;
   for (auto& l : TakeListenFds()) {
@@ -42,7 +48,22 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", store.error().ToString().c_str());
     return 1;
   }
-  const fusefs::MountOptions options{.mountpoint = argv[2], .dynamic_timeout_s = 0};
+  fusefs::MountOptions options{.mountpoint = argv[2], .dynamic_timeout_s = 0};
+  std::optional<verify::Digest> to_invalidate;
+  if (argc == 4) {
+    auto d = verify::Digest::Parse(argv[3]);
+    if (!d) {
+      std::fprintf(stderr, "%s\n", d.error().ToString().c_str());
+      return 2;
+    }
+    to_invalidate = *d;
+    options.before_lookup = [](std::string_view name) {
+      if (name != "held-lookup") return;
+      std::printf("lookup held\n");
+      std::fflush(stdout);
+      ::sleep(60);
+    };
+  }
   Result<fusefs::FuseMountPtr> mount = MakeError(Module::kFuse, Errc::kNotFound, "not yet");
   if (handed.fuse) {
     mount = fusefs::FuseMount::Adopt(**store, options, std::move(handed));
@@ -68,7 +89,11 @@ int main(int argc, char** argv) {
   std::printf("ready %s\n", (*mount)->adopted() ? "adopted" : "mounted");
   std::fflush(stdout);
   int sig = 0;
-  sigwait(&set, &sig);
+  while (sigwait(&set, &sig) == 0 && sig == SIGUSR1) {
+    if (to_invalidate) (*mount)->Invalidate(*to_invalidate);
+    std::printf("invalidated\n");
+    std::fflush(stdout);
+  }
   if (managed) {
     if (auto r = (*mount)->Detach(); !r) return 1;
     std::printf("detached\n");

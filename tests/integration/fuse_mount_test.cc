@@ -312,6 +312,48 @@ TEST_F(FuseMountTest, TopListingsFollowTheStore) {
   EXPECT_EQ(count(Layer(0) + "/etc"), 2u);
 }
 
+// A deny while a reader's lookup waits on the daemon, then the daemon killed: it must still
+// exit, or no successor can start to answer that lookup. An entry invalidation takes the
+// directory lock the lookup holds, uninterruptibly, so a killed daemon whose thread sat in one
+// never exited (DaemonCrashTest saw 1 kill in 20 wedge so). Invalidation must not wait.
+TEST_F(FuseMountTest, AnInvalidationNeverWaitsOnALookupInFlight) {
+  const std::string log = (dir_.path() / "child.log").string();
+  mount_.reset();
+  ChildProcess child;
+  ASSERT_TRUE(child.Start({DIGESTD_FUSE_CHILD, (dir_.path() / "store2").string(), mnt_,
+                           image_.layers[0].ToString()},
+                          log));
+  // Polls (never times): true once the child's log says `what`, false after `tenths` / 10 s.
+  auto says = [&](const std::string& what, int tenths) {
+    for (int i = 0; i < tenths * 10; ++i) {
+      if (Slurp(log).find(what) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  ASSERT_TRUE(says("ready", 100)) << Slurp(log);
+  std::thread reader([&] {
+    struct stat st {};
+    (void)::stat((mnt_ + "/layers/sha256/held-lookup").c_str(), &st);
+  });
+  const bool held = says("lookup held", 100);
+  ::kill(child.pid(), SIGUSR1);
+  const bool invalidated = held && says("invalidated", 100);
+  ::kill(child.pid(), SIGKILL);
+  bool exited = false;
+  for (int i = 0; i < 1000 && !exited; ++i) {
+    exited = !child.Running();
+    if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (!exited) digestd::testing::AbortFuseConnection(mnt_);  // frees the wedged process (and the reader)
+  reader.join();
+  child.Stop();
+  EXPECT_TRUE(held) << Slurp(log);
+  EXPECT_TRUE(invalidated) << "the invalidation waited on the lookup in flight\n" << Slurp(log);
+  EXPECT_TRUE(exited) << "the killed daemon could not exit";
+  Mount();  // clears the stale mount for the fixture
+}
+
 TEST_F(FuseMountTest, StaleMountOfACrashedDaemonIsCleared) {
   const std::string log = (dir_.path() / "child.log").string();
   ChildProcess child;
