@@ -18,10 +18,12 @@ PACKAGES=(
   # tests: the registry and image tools, the runtimes, and every command the tests and benchmarks
   # run (systemd: systemd-analyze; procps: pkill; util-linux: unshare, setpriv, losetup,
   # mountpoint, prlimit; e2fsprogs: mkfs.ext4; coreutils: timeout, sha256sum, stat, truncate;
-  # mount: mount -o loop, umount; diffutils: cmp; fiu-utils: fiu-run, fiu-ctrl for I/O faults)
+  # mount: mount -o loop, umount; diffutils: cmp; fiu-utils: fiu-run, fiu-ctrl for I/O faults;
+  # systemd-container: systemd-nspawn boots this machine's root under systemd for the live
+  # restart test)
   libgtest-dev libgmock-dev docker-registry skopeo umoci busybox-static runc curl jq strace openssl
   apache2-utils bc python3 systemd procps util-linux e2fsprogs coreutils findutils grep sed
-  tar ca-certificates git mount diffutils fiu-utils
+  tar ca-certificates git mount diffutils fiu-utils systemd-container
   # fuzzing (clang + libFuzzer runtime)
   clang libclang-rt-14-dev
 )

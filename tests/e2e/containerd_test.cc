@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <set>
 
@@ -236,6 +237,66 @@ TEST_F(SnapshotterTest, ADeniedDigestCanNoLongerStart) {
   ASSERT_EQ(Ctl("deny rm " + digest).status, 0);
   EXPECT_EQ(Ctr("run --rm --snapshotter digestd " + image + " d3 /bin/sh -c 'echo ok'", "k8s.io").output,
             "ok\n");
+}
+
+// digestd restarted under running containers (issue #18): it runs under digestd-supervise,
+// which holds its FUSE session, its control socket and its snapshotter socket across restarts.
+// A container started with `ctr run --snapshotter digestd` reads every file of its image in a
+// loop across a graceful restart (SIGHUP), a kill -9 and an upgrade-style restart, and a new
+// container starts right after each, through the same containerd (never restarted).
+class RestartUnderContainerdTest : public SnapshotterTest {
+ protected:
+  void BeforeStart() override { Supervise({"snapshotter=" + SnapSock()}); }
+};
+
+TEST_F(RestartUnderContainerdTest, ContainersKeepReadingAndNewOnesStartAcrossRestarts) {
+  ASSERT_TRUE(WaitSupervisedReady(1)) << Slurp(log_);
+  PushImage("e2e/live");
+  const std::string image = registry_->host() + "/e2e/live:v1";
+  ASSERT_EQ(Ctl("pull " + image).status, 0);
+  auto pull = CriPull(image);
+  ASSERT_EQ(pull.status, 0) << pull.output << Slurp(log_);
+  const std::string x = (dir_.path() / "x").string();
+  fs::create_directories(x);
+  auto started = Ctr("run -d --snapshotter digestd --mount type=bind,src=" + x +
+                         ",dst=/x,options=rbind:rw " + image + " reader /bin/sh -c '" + kContainerReadLoop + "'",
+                     "k8s.io");
+  ASSERT_EQ(started.status, 0) << started.output;
+  auto loops = [&] { return std::atoi(Slurp(x + "/loops").c_str()); };
+  // Polls (never times): true once the container has finished `n` more loops, false after 30 s.
+  auto progresses = [&](int n) {
+    const int from = loops();
+    for (int i = 0; i < 1500 && loops() < from + n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return loops() >= from + n;
+  };
+  ASSERT_TRUE(progresses(1)) << "the container never read its files";
+
+  std::size_t readies = 1;
+  for (const std::string how : {"SIGHUP", "SIGKILL", "SIGHUP"}) {
+    SCOPED_TRACE(how);
+    if (how == "SIGHUP") {
+      ::kill(daemon_.pid(), SIGHUP);  // the supervisor: graceful restart (an upgrade's path)
+    } else {
+      ::kill(SupervisedPid(), SIGKILL);
+    }
+    ASSERT_TRUE(WaitSupervisedReady(++readies)) << Slurp(log_);
+    // A new container starts at once, through the snapshotter socket containerd already used.
+    const std::string id = "n" + std::to_string(readies);
+    auto run = Ctr("run --rm --snapshotter digestd " + image + " " + id +
+                       " /bin/sh -c '/bin/busybox cat /name.txt'",
+                   "k8s.io");
+    EXPECT_EQ(run.status, 0) << run.output << Slurp(log_);
+    EXPECT_EQ(run.output, "e2e/live\n");
+    EXPECT_TRUE(progresses(2)) << "the running container stopped reading";
+  }
+  EXPECT_EQ(CountInLog("(mounted)"), 1u) << "every restart adopts the mount\n" << Slurp(log_);
+
+  StopContainerReadLoop(x);
+  (void)Ctr("task kill -s KILL reader", "k8s.io");
+  (void)Ctr("task delete reader", "k8s.io");
+  (void)Ctr("container delete reader", "k8s.io");
 }
 
 // With [snapshotter] pull_on_demand, an image kubelet (CRI) asks for that digestd does not hold is

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <future>
 #include <sstream>
@@ -72,10 +73,10 @@ class DaemonTest : public PullTest {
         << "[[registry]]\nhost = \"" << registry_->host() << "\"\ninsecure = true\n"
         << extra_config_;
   }
-  // Stops `p` (SIGTERM, then SIGKILL) without ever hanging: a process killed while one of its
-  // threads waits in the kernel for a FUSE request its own dead workers would have answered (a
-  // kernel notification blocked on a directory lock held by a reader's lookup) cannot exit until
-  // the mount's FUSE connection is aborted. Returns whether that was needed.
+  // Stops `p` (SIGTERM, then SIGKILL) without ever hanging: should a regression leave a killed
+  // process with a thread waiting in the kernel on a FUSE request its own dead workers would
+  // have answered, it could not exit until the mount's FUSE connection is aborted. Returns
+  // whether that was needed (tests expect never).
   bool StopBounded(ChildProcess& p, int signal = SIGTERM) {
     if (p.pid() <= 0) return false;
     ::kill(p.pid(), signal);
@@ -120,6 +121,73 @@ class DaemonTest : public PullTest {
       digestd::testing::AbortFuseConnection(mnt_);
     }
     return reader.get();
+  }
+#ifdef DIGESTD_SUPERVISE
+  // Runs digestd under digestd-supervise (set in BeforeStart, or before DaemonTest::SetUp),
+  // which holds its FUSE session and these sockets (name=path, besides control) across restarts.
+  void Supervise(const std::vector<std::string>& sockets = {}) {
+    daemon_prefix_ = {DIGESTD_SUPERVISE, "--restart-sec", "0.1", "--unmount", mnt_,
+                      "--socket", "control=" + socket_};
+    for (const auto& s : sockets) {
+      daemon_prefix_.push_back("--socket");
+      daemon_prefix_.push_back(s);
+    }
+    daemon_prefix_.push_back("--");
+  }
+#endif
+  std::size_t CountInLog(const std::string& what) {
+    const std::string text = Slurp(log_);
+    std::size_t n = 0;
+    for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
+    return n;
+  }
+  // Polls (never times) until the supervisor has reported `n` ready starts; false after 30 s.
+  bool WaitSupervisedReady(std::size_t n) {
+    for (int i = 0; i < 3000 && CountInLog("supervise: ready pid") < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return CountInLog("supervise: ready pid") >= n;
+  }
+  // The pid of the digestd the supervisor started last, or -1.
+  pid_t SupervisedPid() {
+    const std::string text = Slurp(log_);
+    const auto pos = text.rfind("started pid ");
+    return pos == std::string::npos ? -1 : std::atoi(text.c_str() + pos + 12);
+  }
+  // Stops `reader` (after 30 s, aborting the mount's connection should it hang) and expects that
+  // it never saw an error; prints its counts.
+  void ExpectReaderSawNoError(digestd::testing::MountReader& reader) {
+    const auto outcome = reader.Finish(std::chrono::seconds(30));
+    EXPECT_FALSE(outcome.hung) << outcome.log;
+    EXPECT_TRUE(WIFEXITED(outcome.status) && WEXITSTATUS(outcome.status) == 0) << outcome.log;
+    EXPECT_NE(outcome.log.find(" errors=0 "), std::string::npos) << outcome.log;
+    if (outcome.log.find("reader loops") != std::string::npos) {
+      std::printf("%s", outcome.log.substr(outcome.log.rfind("reader loops")).c_str());
+    }
+  }
+  // The shell loop a container runs to read every file of its image, again and again, until
+  // /x/stop exists (/x: a directory of the host bound in): failures go to /x/errors, the count
+  // of finished loops to /x/loops, and /x/done says it ended.
+  static constexpr const char* kContainerReadLoop =
+      "cd /; n=0; while [ ! -e /x/stop ]; do "
+      "for f in $(/bin/busybox find / -xdev -type f); do "
+      "/bin/busybox cat $f > /dev/null || echo ERR $f >> /x/errors; done; "
+      "n=$((n+1)); echo $n > /x/loops; done; echo done > /x/done";
+  // Ends a container running kContainerReadLoop with `x` as /x (after 30 s, aborting the mount's
+  // connection should it hang) and expects that no read failed; returns its loop count.
+  int StopContainerReadLoop(const std::string& x) {
+    std::ofstream(x + "/stop") << "stop";
+    for (int i = 0; i < 1500 && !fs::exists(x + "/done"); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (!fs::exists(x + "/done")) {
+      ADD_FAILURE() << "the container's reader hung: aborting the FUSE connection";
+      digestd::testing::AbortFuseConnection(mnt_);
+    }
+    EXPECT_FALSE(fs::exists(x + "/errors")) << Slurp(x + "/errors");
+    const int loops = std::atoi(Slurp(x + "/loops").c_str());
+    std::printf("container loops=%d\n", loops);
+    return loops;
   }
   std::string PushSigned(const std::string& repo) {
     const std::string digest = PushBusybox(repo + ":v1");

@@ -30,33 +30,15 @@ class LiveRestartTest : public DaemonTest {
     // The supervisor runs whatever this link points at: the upgrade swaps it.
     binary_ = (dir_.path() / "digestd-current").string();
     fs::create_symlink(DIGESTD_BIN, binary_);
-    daemon_prefix_ = {DIGESTD_SUPERVISE, "--restart-sec", "0.1", "--unmount", mnt_,
-                      "--socket", "control=" + socket_, "--"};
+    Supervise();
     daemon_bin_ = binary_;
-  }
-  std::size_t Count(const std::string& what) {
-    const std::string text = Slurp(log_);
-    std::size_t n = 0;
-    for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
-    return n;
-  }
-  bool WaitReady(std::size_t n) {
-    for (int i = 0; i < 3000 && Count("supervise: ready pid") < n; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return Count("supervise: ready pid") >= n;
-  }
-  pid_t DaemonPid() {
-    const std::string text = Slurp(log_);
-    const auto pos = text.rfind("started pid ");
-    return pos == std::string::npos ? -1 : std::atoi(text.c_str() + pos + 12);
   }
 
   std::string binary_;
 };
 
 TEST_F(LiveRestartTest, KillsHandoversAndAnUpgradeLoseNoRead) {
-  ASSERT_TRUE(WaitReady(1)) << Slurp(log_);  // the fixture started it under the supervisor
+  ASSERT_TRUE(WaitSupervisedReady(1)) << Slurp(log_);  // the fixture started it under the supervisor
   const std::string digest = PushSigned("live/app");
   auto pulled = Ctl("pull " + registry_->host() + "/live/app:v1");
   ASSERT_EQ(pulled.status, 0) << pulled.output;
@@ -74,17 +56,12 @@ TEST_F(LiveRestartTest, KillsHandoversAndAnUpgradeLoseNoRead) {
   const std::string t = (dir_.path() / "ctr").string();
   const std::string id = "digestd-live-" + std::to_string(::getpid());
   fs::create_directories(t + "/x");
-  const std::string loop =
-      "cd /; n=0; while [ ! -e /x/stop ]; do "
-      "for f in $(/bin/busybox find / -xdev -type f); do "
-      "/bin/busybox cat $f > /dev/null || echo \"ERR $f\" >> /x/errors; done; "
-      "n=$((n+1)); echo $n > /x/loops; done; echo done > /x/done";
   std::ofstream(t + "/run.sh")
       << "set -e; T=" << t << "; mkdir -p $T/u $T/w $T/b/rootfs\n"
       << "mount -t tmpfs tmpfs $T/u && mkdir $T/u/u $T/u/w\n"
       << "mount -t overlay overlay -o lowerdir=" << lower << ",upperdir=$T/u/u,workdir=$T/u/w $T/b/rootfs\n"
       << "cd $T/b && runc spec\n"
-      << "jq --arg x $T/x '.process.args=[\"/bin/busybox\",\"sh\",\"-c\"," << nlohmann::json(loop).dump()
+      << "jq --arg x $T/x '.process.args=[\"/bin/busybox\",\"sh\",\"-c\"," << nlohmann::json(kContainerReadLoop).dump()
       << "] | .process.terminal=false | .mounts += [{\"destination\":\"/x\",\"type\":\"bind\","
          "\"source\":$x,\"options\":[\"rbind\",\"rw\"]}]' config.json > c.json && mv c.json config.json\n"
       << "exec runc --root $T/runc run --bundle $T/b " << id << " </dev/null\n";
@@ -110,38 +87,23 @@ TEST_F(LiveRestartTest, KillsHandoversAndAnUpgradeLoseNoRead) {
     } else if (round % 4 == 3) {
       ::kill(daemon_.pid(), SIGHUP);  // graceful restart
     } else {
-      const pid_t pid = DaemonPid();
+      const pid_t pid = SupervisedPid();
       ASSERT_GT(pid, 0);
       ::kill(pid, SIGKILL);
       // A client arriving while no daemon runs is queued on the supervisor's socket.
       auto listed = Ctl("images");
       EXPECT_EQ(listed.status, 0) << listed.output;
     }
-    ASSERT_TRUE(WaitReady(++readies)) << Slurp(log_);
+    ASSERT_TRUE(WaitSupervisedReady(++readies)) << Slurp(log_);
   }
   EXPECT_NE(Slurp(log_).find("ready: build=next"), std::string::npos);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  const auto outcome = reader.Finish(std::chrono::seconds(30));
-  EXPECT_FALSE(outcome.hung) << outcome.log;
-  EXPECT_TRUE(WIFEXITED(outcome.status) && WEXITSTATUS(outcome.status) == 0) << outcome.log;
-  EXPECT_NE(outcome.log.find(" errors=0 "), std::string::npos) << outcome.log;
-  if (outcome.log.find("reader loops") != std::string::npos) {
-    std::cout << outcome.log.substr(outcome.log.rfind("reader loops")) << std::flush;
-  }
-  EXPECT_EQ(Count("(mounted)"), 1u) << "every restart after the first adopts the mount";
+  ExpectReaderSawNoError(reader);
+  EXPECT_EQ(CountInLog("(mounted)"), 1u) << "every restart after the first adopts the mount";
   // The container: done, every file read in every loop.
-  std::ofstream(t + "/x/stop") << "stop";
-  for (int i = 0; i < 1500 && !fs::exists(t + "/x/done"); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  if (!fs::exists(t + "/x/done")) {
-    ADD_FAILURE() << "the container's reader hung: aborting the FUSE connection";
-    digestd::testing::AbortFuseConnection(mnt_);
-  }
+  const int loops = StopContainerReadLoop(t + "/x");
   container.Wait();
-  EXPECT_FALSE(fs::exists(t + "/x/errors")) << Slurp(t + "/x/errors");
-  std::cout << "container loops=" << Slurp(t + "/x/loops") << std::flush;
-  EXPECT_GT(std::atoi(Slurp(t + "/x/loops").c_str()), 20);
+  EXPECT_GT(loops, 20);
 
   // A deny of the image's top layer made just before a crash holds through the adopted mount:
   // the layer and every image using it are unreadable, whatever the kernel had cached.
@@ -150,8 +112,8 @@ TEST_F(LiveRestartTest, KillsHandoversAndAnUpgradeLoseNoRead) {
   const std::string layer_digest = "sha256:" + top_layer.substr(top_layer.rfind('/') + 1);
   auto denied = Ctl("deny add " + layer_digest + " --reason live-restart-test");
   ASSERT_EQ(denied.status, 0) << denied.output;
-  ::kill(DaemonPid(), SIGKILL);
-  ASSERT_TRUE(WaitReady(++readies)) << Slurp(log_);
+  ::kill(SupervisedPid(), SIGKILL);
+  ASSERT_TRUE(WaitSupervisedReady(++readies)) << Slurp(log_);
   EXPECT_NE(ReadThroughMount(image + "/rootfs/hello.txt"), "hello\n");
   EXPECT_NE(ReadThroughMount(top_layer + "/hello.txt"), "hello\n");
   EXPECT_FALSE(fs::exists(image + "/rootfs/hello.txt"));

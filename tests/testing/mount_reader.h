@@ -22,14 +22,16 @@
 
 namespace digestd::testing {
 
-// Aborts the FUSE connection of the mount at `mountpoint`; true if one was found. Mounts the
-// fusectl file system first where the machine has not (a fresh root has not).
-inline bool AbortFuseConnection(const std::string& mountpoint) {
+// Aborts the FUSE connection of the mount at `mountpoint` (as `mountinfo` lists it: another
+// mount namespace's is /proc/<pid>/mountinfo); true if one was found. Mounts the fusectl file
+// system first where the machine has not (a fresh root has not).
+inline bool AbortFuseConnection(const std::string& mountpoint,
+                                const std::string& mountinfo_path = "/proc/self/mountinfo") {
   if (::access("/sys/fs/fuse/connections", F_OK) == 0 &&
       Shell("mountpoint -q /sys/fs/fuse/connections").status != 0) {
     (void)Shell("mount -t fusectl fusectl /sys/fs/fuse/connections");
   }
-  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::ifstream mountinfo(mountinfo_path);
   bool found = false;
   for (std::string line; std::getline(mountinfo, line);) {
     std::istringstream fields(line);
@@ -44,8 +46,12 @@ inline bool AbortFuseConnection(const std::string& mountpoint) {
 
 class MountReader {
  public:
-  MountReader(std::string binary, std::string mountpoint, std::string workdir)
-      : binary_(std::move(binary)), mnt_(std::move(mountpoint)), dir_(std::move(workdir)) {}
+  // `mountinfo`: where the mount is listed (a reader in another mount namespace: its
+  // /proc/<pid>/mountinfo), for aborting the connection should the reader hang.
+  MountReader(std::string binary, std::string mountpoint, std::string workdir,
+              std::string mountinfo = "/proc/self/mountinfo")
+      : binary_(std::move(binary)), mnt_(std::move(mountpoint)), dir_(std::move(workdir)),
+        mountinfo_(std::move(mountinfo)) {}
   ~MountReader() { (void)Finish(std::chrono::seconds(5)); }
 
   // Starts reading `paths` (their bytes as first read are the expected ones); returns once the
@@ -81,7 +87,7 @@ class MountReader {
     }
     if (child_.Running()) {
       out.hung = true;
-      AbortFuseConnection(mnt_);
+      AbortFuseConnection(mnt_, mountinfo_);
     }
     out.status = child_.Wait();
     out.log = Slurp(log());
@@ -90,7 +96,7 @@ class MountReader {
   std::string log() const { return dir_ + "/reader.log"; }
 
  private:
-  std::string binary_, mnt_, dir_;
+  std::string binary_, mnt_, dir_, mountinfo_;
   ChildProcess child_;
   bool started_ = false;
 };
