@@ -330,7 +330,9 @@ int main(int argc, char** argv) {
   io.run();
 
   daemon::ReleaseMount(**mount, config->daemon.handover);
-  log->info("stopped");
+  // The next start skips recovery's walks when nothing was in progress (a restart's stall).
+  const bool clean = (*store)->MarkCleanShutdown();
+  log->info("stopped{}", clean ? " (clean stop recorded)" : "");
   // Pulls still in flight are coroutine frames owned by `io` that refer to the puller and the
   // registry client; tearing those down in any order risks touching freed objects, and nothing
   // in them needs to run: staging files are anonymous, index writes are synced, and blobs staged

@@ -77,6 +77,14 @@ Result<void> Index::OpenDb(bool read_only) {
   db_opts.max_manifest_file_size = 16 << 20;
   db_opts.paranoid_checks = true;
   db_opts.info_log = std::make_shared<InfoLog>();
+  // Open in the calling thread: the default (16 threads per column family to load table
+  // handlers) started and ended about 210 threads at every open, a third of the open's time;
+  // a restart waits on it (docs/PERFORMANCE.md, "Restarts").
+  db_opts.max_file_opening_threads = 1;
+  db_opts.skip_stats_update_on_db_open = true;
+  // A successor replays the predecessor's log into memory instead of writing (and syncing) it
+  // out as a new table file before it can serve; the log stays until the next flush.
+  db_opts.avoid_flush_during_recovery = true;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (const char* name : kCfNames) {
     cfs.emplace_back(name, rocksdb::ColumnFamilyOptions());
@@ -145,19 +153,47 @@ Result<std::optional<std::string>> Index::Get(Cf cf, std::string_view key) const
   return std::optional<std::string>(std::move(value));
 }
 
-Result<void> Index::Write(const Batch& batch, bool sync) {
-  if (needs_reopen_.load()) DIGESTD_RETURN_IF_ERROR(Reopen());
-  rocksdb::WriteBatch wb;
-  std::shared_lock lock(mu_);
-  if (!db_ || read_only_) {
-    needs_reopen_ = true;
-    return MakeError(Module::kStore, Errc::kIo, "index is read-only after a write error");
-  }
+Result<void> Index::Fill(const Batch& batch, rocksdb::WriteBatch& wb) const {
   for (const auto& [cf, kv] : batch.ops_) {
     rocksdb::Status s = kv.second ? wb.Put(Handle(cf), ToSlice(kv.first), ToSlice(*kv.second))
                                   : wb.Delete(Handle(cf), ToSlice(kv.first));
     if (!s.ok()) return DbError("batch", s);
   }
+  return {};
+}
+
+Result<void> Index::WriteLast(const Batch& batch, std::chrono::milliseconds wait) {
+  std::unique_lock lock(mu_, std::defer_lock);
+  if (!lock.try_lock_for(wait)) {
+    return MakeError(Module::kStore, Errc::kBusy, "index writes in progress");
+  }
+  if (sealed_ || !db_ || read_only_ || needs_reopen_) {
+    return MakeError(Module::kStore, Errc::kAborted, "index not writable");
+  }
+  rocksdb::WriteBatch wb;
+  DIGESTD_RETURN_IF_ERROR(Fill(batch, wb));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  if (rocksdb::Status s = db_->Write(wo, &wb); !s.ok()) return DbError("write", s);
+  sealed_ = true;
+  return {};
+}
+
+Result<void> Index::Write(const Batch& batch, bool sync) {
+  if (sealed_) {
+    return MakeError(Module::kStore, Errc::kAborted, "the store is closing (clean stop recorded)");
+  }
+  if (needs_reopen_.load()) DIGESTD_RETURN_IF_ERROR(Reopen());
+  rocksdb::WriteBatch wb;
+  std::shared_lock lock(mu_);
+  if (sealed_) {
+    return MakeError(Module::kStore, Errc::kAborted, "the store is closing (clean stop recorded)");
+  }
+  if (!db_ || read_only_) {
+    needs_reopen_ = true;
+    return MakeError(Module::kStore, Errc::kIo, "index is read-only after a write error");
+  }
+  DIGESTD_RETURN_IF_ERROR(Fill(batch, wb));
   rocksdb::WriteOptions wo;
   wo.sync = sync;
   rocksdb::Status s = db_->Write(wo, &wb);

@@ -11,6 +11,7 @@
 // aborts the process in assertion-enabled builds after one failed write to index/LOG.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -24,6 +25,7 @@
 
 namespace rocksdb {
 class DB;
+class WriteBatch;
 class ColumnFamilyHandle;
 }  // namespace rocksdb
 
@@ -78,6 +80,10 @@ class Index {
   // Last key of a column family, nullopt when empty.
   Result<std::optional<std::string>> LastKey(Cf cf) const;
 
+  // Applies the batch (synced) as the last write of this process: waits up to `wait` for writes
+  // in progress, and refuses every write after it (kAborted). kBusy when writes did not finish.
+  Result<void> WriteLast(const Batch& batch, std::chrono::milliseconds wait);
+
   // Writes that failed since the index was opened.
   std::uint64_t write_failures() const { return write_failures_.load(); }
   // True while the index is read-only after a write error it could not reopen from.
@@ -90,6 +96,7 @@ class Index {
   // After a failed write: close and open again (read-write, or read-only when that fails).
   Result<void> Reopen();
   rocksdb::ColumnFamilyHandle* Handle(Cf cf) const;
+  Result<void> Fill(const Batch& batch, rocksdb::WriteBatch& wb) const;
   std::string path_;
   // Shared by every call, exclusive while reopening. Reads nest (scan callbacks read): glibc's
   // rwlock prefers readers, so a nested shared lock never waits behind a reopen.
@@ -97,6 +104,7 @@ class Index {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   std::atomic<bool> needs_reopen_{false};
+  std::atomic<bool> sealed_{false};  // after WriteLast
   std::atomic<bool> read_only_{false};
   std::atomic<std::uint64_t> write_failures_{0};
 };

@@ -24,24 +24,6 @@ std::string EndKey(std::uint64_t last) {
   return std::string(kEndPrefix) + buf;
 }
 
-bool ParseU64(std::string_view s, std::uint64_t& out) {
-  if (s.empty() || s.size() > 20) return false;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return ec == std::errc() && p == s.data() + s.size();
-}
-
-// Splits on single spaces; exactly n fields.
-bool Fields(std::string_view s, std::size_t n, std::vector<std::string_view>& out) {
-  out.clear();
-  while (true) {
-    const auto sp = s.find(' ');
-    out.push_back(s.substr(0, sp));
-    if (sp == std::string_view::npos) break;
-    s.remove_prefix(sp + 1);
-  }
-  return out.size() == n;
-}
-
 Error Corrupt(std::string_view key, std::string_view value) {
   return MakeError(Module::kStore, Errc::kCorrupt,
                    "inode record " + Quote(key) + " = " + Quote(value) + " is malformed");
@@ -89,6 +71,24 @@ Result<std::uint64_t> LoadNext(Store::Impl& impl) {
 }
 
 }  // namespace
+
+bool ParseU64(std::string_view s, std::uint64_t& out) {
+  if (s.empty() || s.size() > 20) return false;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+bool Fields(std::string_view s, std::size_t n, std::vector<std::string_view>& out) {
+  out.clear();
+  while (true) {
+    const auto sp = s.find(' ');
+    out.push_back(s.substr(0, sp));
+    if (sp == std::string_view::npos) break;
+    s.remove_prefix(sp + 1);
+  }
+  return out.size() == n;
+}
+
 
 Result<void> AddInodeRange(Store::Impl& impl, Index::Batch& batch, InodeKind kind,
                            const Digest& digest, std::uint64_t count) {

@@ -78,7 +78,50 @@ namespace {
 
 }  // namespace
 
-Result<void> Store::Impl::Recover() {
+namespace {
+constexpr std::string_view kCleanStopKey = "clean-stop";
+}  // namespace
+
+bool Store::MarkCleanShutdown() {
+  auto& impl = *impl_;
+  // Nothing removing (GC, quota, wipe hold maint_mu exclusively), nothing being written or staged.
+  std::unique_lock maint(impl.maint_mu, std::try_to_lock);
+  if (!maint.owns_lock()) return false;
+  Usage usage;
+  {
+    std::lock_guard lock(impl.mu);
+    if (!impl.in_flight.empty() || !impl.staged.empty()) return false;
+    usage = impl.usage;
+  }
+  Index::Batch batch;
+  batch.Put(Cf::kMeta, kCleanStopKey,
+            fmt::format("1 {} {} {} {}", usage.blobs, usage.bytes, usage.files, usage.file_bytes));
+  if (auto r = impl.index->WriteLast(batch, std::chrono::milliseconds(100)); !r) {
+    impl.log->info("no clean stop recorded ({}): the next start recovers in full",
+                   r.error().ToString());
+    return false;
+  }
+  return true;
+}
+
+Result<std::optional<Usage>> Store::Impl::TakeCleanStop() {
+  DIGESTD_ASSIGN_OR_RETURN(auto value, index->Get(Cf::kMeta, kCleanStopKey));
+  if (!value) return std::optional<Usage>();
+  Index::Batch batch;
+  batch.Delete(Cf::kMeta, kCleanStopKey);
+  DIGESTD_RETURN_IF_ERROR(index->Write(batch));
+  std::vector<std::string_view> f;
+  Usage u;
+  if (!Fields(*value, 5, f) || f[0] != "1" || !ParseU64(f[1], u.blobs) ||
+      !ParseU64(f[2], u.bytes) || !ParseU64(f[3], u.files) || !ParseU64(f[4], u.file_bytes)) {
+    counters.corrupt_records.fetch_add(1, std::memory_order_relaxed);
+    log->warn("unreadable clean-stop record {}: recovering in full", Quote(*value));
+    return std::optional<Usage>();
+  }
+  return std::optional<Usage>(u);
+}
+
+Result<void> Store::Impl::RecoverQuick() {
   RecoveryReport& rr = recovery;
   DIGESTD_ASSIGN_OR_RETURN(rr.staging_removed, ClearDir(staging_fd.Get()));
   if (rr.staging_removed > 0) {
@@ -104,6 +147,12 @@ Result<void> Store::Impl::Recover() {
                     std::to_string(rr.leases_dropped) + " transient leases of pulls in flight");
     }
   }
+  return {};
+}
+
+Result<void> Store::Impl::Recover() {
+  RecoveryReport& rr = recovery;
+  DIGESTD_RETURN_IF_ERROR(RecoverQuick());
 
   // Pass 1: every file on disk must be named by a digest, be a regular file, and have a record
   // that agrees on its size. A file without a record was staged by an image transaction that

@@ -306,7 +306,14 @@ Result<StorePtr> Store::Open(const StoreOptions& options) {
     if (!seq) return seq.error();
     impl->next_audit_seq = *seq + 1;
   }
-  DIGESTD_RETURN_IF_ERROR(impl->Recover());
+  DIGESTD_ASSIGN_OR_RETURN(auto clean, impl->TakeCleanStop());
+  if (clean) {
+    impl->recovery.after_clean_stop = true;
+    impl->usage = *clean;
+    DIGESTD_RETURN_IF_ERROR(impl->RecoverQuick());
+  } else {
+    DIGESTD_RETURN_IF_ERROR(impl->Recover());
+  }
 
   // The deny set lives in memory for the hot paths.
   std::optional<Error> err;
@@ -326,10 +333,11 @@ Result<StorePtr> Store::Open(const StoreOptions& options) {
   const auto& rr = impl->recovery;
   impl->log->info(
       "opened root={} blobs={} bytes={} files={} file_bytes={} staging_removed={} "
-      "uncommitted_removed={} orphans_removed={} records_dropped={} bad_records={} quarantined={}",
+      "uncommitted_removed={} orphans_removed={} records_dropped={} bad_records={} quarantined={} "
+      "recovery={}",
       root, impl->usage.blobs, impl->usage.bytes, impl->usage.files, impl->usage.file_bytes,
       rr.staging_removed, rr.uncommitted_removed, rr.orphans_removed, rr.records_dropped,
-      rr.bad_records, rr.quarantined);
+      rr.bad_records, rr.quarantined, rr.after_clean_stop ? "quick (clean stop)" : "full");
   StorePtr store(new Store(std::move(impl)));
   auto& report = store->impl_->recovery;
   DIGESTD_ASSIGN_OR_RETURN(report.images_broken, store->BrokenImages());

@@ -268,6 +268,15 @@ class Store {
   Result<WipeReport> ReleaseLease(std::string_view id, bool wipe,
                                   const LeaseOwner* owner = nullptr);
 
+  // ---- clean stop
+  // Records that this process stops cleanly, as its last index write: nothing is being written,
+  // staged or removed, so the next Open can skip the walks of blobs/ and files/ (they repair what
+  // a crash leaves, and take most of a restart's time). Every index write after it fails
+  // (kAborted). False, recording nothing, when the store is busy (a pull, GC or wipe running):
+  // the next open then recovers in full. Open takes the record back before anything else, so a
+  // crash after that recovers in full again.
+  bool MarkCleanShutdown();
+
   // ---- deny list
   Result<void> Deny(const Digest& digest, std::string_view reason);
   Result<void> Undeny(const Digest& digest);

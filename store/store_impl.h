@@ -29,6 +29,11 @@
 
 namespace digestd::store {
 
+// Record parsing shared by the meta records (inodes.cc): a decimal u64, the whole of `s`; and
+// `s` split on single spaces into exactly n fields.
+bool ParseU64(std::string_view s, std::uint64_t& out);
+bool Fields(std::string_view s, std::size_t n, std::vector<std::string_view>& out);
+
 struct AtomicCounters {
   std::atomic<std::uint64_t> corrupt_records{0};
   std::atomic<std::uint64_t> digest_mismatches{0};
@@ -171,6 +176,10 @@ struct Store::Impl {
   bool FileReferenced(const Digest& content) const;
 
   Result<void> Recover();
+  // Staging and transient leases only: what a clean stop can still leave (run by Recover too).
+  Result<void> RecoverQuick();
+  // Reads and removes (synced) the clean-stop record; its usage, or nullopt when there is none.
+  Result<std::optional<Usage>> TakeCleanStop();
   Result<GcReport> GcLocked(bool dry_run);
 
   // What no remover may take: everything reachable through manifest edges from the references,

@@ -166,6 +166,9 @@ struct RecoveryReport {
   std::uint64_t leases_dropped = 0;    // transient leases of a process that is gone
   // Blobs whose record could not be read and file objects cut short: moved to quarantine/.
   std::uint64_t quarantined = 0;
+  // The previous process recorded a clean stop (Store::MarkCleanShutdown): the walks of blobs/
+  // and files/ that repair what a crash leaves were skipped, and usage came from the record.
+  bool after_clean_stop = false;
   // Images (their references) that lack a blob, a tree or a file object after recovery: not
   // served whole; pulling them again restores them.
   std::vector<std::string> images_broken;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <thread>
 
+#include "store/image_txn.h"
 #include "store/index.h"
 #include "testing/test_util.h"
 #include "verify/hasher.h"
@@ -507,6 +508,51 @@ TEST(StoreRootTest, RefusesNewerSchema) {
 // ---- recovery, fsck, hostile cache contents
 
 class StoreRecoveryTest : public StoreTest {};
+
+// A clean stop (the daemon's last index write) lets the next open skip the walks of blobs/ and
+// files/ that take most of a restart; it takes the record back first, so a crash after that
+// open recovers in full again.
+TEST_F(StoreRecoveryTest, ACleanStopSkipsTheWalksOnceAndOnlyAfterIt) {
+  const Digest kept = Put("kept");
+  const Usage before = store_->GetUsage();
+  ASSERT_TRUE(store_->MarkCleanShutdown());
+  ASSERT_ERRC(store_->Deny(kept, "after the record"), Errc::kAborted);  // nothing after it
+  store_.reset();
+  std::ofstream(root() / "staging" / "0123.partial") << "half a blob";
+  const std::string orphan_data = "left by nobody";
+  const Digest orphan = Sha(orphan_data);
+  std::ofstream(BlobPath(orphan)) << orphan_data;
+
+  Reopen();
+  EXPECT_TRUE(store_->recovery().after_clean_stop);
+  EXPECT_EQ(store_->recovery().staging_removed, 1u);  // staging is always cleared
+  EXPECT_TRUE(fs::exists(BlobPath(orphan)));          // the walk was skipped
+  EXPECT_FALSE(store_->Contains(orphan));             // and the index is still the authority
+  EXPECT_TRUE(store_->Contains(kept));
+  EXPECT_EQ(store_->GetUsage().blobs, before.blobs);
+  EXPECT_EQ(store_->GetUsage().bytes, before.bytes);
+  EXPECT_FALSE(store_->IsDenied(kept));  // the refused write never reached the index
+  ASSERT_OK(store_->Deny(kept, "writes work again"));
+
+  Reopen();  // no record: a crash
+  EXPECT_FALSE(store_->recovery().after_clean_stop);
+  EXPECT_EQ(store_->recovery().uncommitted_removed, 1u);
+  EXPECT_FALSE(fs::exists(BlobPath(orphan)));
+}
+
+// No clean stop is recorded while anything is in progress: the next open then recovers in full.
+TEST_F(StoreRecoveryTest, NoCleanStopWhileABlobIsBeingWritten) {
+  const std::string data = "being written";
+  auto txn = store_->BeginImage("");
+  ASSERT_TRUE(txn.has_value()) << txn.error().ToString();
+  auto writer = (*txn)->Ingest(Sha(data), data.size(), {.media_type = "application/octet-stream"});
+  ASSERT_TRUE(writer.has_value()) << writer.error().ToString();
+  EXPECT_FALSE(store_->MarkCleanShutdown());
+  writer->reset();
+  txn->reset();
+  Reopen();
+  EXPECT_FALSE(store_->recovery().after_clean_stop);
+}
 
 TEST_F(StoreRecoveryTest, WipesStagingRemovesUnrecordedFilesDropsTheRest) {
   const Digest kept = Put("kept");
