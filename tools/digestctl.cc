@@ -326,6 +326,9 @@ int RunSign(const std::string& key_path, const std::string& config_path, bool in
 // ---- client of the control API
 
 constexpr int kUnreachable = 3;
+// sysexits' EX_TEMPFAIL: the request was cut short by digestd stopping or restarting; nothing it
+// did was committed, and the same command can simply run again.
+constexpr int kRetry = 75;
 
 int ExitFor(int status) {
   if (status >= 200 && status < 300) return kOk;
@@ -420,8 +423,10 @@ int RunPull(const std::string& socket, const std::string& reference, const std::
   int exit_code = kOk;
   if (!Call(socket, "POST", "/v1/pull?stream=1", req.dump(), &exit_code, on_line)) return exit_code;
   if (last.is_null()) {
-    std::cerr << "digestctl: the pull stream ended without a result\n";
-    return kDenied;
+    std::cerr << "digestctl: the pull was cut short: digestd stopped or restarted before it "
+                 "finished; nothing of it was committed (its staged blobs are removed at the next "
+                 "start): run the pull again\n";
+    return kRetry;
   }
   if (last.value("type", "") == "error") {
     std::cerr << "digestctl: pull refused: " << last.value("error", "") << "\n";

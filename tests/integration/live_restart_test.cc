@@ -11,6 +11,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <iostream>
 #include <random>
 
@@ -122,6 +123,83 @@ TEST_F(LiveRestartTest, KillsHandoversAndAnUpgradeLoseNoRead) {
   ::kill(daemon_.pid(), SIGTERM);
   daemon_.Wait();
   EXPECT_EQ(Shell("grep -c ' " + mnt_ + " ' /proc/self/mountinfo").output, "0\n");
+}
+
+// A pull in flight when digestd dies fails retryably (exit 75, "cut short") and leaves nothing:
+// no clean stop is recorded, the next start recovers in full, staging is empty, and the same
+// pull then succeeds.
+TEST_F(LiveRestartTest, APullCutByARestartFailsRetryablyAndLeavesNothing) {
+  ASSERT_TRUE(WaitSupervisedReady(1)) << Slurp(log_);
+  const std::string tag = "big";
+  ASSERT_EQ(builder_.Busybox(tag), "");
+  ASSERT_EQ(builder_.AddLayer(tag, "head -c 64000000 /dev/urandom > big"), "");
+  const std::string ref = registry_->host() + "/live/big:v1";
+  ASSERT_EQ(builder_.Push(tag, ref), "");
+  Sign("live/big", DigestOf("live/big:v1"));
+  const std::string out = (dir_.path() / "pull.out").string();
+  testing::ChildProcess pull;
+  ASSERT_TRUE(pull.Start({ctl_, "--socket", socket_, "--json", "pull", ref}, out));
+  // Polls (never times): the kill lands once a blob is under way.
+  for (int i = 0; i < 6000 && Slurp(out).find("\"type\":\"blob\"") == std::string::npos; ++i) {
+    ASSERT_TRUE(pull.Running()) << Slurp(out);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(SupervisedPid(), SIGKILL);
+  const int status = pull.Wait();
+  ASSERT_EQ(Slurp(out).find("\"type\":\"result\""), std::string::npos)
+      << "the pull finished before the kill (make its layer bigger)\n" << Slurp(out);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 75) << Slurp(out);
+  EXPECT_NE(Slurp(out).find("cut short"), std::string::npos) << Slurp(out);
+  ASSERT_TRUE(WaitSupervisedReady(2)) << Slurp(log_);
+  EXPECT_NE(Slurp(log_).find("recovery=full"), std::string::npos) << Slurp(log_);
+  std::size_t staged = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir_.path() / "store" / "staging")) ++staged;
+  EXPECT_EQ(staged, 0u);
+  auto again = Ctl("pull " + ref);
+  EXPECT_EQ(again.status, 0) << again.output;
+}
+
+// The supervisor's notify socket is the service manager's door: whoever could store fds under
+// "fuse" would have the next digestd adopt their session. A local user cannot reach it (a 0700
+// directory), and even root's other processes are ignored (the sender must be the service, by
+// SCM_CREDENTIALS): after a forged FDSTORE, a kill still adopts the real session.
+TEST_F(LiveRestartTest, OnlyTheServiceCanStoreASession) {
+  ASSERT_TRUE(WaitSupervisedReady(1)) << Slurp(log_);
+  const pid_t pid = SupervisedPid();
+  ASSERT_GT(pid, 0);
+  std::string environ = Slurp("/proc/" + std::to_string(pid) + "/environ");
+  std::replace(environ.begin(), environ.end(), '\0', '\n');
+  const auto at = environ.find("NOTIFY_SOCKET=");
+  ASSERT_NE(at, std::string::npos) << environ;
+  const std::string notify = environ.substr(at + 14, environ.find('\n', at) - at - 14);
+  ASSERT_FALSE(notify.empty());
+  ASSERT_NE(notify[0], '@') << "an abstract socket has no permissions to keep users out";
+  const std::string forge = (dir_.path() / "forge.py").string();
+  std::ofstream(forge)
+      << "import array, os, socket, sys\n"
+         "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+         "fd = os.open('/dev/null', os.O_RDONLY)\n"
+         "try:\n"
+         "    s.sendmsg([b'FDSTORE=1\\nFDNAME=fuse\\nREADY=1\\n'], [(socket.SOL_SOCKET, "
+         "socket.SCM_RIGHTS, array.array('i', [fd]))], 0, sys.argv[1])\n"
+         "    print('sent')\n"
+         "except OSError as e:\n"
+         "    print('refused', e.errno)\n";
+  auto as_user = Shell("setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 " + forge + " " +
+                       notify + " 2>&1");
+  EXPECT_NE(as_user.output.find("refused"), std::string::npos) << as_user.output;
+  auto as_root = Shell("/usr/bin/python3 " + forge + " " + notify + " 2>&1");
+  ASSERT_NE(as_root.output.find("sent"), std::string::npos) << as_root.output;
+  for (int i = 0; i < 500 && CountInLog("ignored a notification") == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(CountInLog("ignored a notification"), 1u) << Slurp(log_);
+  ::kill(pid, SIGKILL);
+  ASSERT_TRUE(WaitSupervisedReady(2)) << Slurp(log_);
+  EXPECT_EQ(CountInLog("adopted the mount"), 1u) << Slurp(log_);
+  EXPECT_EQ(CountInLog("(mounted)"), 1u) << Slurp(log_);
+  auto listed = Ctl("images");
+  EXPECT_EQ(listed.status, 0) << listed.output;
 }
 
 }  // namespace
