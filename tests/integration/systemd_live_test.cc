@@ -132,7 +132,8 @@ TEST_F(SystemdLiveRestartTest, RestartUpgradeAndKillUnderSystemdLoseNoRead) {
   ASSERT_EQ(pulled.status, 0) << pulled.output;
   const std::string image = mnt_ + "/images/sha256/" + digest.substr(7);
   auto lower = InContainer("cat " + image + "/lowerdir");
-  ASSERT_EQ(lower.status, 0) << lower.output;
+  ASSERT_EQ(lower.status, 0) << lower.output << InContainer("grep fuse /proc/self/mountinfo").output
+                             << Slurp(log_);
   const std::string top_layer = lower.output.substr(0, lower.output.find(':'));
 
   // The reader runs in the container's mount namespace, where the mount is.
