@@ -100,9 +100,11 @@ class SystemdLiveRestartTest : public DaemonTest {
     return r.output.empty() ? -1 : std::atoi(r.output.c_str());
   }
 
-  // Runs `command` in the container (all its namespaces), bounded.
+  // Runs `command` in the container (all its namespaces and its root directory: nspawn run in a
+  // chroot, as on the fresh-machine check, cannot pivot the namespace's root, so entering the
+  // mount namespace alone lands at the host's root), bounded.
   digestd::testing::CommandResult InContainer(const std::string& command) {
-    return Shell("timeout 60 nsenter -t " + std::to_string(init_) + " -a " + command + " 2>&1");
+    return Shell("timeout 60 nsenter -t " + std::to_string(init_) + " -a -r " + command + " 2>&1");
   }
 
   // Polls (never times) until the log says `what` `n` times; false after 60 s.
@@ -138,7 +140,7 @@ TEST_F(SystemdLiveRestartTest, RestartUpgradeAndKillUnderSystemdLoseNoRead) {
 
   // The reader runs in the container's mount namespace, where the mount is.
   const std::string in_ctr = (dir_.path() / "in-container.sh").string();
-  std::ofstream(in_ctr) << "#!/bin/sh\nexec nsenter -t " << init_ << " -m -- " << DIGESTD_MOUNT_READER
+  std::ofstream(in_ctr) << "#!/bin/sh\nexec nsenter -t " << init_ << " -m -r -- " << DIGESTD_MOUNT_READER
                         << " \"$@\"\n";
   ::chmod(in_ctr.c_str(), 0755);
   MountReader reader(in_ctr, mnt_, dir_.path().string(),
