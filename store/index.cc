@@ -180,9 +180,8 @@ Result<void> Index::WriteLast(const Batch& batch, std::chrono::milliseconds wait
 }
 
 Result<void> Index::Write(const Batch& batch, bool sync) {
-  if (sealed_) {
-    return MakeError(Module::kStore, Errc::kAborted, "the store is closing (clean stop recorded)");
-  }
+  // (A sealed index never needs a reopen: WriteLast seals only a healthy one, and every write
+  // after it stops at the check below.)
   if (needs_reopen_.load()) DIGESTD_RETURN_IF_ERROR(Reopen());
   rocksdb::WriteBatch wb;
   std::shared_lock lock(mu_);
