@@ -3,12 +3,16 @@
 # restarts under it (issue #18). digestd runs under digestd-supervise, which speaks systemd's
 # fd-store protocol; a reader (bench/stall_reader: 4 KiB reads at random offsets of a file it
 # holds open, and opens + reads of random small files) reads an image's rootfs through the mount
-# in three phases:
+# in four phases:
 #   steady:   no restart: the baseline, the reader's own worst wait on this machine
-#   graceful: N hand-overs (SIGHUP to the supervisor = what `systemctl restart` does: SIGTERM,
-#             hand-over at a request boundary, the next process adopts the mount)
+#   graceful: N hand-overs to a waiting successor (SIGUSR2, passed on by the supervisor as by
+#             `systemctl kill -s USR2 --kill-who=main digestd`: digestd starts the next process,
+#             which loads while the old one serves, then hands over at a request boundary)
+#   restart:  N stop-then-start restarts (SIGHUP to the supervisor = what `systemctl restart`
+#             does: SIGTERM, hand-over at a request boundary, then the next process starts and
+#             adopts the mount)
 #   crash:    N SIGKILLs of digestd (restarted after --restart-sec, as Restart=always does)
-# Prints `bench restart_stall_max_ms_{steady,graceful,crash} <ms> ms`, `bench
+# Prints `bench restart_stall_max_ms_{steady,graceful,restart,crash} <ms> ms`, `bench
 # restart_read_errors <n> count` (must be 0), and `ratio restart_graceful_vs_goal` (50 ms over the
 # graceful stall) and `ratio restart_crash_vs_goal` (1000 ms over the crash stall): >= 1 meets
 # the goal. Starts its own registry on a free loopback port. Root (it mounts).
@@ -114,7 +118,8 @@ phase() {
     sleep 0.3
     case $action in
       none) ;;
-      graceful) kill -HUP "$SUP_PID"; n=$((n + 1)); wait_ready "$n" ;;
+      graceful) kill -USR2 "$SUP_PID"; n=$((n + 1)); wait_ready "$n" ;;
+      restart) kill -HUP "$SUP_PID"; n=$((n + 1)); wait_ready "$n" ;;
       crash) pid=$(grep -o "started pid [0-9]*" supervise.log | tail -n 1 | awk '{print $3}')
              kill -KILL "$pid"; n=$((n + 1)); wait_ready "$n" ;;
     esac
@@ -136,9 +141,11 @@ phase() {
 }
 STEADY=$(phase steady none)
 GRACEFUL=$(phase graceful graceful)
+RESTART=$(phase restart restart)
 CRASH=$(phase crash crash)
 echo "bench restart_stall_max_ms_steady $STEADY ms"
 echo "bench restart_stall_max_ms_graceful $GRACEFUL ms"
+echo "bench restart_stall_max_ms_restart $RESTART ms"
 echo "bench restart_stall_max_ms_crash $CRASH ms"
 echo "bench restart_read_errors $ERRORS count"
 awk -v g="$GRACEFUL" -v c="$CRASH" 'BEGIN {

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -48,16 +49,28 @@ int main(int argc, char** argv) {
   char buf[4096];
   std::printf("stall_reader started\n");
   std::fflush(stdout);
-  auto timed = [&](auto&& op) {
+  // Operations slower than 20 ms are listed with the wall-clock time they started (to line them
+  // up with digestd's log): "stall_reader slow read|open MS ms at HH:MM:SS.mmm".
+  auto timed = [&](const char* what, auto&& op) {
+    const auto wall = std::chrono::system_clock::now();
     const auto t0 = Clock::now();
     if (!op()) ++errors;
-    ms.push_back(std::chrono::duration<float, std::milli>(Clock::now() - t0).count());
+    const float took = std::chrono::duration<float, std::milli>(Clock::now() - t0).count();
+    ms.push_back(took);
+    if (took > 20) {
+      const std::time_t secs = std::chrono::system_clock::to_time_t(wall);
+      std::tm tm{};
+      ::localtime_r(&secs, &tm);
+      const auto milli = std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count() % 1000;
+      std::fprintf(stderr, "stall_reader slow %s %.1f ms at %02d:%02d:%02d.%03lld\n", what, took,
+                   tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<long long>(milli));
+    }
   };
   while (::access(stop.c_str(), F_OK) != 0) {
     const off_t off = static_cast<off_t>(rng() % static_cast<std::uint64_t>(st.st_size / 4096)) * 4096;
-    timed([&] { return ::pread(big, buf, sizeof(buf), off) == static_cast<ssize_t>(sizeof(buf)); });
+    timed("read", [&] { return ::pread(big, buf, sizeof(buf), off) == static_cast<ssize_t>(sizeof(buf)); });
     const std::string& path = small[rng() % small.size()];
-    timed([&] {
+    timed("open", [&] {
       const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) return false;
       const bool ok = ::read(fd, buf, sizeof(buf)) > 0;

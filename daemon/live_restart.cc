@@ -1,8 +1,19 @@
 #include "daemon/live_restart.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <array>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/log.h"
@@ -13,6 +24,40 @@ namespace {
 
 constexpr std::string_view kFuseName = "fuse";
 constexpr std::string_view kStateName = "fuse-state";
+constexpr std::string_view kHandoverName = "handover";
+// The two messages of the hand-over socket (SOCK_SEQPACKET: one message per write).
+constexpr std::string_view kStandby = "standby";  // successor -> predecessor
+constexpr std::string_view kGo = "go";            // predecessor -> successor: you are the main process
+constexpr std::string_view kReleased = "released";  // predecessor -> successor: mount and store are free
+
+Error HandoverError(Errc code, std::string what) {
+  return MakeError(Module::kDaemon, code, "hand-over: " + std::move(what));
+}
+
+std::string DescribeStatus(int status) {
+  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+// argv[0] as execv() takes it: a path as given, a bare name looked up in $PATH (resolved before
+// fork: the child may only make async-signal-safe calls).
+std::string ResolveProgram(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  std::size_t start = 0;
+  while (start <= dirs.size()) {
+    const auto colon = dirs.find(':', start);
+    std::string dir = dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (dir.empty()) dir = ".";
+    std::string candidate = dir + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return name;
+}
 
 void StoreSession(fusefs::FuseMount& mount) {
   if (!ServiceManagerPresent()) return;
@@ -42,6 +87,8 @@ Inherited TakeInherited() {
       in.control = std::move(l.fd);
     } else if (l.name == "snapshotter") {
       in.snapshotter = std::move(l.fd);
+    } else if (l.name == kHandoverName) {
+      in.handover = std::move(l.fd);
     } else {
       Logger("digestd")->warn("service manager passed an fd named {}: not ours, closed", l.name);
     }
@@ -76,6 +123,221 @@ Result<fusefs::FuseMountPtr> MountOrAdopt(store::Store& store, const fusefs::Mou
   auto mount = fusefs::FuseMount::Mount(store, options);
   if (mount) StoreSession(**mount);
   return mount;
+}
+
+Result<void> AwaitPredecessor(UniqueFd handover, std::chrono::milliseconds timeout) {
+  auto log = Logger("digestd");
+  const pid_t predecessor = ::getppid();
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, predecessor, 0)));
+  if (!pidfd || ::getppid() != predecessor) {
+    return HandoverError(Errc::kAborted, "the process that started us (pid " +
+                                             std::to_string(predecessor) + ") is gone");
+  }
+  if (::send(handover.Get(), kStandby.data(), kStandby.size(), MSG_NOSIGNAL) < 0) {
+    return HandoverError(Errc::kAborted, "predecessor pid " + std::to_string(predecessor) +
+                                             " went away before we stood by");
+  }
+  log->info("hand-over: standing by for pid {}", predecessor);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Waits until one of `fds` is readable or hung up, and says which.
+  auto wait = [&](std::vector<int> fds) -> Result<std::size_t> {
+    std::vector<pollfd> p;
+    for (int fd : fds) p.push_back({.fd = fd, .events = POLLIN, .revents = 0});
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        return HandoverError(Errc::kBusy, "predecessor pid " + std::to_string(predecessor) +
+                                              " did not hand over within " +
+                                              std::to_string(timeout.count()) + " ms");
+      }
+      const int n = ::poll(p.data(), p.size(), static_cast<int>(left.count()));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return SysError(Module::kDaemon, "hand-over: poll");
+      for (std::size_t i = 0; i < p.size(); ++i) {
+        if (p[i].revents != 0) return i;
+      }
+    }
+  };
+  // "go": the predecessor made us the service's main process; without it (it stopped or died
+  // first) the manager still counts on the predecessor, and we must not take over.
+  DIGESTD_RETURN_IF_ERROR(wait({handover.Get()}));
+  char buf[16];
+  const ssize_t n = ::recv(handover.Get(), buf, sizeof(buf), 0);
+  if (n != static_cast<ssize_t>(kGo.size()) || std::string_view(buf, kGo.size()) != kGo) {
+    return HandoverError(Errc::kAborted, "predecessor pid " + std::to_string(predecessor) +
+                                             " exited without handing over");
+  }
+  // Then "released" (it detached from the mount and closed the store), or its exit: every fd it
+  // held is closed once the pidfd is readable (the whole process has exited).
+  bool listening = true;
+  for (;;) {
+    DIGESTD_ASSIGN_OR_RETURN(const std::size_t which,
+                             listening ? wait({pidfd.Get(), handover.Get()}) : wait({pidfd.Get()}));
+    if (which == 0) {
+      log->info("hand-over: pid {} has exited; taking over", predecessor);
+      return {};
+    }
+    const ssize_t got = ::recv(handover.Get(), buf, sizeof(buf), MSG_DONTWAIT);
+    if (got == static_cast<ssize_t>(kReleased.size()) &&
+        std::string_view(buf, kReleased.size()) == kReleased) {
+      log->info("hand-over: pid {} released the mount and the store; taking over", predecessor);
+      return {};
+    }
+    listening = false;  // its end closed (it is exiting): the pidfd says when it is done
+  }
+}
+
+struct Successor::Impl {
+  explicit Impl(boost::asio::io_context& io) : sock(io), timer(io) {}
+  boost::asio::posix::stream_descriptor sock;
+  boost::asio::steady_timer timer;
+  pid_t pid = -1;
+  bool done = false;  // standby or failure seen
+  bool went = false;  // Go() sent: it is the service now, never killed by us
+  std::array<char, 16> buf{};
+
+  // Kills and reaps the successor (it never became the main process).
+  std::string Reap(bool kill) {
+    if (pid <= 0) return "gone";
+    if (kill) ::kill(pid, SIGKILL);
+    int status = 0;
+    pid_t r;
+    do {
+      r = ::waitpid(pid, &status, 0);
+    } while (r < 0 && errno == EINTR);
+    pid = -1;
+    return r > 0 ? DescribeStatus(status) : std::string("not reaped");
+  }
+};
+
+Successor::Successor(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Successor::~Successor() {
+  // Not handed over (still waiting, or abandoned after standby): it must not outlive this.
+  if (impl_ && !impl_->went && impl_->pid > 0) impl_->Reap(true);
+}
+
+pid_t Successor::pid() const { return impl_->pid; }
+bool Successor::went() const { return impl_->went; }
+
+Result<std::unique_ptr<Successor>> Successor::Spawn(
+    boost::asio::io_context& io, const std::vector<std::string>& args,
+    const std::vector<std::pair<std::string, int>>& fds) {
+  if (args.empty()) return HandoverError(Errc::kInvalidArgument, "no program to start");
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+    return SysError(Module::kDaemon, "hand-over: socketpair");
+  }
+  UniqueFd ours(pair[0]), theirs(pair[1]);
+
+  // Everything the child needs, built before fork: after it only async-signal-safe calls.
+  const std::string program = ResolveProgram(args[0]);
+  std::vector<std::string> arg_copy = args;
+  std::vector<char*> argv;
+  for (auto& a : arg_copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<int> src;
+  std::string names;
+  for (const auto& [name, fd] : fds) {
+    src.push_back(fd);
+    names += (names.empty() ? "" : ":") + name;
+  }
+  src.push_back(theirs.Get());
+  names += (names.empty() ? "" : ":") + std::string(kHandoverName);
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "LISTEN_", 7) == 0) continue;
+    env.emplace_back(*e);
+  }
+  env.push_back("LISTEN_FDS=" + std::to_string(src.size()));
+  env.push_back("LISTEN_FDNAMES=" + names);
+  env.push_back("LISTEN_PID=" + std::string(24, '\0'));  // the child writes its pid here
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  char* pid_slot = env.back().data() + std::strlen("LISTEN_PID=");
+  std::vector<int> high(src.size(), -1);
+  const int count = static_cast<int>(src.size());
+
+  const pid_t pid = ::fork();
+  if (pid < 0) return SysError(Module::kDaemon, "hand-over: fork");
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    // To 3.., through numbers above that range so no source is overwritten early.
+    for (int i = 0; i < count; ++i) {
+      high[static_cast<std::size_t>(i)] = ::fcntl(src[static_cast<std::size_t>(i)], F_DUPFD_CLOEXEC, 3 + count);
+      if (high[static_cast<std::size_t>(i)] < 0) ::_exit(126);
+    }
+    for (int i = 0; i < count; ++i) {
+      if (::dup2(high[static_cast<std::size_t>(i)], 3 + i) < 0) ::_exit(126);
+    }
+    char digits[24];
+    int n = 0;
+    for (pid_t me = ::getpid(); me > 0 && n < 23; me /= 10) digits[n++] = static_cast<char>('0' + me % 10);
+    for (int i = 0; i < n; ++i) pid_slot[i] = digits[n - 1 - i];
+    pid_slot[n] = '\0';
+    ::execve(program.c_str(), argv.data(), envp.data());
+    ::_exit(127);
+  }
+  theirs.Reset();
+  auto impl = std::make_shared<Impl>(io);
+  impl->pid = pid;
+  boost::system::error_code ec;
+  impl->sock.assign(ours.Release(), ec);
+  if (ec) {
+    impl->Reap(true);
+    return HandoverError(Errc::kIo, "watch the successor: " + ec.message());
+  }
+  return std::unique_ptr<Successor>(new Successor(std::move(impl)));
+}
+
+void Successor::Await(std::chrono::milliseconds timeout, std::function<void()> standby,
+                      std::function<void(const std::string&)> failed) {
+  auto s = impl_;
+  auto fail = [s, failed](const std::string& why, bool kill) {
+    if (s->done) return;
+    s->done = true;
+    s->timer.cancel();
+    boost::system::error_code ignored;
+    s->sock.close(ignored);
+    const std::string status = s->Reap(kill);
+    failed(why + " (" + status + ")");
+  };
+  s->timer.expires_after(timeout);
+  s->timer.async_wait([fail, timeout](const boost::system::error_code& ec) {
+    if (ec) return;
+    fail("no standby within " + std::to_string(timeout.count()) + " ms", true);
+  });
+  s->sock.async_read_some(
+      boost::asio::buffer(s->buf),
+      [s, fail, standby](const boost::system::error_code& ec, std::size_t n) {
+        if (s->done) return;
+        if (ec || std::string_view(s->buf.data(), n) != kStandby) {
+          // EOF: it exited (or exec failed) before standing by.
+          fail(ec ? "it exited before standing by" : "it sent something other than standby", true);
+          return;
+        }
+        s->done = true;
+        s->timer.cancel();
+        standby();
+      });
+}
+
+Result<void> Successor::Go() {
+  auto& s = *impl_;
+  if (::send(s.sock.native_handle(), kGo.data(), kGo.size(), MSG_NOSIGNAL) < 0) {
+    return SysError(Module::kDaemon, "hand-over: tell the successor to go");
+  }
+  s.went = true;
+  return {};
+}
+
+void Successor::Released() {
+  // Best effort: without it the successor waits for this process's exit instead.
+  (void)::send(impl_->sock.native_handle(), kReleased.data(), kReleased.size(), MSG_NOSIGNAL);
 }
 
 void ReleaseMount(fusefs::FuseMount& mount, bool handover) {

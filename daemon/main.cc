@@ -1,7 +1,8 @@
 // digestd: the host daemon. main() is the one place that wires the parts together:
 //   config -> io_uring check -> store (recovery, lock) -> policy and trust -> FUSE mount ->
 //   control socket -> READY=1 (sd_notify) -> serve until SIGTERM/SIGINT; SIGHUP reloads policy
-//   and trust (a bad file keeps the old ones; audited).
+//   and trust (a bad file keeps the old ones; audited); SIGUSR2 hands over to a successor this
+//   process starts (daemon/live_restart.h: the upgrade without a stall).
 // Shutdown: stop accepting, abandon pulls in flight (their staging files vanish with the
 // process; blobs their image transactions staged are removed at the next start), unmount.
 
@@ -110,6 +111,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   log->info("starting: build={} pid={}", DIGESTD_BUILD_TAG, ::getpid());
+  const std::vector<std::string> self_args(argv, argv + argc);  // what a successor runs
   // What the service manager handed over (a live mount's session, socket-unit listeners): taken
   // first, so that no child process ever inherits them.
   daemon::Inherited inherited = daemon::TakeInherited();
@@ -118,13 +120,26 @@ int main(int argc, char** argv) {
   // Every reader of the mount and client of the sockets costs an fd: take the whole hard limit
   // (the unit raises it), and size the mount's fd cache from it.
   const std::uint64_t fd_limit = RaiseFdLimit();
+  verify::PolicySet policies(config->policy_path, config->trust_path);
+  if (auto r = policies.Reload(); !r) return Fail(r.error().ToString());
+  // Started by a running digestd (SIGUSR2): everything above overlapped its serving; the store
+  // and the mount are ours once it has gone.
+  if (inherited.handover) {
+    if (auto r = daemon::AwaitPredecessor(std::move(inherited.handover), std::chrono::seconds(60)); !r) {
+      return Fail(r.error().ToString());
+    }
+  }
   auto store = store::Store::Open({.root = config->store_root, .quota_bytes = config->quota_bytes});
   if (!store) return Fail(store.error().ToString());
   daemon::Auditor auditor(**store, config->audit);
   // Leases of pulls that were in flight when a previous daemon stopped are transient: the
   // store's recovery dropped them (audited), whatever their ids.
-  verify::PolicySet policies(config->policy_path, config->trust_path);
-  if (auto r = policies.Reload(); !r) return Fail(r.error().ToString());
+  // Listeners from socket units, kept to pass on to a successor (the servers own the originals).
+  UniqueFd control_listener, snapshotter_listener;
+  if (inherited.control) control_listener = UniqueFd(::fcntl(inherited.control.Get(), F_DUPFD_CLOEXEC, 3));
+  if (inherited.snapshotter) {
+    snapshotter_listener = UniqueFd(::fcntl(inherited.snapshotter.Get(), F_DUPFD_CLOEXEC, 3));
+  }
 
   daemon::HiddenSet hidden;
   // Images whose admission no longer holds are hidden before the mount serves anything (an
@@ -306,6 +321,61 @@ int main(int argc, char** argv) {
   }
 
   boost::asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
+  signals.add(SIGUSR2);
+  std::unique_ptr<daemon::Successor> successor;
+  auto stop_serving = [&] {
+    if (snapshotter_server) snapshotter_server->Stop();
+    server.Stop();
+    io.stop();
+  };
+  // SIGUSR2: start the next process (the binary on disk now: an upgrade) and hand over to it
+  // once it stands by; until then, and if it fails, this one serves on.
+  auto hand_over = [&] {
+    if (successor) {
+      log->warn("SIGUSR2: a hand-over to pid {} is already under way", successor->pid());
+      return;
+    }
+    if (!config->daemon.handover || !ServiceManagerPresent()) {
+      log->warn("SIGUSR2: a hand-over needs a service manager to keep the session and "
+                "[daemon] handover = true; ignored");
+      return;
+    }
+    auto session = (*mount)->Export();
+    if (!session) {
+      log->error("SIGUSR2: cannot hand over: {}", session.error().ToString());
+      return;
+    }
+    std::vector<std::pair<std::string, int>> fds = {{"fuse", session->fuse.Get()},
+                                                    {"fuse-state", session->state.Get()}};
+    if (control_listener) fds.emplace_back("control", control_listener.Get());
+    if (snapshotter_listener) fds.emplace_back("snapshotter", snapshotter_listener.Get());
+    auto spawned = daemon::Successor::Spawn(io, self_args, fds);
+    if (!spawned) {
+      log->error("SIGUSR2: cannot start a successor: {}", spawned.error().ToString());
+      return;
+    }
+    successor = std::move(*spawned);
+    const pid_t next = successor->pid();
+    log->info("SIGUSR2: started successor pid {}; serving until it stands by", next);
+    successor->Await(
+        std::chrono::seconds(60),
+        [&, next] {
+          // The manager first: from here the successor is the service, this process is not.
+          if (auto r = NotifyServiceManager("MAINPID=" + std::to_string(next)); !r) {
+            log->error("hand-over to pid {} abandoned, still serving: {}", next, r.error().ToString());
+            successor.reset();
+            return;
+          }
+          if (auto r = successor->Go(); !r) log->error("hand-over: {}", r.error().ToString());
+          log->info("hand-over: pid {} is the service now; detaching", next);
+          stop_serving();
+        },
+        [&, next](const std::string& why) {
+          log->error("hand-over to pid {} failed, still serving: {}", next, why);
+          AuditEvent(auditor, "daemon.handover_failed", {{"pid", next}, {"reason", why}});
+          successor.reset();
+        });
+  };
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int sig) {
         if (ec) return;
@@ -315,11 +385,14 @@ int main(int argc, char** argv) {
           signals.async_wait(on_signal);
           return;
         }
+        if (sig == SIGUSR2) {
+          hand_over();
+          signals.async_wait(on_signal);
+          return;
+        }
         log->info("signal {}: shutting down", sig);
         (void)NotifyServiceManager("STOPPING=1");
-        if (snapshotter_server) snapshotter_server->Stop();
-        server.Stop();
-        io.stop();
+        stop_serving();
       };
   signals.async_wait(on_signal);
 
@@ -328,10 +401,15 @@ int main(int argc, char** argv) {
             (*mount)->adopted() ? "adopted" : "mounted", config->daemon.socket.string());
   (void)NotifyServiceManager("READY=1");
   io.run();
+  if (successor && !successor->went()) successor.reset();  // it never took over: it goes with us
+  // While the mount still serves: the successor's store open then has little log to replay.
+  if (auto r = (*store)->FlushIndex(); !r) log->warn("index not flushed: {}", r.error().ToString());
 
   daemon::ReleaseMount(**mount, config->daemon.handover);
   // The next start skips recovery's walks when nothing was in progress (a restart's stall).
   const bool clean = (*store)->MarkCleanShutdown();
+  // A successor waiting to take over need not wait for the rest of this process's exit.
+  if (clean && successor && successor->went() && (*store)->ReleaseForSuccessor()) successor->Released();
   log->info("stopped{}", clean ? " (clean stop recorded)" : "");
   // Pulls still in flight are coroutine frames owned by `io` that refer to the puller and the
   // registry client; tearing those down in any order risks touching freed objects, and nothing

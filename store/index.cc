@@ -1,5 +1,6 @@
 #include "store/index.h"
 
+#include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/options.h>
@@ -82,6 +83,9 @@ Result<void> Index::OpenDb(bool read_only) {
   // a restart waits on it (docs/PERFORMANCE.md, "Restarts").
   db_opts.max_file_opening_threads = 1;
   db_opts.skip_stats_update_on_db_open = true;
+  // No periodic statistics dump (a timer thread's work at open; nobody reads it).
+  db_opts.stats_dump_period_sec = 0;
+  db_opts.stats_persist_period_sec = 0;
   // A successor replays the predecessor's log into memory instead of writing (and syncing) it
   // out as a new table file before it can serve; the log stays until the next flush.
   db_opts.avoid_flush_during_recovery = true;
@@ -120,7 +124,7 @@ Result<void> Index::Reopen() {
   if (!lock.try_lock_for(std::chrono::seconds(1))) {
     return MakeError(Module::kStore, Errc::kIo, "index busy: cannot reopen after a write error");
   }
-  if (!needs_reopen_.load()) return {};
+  if (!needs_reopen_.load() || sealed_) return {};
   auto log = ::digestd::Logger("index");
   CloseDb();
   if (auto r = OpenDb(/*read_only=*/false); r) {
@@ -176,6 +180,24 @@ Result<void> Index::WriteLast(const Batch& batch, std::chrono::milliseconds wait
   wo.sync = true;
   if (rocksdb::Status s = db_->Write(wo, &wb); !s.ok()) return DbError("write", s);
   sealed_ = true;
+  return {};
+}
+
+Result<void> Index::CloseSealed(std::chrono::milliseconds wait) {
+  std::unique_lock lock(mu_, std::defer_lock);
+  if (!lock.try_lock_for(wait)) return MakeError(Module::kStore, Errc::kBusy, "index in use");
+  if (!sealed_) return MakeError(Module::kStore, Errc::kInvalidArgument, "index not sealed");
+  if (db_) rocksdb::CancelAllBackgroundWork(db_.get(), /*wait=*/false);
+  CloseDb();
+  return {};
+}
+
+Result<void> Index::Flush() {
+  std::shared_lock lock(mu_);
+  if (!db_ || read_only_) return MakeError(Module::kStore, Errc::kAborted, "index not writable");
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  if (rocksdb::Status s = db_->Flush(fo, handles_); !s.ok()) return DbError("flush", s);
   return {};
 }
 

@@ -84,6 +84,15 @@ class Index {
   // in progress, and refuses every write after it (kAborted). kBusy when writes did not finish.
   Result<void> WriteLast(const Batch& batch, std::chrono::milliseconds wait);
 
+  // Writes what is only in memory (and the log) to table files, synced: the next open then
+  // replays a short log instead of every write since the last flush.
+  Result<void> Flush();
+
+  // After WriteLast: closes the database (its lock goes with it) so that another process can
+  // open it while this one is still exiting. Background work is cancelled, not waited out.
+  // Every call after it fails. kBusy when calls in progress did not finish within `wait`.
+  Result<void> CloseSealed(std::chrono::milliseconds wait);
+
   // Writes that failed since the index was opened.
   std::uint64_t write_failures() const { return write_failures_.load(); }
   // True while the index is read-only after a write error it could not reopen from.

@@ -104,6 +104,19 @@ bool Store::MarkCleanShutdown() {
   return true;
 }
 
+Result<void> Store::FlushIndex() { return impl_->index->Flush(); }
+
+bool Store::ReleaseForSuccessor() {
+  auto& impl = *impl_;
+  if (auto r = impl.index->CloseSealed(std::chrono::milliseconds(100)); !r) {
+    impl.log->info("store not released early ({}): the successor waits for this process's exit",
+                   r.error().ToString());
+    return false;
+  }
+  impl.lock_fd.Reset();
+  return true;
+}
+
 Result<std::optional<Usage>> Store::Impl::TakeCleanStop() {
   DIGESTD_ASSIGN_OR_RETURN(auto value, index->Get(Cf::kMeta, kCleanStopKey));
   if (!value) return std::optional<Usage>();

@@ -276,6 +276,16 @@ class Store {
   // the next open then recovers in full. Open takes the record back before anything else, so a
   // crash after that recovers in full again.
   bool MarkCleanShutdown();
+  // After MarkCleanShutdown returned true, in a process that hands over to a successor: closes
+  // the index and gives up the store's lock, so the successor can open the store before this
+  // process has finished exiting (a hand-over's stall). Every store call after it fails. False
+  // (nothing released) when the index could not be closed at once: the successor then waits
+  // for this process's exit.
+  bool ReleaseForSuccessor();
+  // Before a stop, while the mount still serves: writes the index's memory out to its tables,
+  // so that the next process's open (which readers of a handed-over mount wait for) replays a
+  // short log instead of every write since the last flush.
+  Result<void> FlushIndex();
 
   // ---- deny list
   Result<void> Deny(const Digest& digest, std::string_view reason);

@@ -12,16 +12,23 @@
 //   SIGTERM, SIGINT  stop: SIGTERM to the service, wait, drop the fd store, and detach the mount
 //                    at --unmount PATH (without its session it could only answer ENOTCONN)
 //   SIGUSR1          stop as above but keep the mount and print the fd store's names (tests)
+//   SIGUSR2          passed on to the service: digestd starts its successor itself and hands over
+//                    to it once it stands by (the successor becomes the main process: MAINPID=)
 //
 // Only the service's main process may store fds (its credentials are checked, as systemd's
 // NotifyAccess=main does); the notify socket lives in a private 0700 directory.
+// The service may name another process as the main one (MAINPID=, as systemd allows the main
+// process to): it must be a child of the current main process; this supervisor is a child
+// subreaper, so that process becomes its child when the old main process exits.
 // Logs one line per event on stderr: "supervise: started pid N fds=a,b", "supervise: ready pid
-// N", "supervise: pid N exited status S", "supervise: stored NAME", "supervise: stopped".
+// N", "supervise: main pid N (was M)", "supervise: pid N exited status S", "supervise: stored
+// NAME", "supervise: stopped".
 
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -33,6 +40,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <string>
@@ -106,10 +114,12 @@ class Supervisor {
   int Run() {
     sigset_t set;
     sigemptyset(&set);
-    for (int s : {SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGUSR1}) sigaddset(&set, s);
+    for (int s : {SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
     if (sigprocmask(SIG_BLOCK, &set, nullptr) != 0) Die("sigprocmask");
     sigfd_ = UniqueFd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!sigfd_) Die("signalfd");
+    // A successor the service starts itself is reparented to us when its parent exits.
+    if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) Die("PR_SET_CHILD_SUBREAPER");
     OpenNotifySocket();
     for (const auto& [name, path] : opts_.sockets) {
       auto fd = digestd::ListenUnixSocket(path, 0660, ::getegid(), digestd::Module::kTools);
@@ -252,9 +262,37 @@ class Supervisor {
         store_.erase(name);
         Log("removed " + name);
       }
+      if (kv.count("MAINPID")) SetMainPid(kv["MAINPID"]);
       if (kv["READY"] == "1") Log("ready pid " + std::to_string(child_));
       if (kv["STOPPING"] == "1") Log("stopping pid " + std::to_string(child_));
     }
+  }
+
+  // MAINPID=N from the main process: N must be its child (systemd requires it in the unit's cgroup).
+  void SetMainPid(const std::string& value) {
+    char* end = nullptr;
+    const long pid = std::strtol(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || pid <= 1 || pid == child_) {
+      Log("ignored MAINPID=" + value);
+      return;
+    }
+    if (ParentOf(static_cast<pid_t>(pid)) != child_) {
+      Log("ignored MAINPID=" + value + " (not a child of pid " + std::to_string(child_) + ")");
+      return;
+    }
+    Log("main pid " + value + " (was " + std::to_string(child_) + ")");
+    child_ = static_cast<pid_t>(pid);
+  }
+
+  static pid_t ParentOf(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto close = stat.rfind(')');  // the command name may hold anything
+    if (close == std::string::npos) return -1;
+    char state = 0;
+    int ppid = -1;
+    if (std::sscanf(stat.c_str() + close + 1, " %c %d", &state, &ppid) != 2) return -1;
+    return ppid;
   }
 
   // Returns an exit code to leave with, or -1 to go on.
@@ -263,7 +301,10 @@ class Supervisor {
       int status = 0;
       pid_t pid;
       while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
-        if (pid != child_) continue;
+        if (pid != child_) {
+          Log("pid " + std::to_string(pid) + " exited (not the main process)");
+          continue;
+        }
         ReceiveNotify();  // what it sent before it went
         Log("pid " + std::to_string(pid) + " exited status " +
             (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
@@ -276,6 +317,13 @@ class Supervisor {
         } else {
           restart_at_ = Clock::now() + std::chrono::microseconds(static_cast<long long>(opts_.restart_sec * 1e6));
         }
+      }
+      return -1;
+    }
+    if (sig == SIGUSR2) {
+      if (child_ > 0) {
+        Log("hand-over requested from pid " + std::to_string(child_));
+        ::kill(child_, SIGUSR2);
       }
       return -1;
     }

@@ -148,11 +148,17 @@ class DaemonTest : public PullTest {
     }
     return CountInLog("supervise: ready pid") >= n;
   }
-  // The pid of the digestd the supervisor started last, or -1.
+  // The pid of the digestd the supervisor counts as the service now (the one it started last,
+  // or the successor a hand-over made the main process: "main pid N"), or -1.
   pid_t SupervisedPid() {
     const std::string text = Slurp(log_);
-    const auto pos = text.rfind("started pid ");
-    return pos == std::string::npos ? -1 : std::atoi(text.c_str() + pos + 12);
+    const auto started = text.rfind("supervise: started pid ");
+    const auto main = text.rfind("supervise: main pid ");
+    if (started == std::string::npos && main == std::string::npos) return -1;
+    if (main != std::string::npos && (started == std::string::npos || main > started)) {
+      return std::atoi(text.c_str() + main + 20);
+    }
+    return std::atoi(text.c_str() + started + 23);
   }
   // Stops `reader` (after 30 s, aborting the mount's connection should it hang) and expects that
   // it never saw an error; prints its counts.

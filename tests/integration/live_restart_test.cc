@@ -35,21 +35,29 @@ class LiveRestartTest : public DaemonTest {
     daemon_bin_ = binary_;
   }
 
+  // Pushes `repo`:v1 signed, pulls it, and starts `reader` over its files (in the image's
+  // rootfs, its lowerdir file, its top layer's view); sets image_, lower_ and top_layer_.
+  void PullAndRead(const std::string& repo, MountReader& reader) {
+    const std::string digest = PushSigned(repo);
+    auto pulled = Ctl("pull " + registry_->host() + "/" + repo + ":v1");
+    ASSERT_EQ(pulled.status, 0) << pulled.output;
+    image_ = mnt_ + "/images/sha256/" + digest.substr(7);
+    lower_ = Slurp(image_ + "/lowerdir");
+    top_layer_ = lower_.substr(0, lower_.find(':'));
+    ASSERT_TRUE(reader.Start({image_ + "/rootfs/bin/busybox", image_ + "/rootfs/hello.txt",
+                              image_ + "/lowerdir", top_layer_ + "/hello.txt"}))
+        << Slurp(reader.log());
+  }
+
   std::string binary_;
+  std::string image_, lower_, top_layer_;
 };
 
 TEST_F(LiveRestartTest, KillsHandoversAndAnUpgradeLoseNoRead) {
   ASSERT_TRUE(WaitSupervisedReady(1)) << Slurp(log_);  // the fixture started it under the supervisor
-  const std::string digest = PushSigned("live/app");
-  auto pulled = Ctl("pull " + registry_->host() + "/live/app:v1");
-  ASSERT_EQ(pulled.status, 0) << pulled.output;
-  const std::string image = mnt_ + "/images/sha256/" + digest.substr(7);
-  auto lower = Slurp(image + "/lowerdir");
-  const std::string top_layer = lower.substr(0, lower.find(':'));
   MountReader reader(DIGESTD_MOUNT_READER, mnt_, dir_.path().string());
-  ASSERT_TRUE(reader.Start({image + "/rootfs/bin/busybox", image + "/rootfs/hello.txt",
-                            image + "/lowerdir", top_layer + "/hello.txt"}))
-      << Slurp(reader.log());
+  ASSERT_NO_FATAL_FAILURE(PullAndRead("live/app", reader));
+  const std::string image = image_, lower = lower_, top_layer = top_layer_;
 
   // The container: overlayfs over the image's layer views (as containerd's snapshotter stacks
   // them), run by runc, in a private mount namespace (its mounts go with it). It reads every
@@ -157,6 +165,105 @@ TEST_F(LiveRestartTest, APullCutByARestartFailsRetryablyAndLeavesNothing) {
   EXPECT_EQ(staged, 0u);
   auto again = Ctl("pull " + ref);
   EXPECT_EQ(again.status, 0) << again.output;
+}
+
+// The hand-over to a waiting successor (SIGUSR2, passed on by the supervisor as systemd's `kill
+// -s USR2 --kill-who=main` would): digestd starts the next process itself, which loads while the
+// old one serves and takes over once it has detached and released the store. Five hand-overs,
+// one of them an upgrade to another build, and one whose predecessor is SIGKILLed right after it
+// made the successor the service: a reader of the mount sees no error, the mount is adopted
+// every time, and the control socket answers throughout.
+TEST_F(LiveRestartTest, HandOversToAWaitingSuccessorLoseNoRead) {
+  ASSERT_TRUE(WaitSupervisedReady(1)) << Slurp(log_);
+  MountReader reader(DIGESTD_MOUNT_READER, mnt_, dir_.path().string());
+  ASSERT_NO_FATAL_FAILURE(PullAndRead("live/handover", reader));
+  const std::string image = image_;
+  std::size_t readies = 1;
+  for (int round = 0; round < 5; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const pid_t before = SupervisedPid();
+    ASSERT_GT(before, 0);
+    if (round == 2) {
+      fs::remove(binary_);
+      fs::create_symlink(DIGESTD_NEXT_BIN, binary_);  // the successor runs the new build
+    }
+    ::kill(daemon_.pid(), SIGUSR2);
+    if (round == 3) {
+      // Killed right after it made the successor the service: the successor still takes over
+      // (it waits for the predecessor's exit), and the kernel resends what was left unanswered.
+      for (int i = 0; i < 3000 && CountInLog("is the service now; detaching") < 4; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      ::kill(before, SIGKILL);
+    }
+    ASSERT_TRUE(WaitSupervisedReady(++readies)) << Slurp(log_);
+    EXPECT_NE(SupervisedPid(), before);
+    auto listed = Ctl("images");
+    EXPECT_EQ(listed.status, 0) << listed.output;
+  }
+  EXPECT_NE(Slurp(log_).find("ready: build=next"), std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ExpectReaderSawNoError(reader);
+  EXPECT_EQ(CountInLog("(mounted)"), 1u) << "every hand-over adopts the mount";
+  EXPECT_EQ(CountInLog("adopted the mount"), 5u) << Slurp(log_);
+  EXPECT_EQ(CountInLog("supervise: main pid "), 5u) << Slurp(log_);
+  EXPECT_GE(CountInLog("has exited; taking over"), 1u) << "the killed predecessor's successor";
+  // The killed predecessor (most likely before it recorded a clean stop) released nothing.
+  EXPECT_GE(CountInLog("released the mount and the store"), 4u) << Slurp(log_);
+  EXPECT_LE(CountInLog("recovery=full"), 2u) << "only the first start and the killed one recover in full";
+  EXPECT_EQ(ReadThroughMount(image + "/rootfs/hello.txt"), "hello\n");
+  // No process is left behind: the supervisor's service and nothing else.
+  EXPECT_EQ(Shell("pgrep -c -f '^" + binary_ + " '").output, "1\n") << Slurp(log_);
+}
+
+// A successor that fails before it stands by changes nothing: the running digestd keeps serving
+// (audited), and one that is stuck standing by is killed when the service stops. A local user
+// cannot ask for a hand-over at all.
+TEST_F(LiveRestartTest, AFailedSuccessorLeavesTheServiceServing) {
+  ASSERT_TRUE(WaitSupervisedReady(1)) << Slurp(log_);
+  const pid_t pid = SupervisedPid();
+  ASSERT_GT(pid, 0);
+  auto as_user = Shell("setpriv --reuid=65534 --regid=65534 --clear-groups kill -USR2 " +
+                       std::to_string(pid) + " 2>&1");
+  EXPECT_NE(as_user.status, 0) << as_user.output;
+
+  // A binary that exits at once.
+  fs::remove(binary_);
+  fs::create_symlink("/bin/false", binary_);
+  ::kill(daemon_.pid(), SIGUSR2);
+  for (int i = 0; i < 3000 && CountInLog("failed, still serving") == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(CountInLog("failed, still serving: it exited before standing by"), 1u) << Slurp(log_);
+  EXPECT_EQ(SupervisedPid(), pid);
+  EXPECT_TRUE(fs::exists(mnt_ + "/images"));
+  auto audit = Ctl("audit");
+  EXPECT_NE(audit.output.find("daemon.handover_failed"), std::string::npos) << audit.output;
+
+  // One that never stands by: the service stops with it still waiting; it goes too.
+  const std::string stuck = (dir_.path() / "stuck.sh").string();
+  const std::string stuck_pid = (dir_.path() / "stuck.pid").string();
+  std::ofstream(stuck) << "#!/bin/sh\necho $$ > " << stuck_pid << "\nexec sleep 600\n";
+  fs::permissions(stuck, fs::perms::owner_all);
+  fs::remove(binary_);
+  fs::create_symlink(stuck, binary_);
+  ::kill(daemon_.pid(), SIGUSR2);
+  for (int i = 0; i < 3000 && !fs::exists(stuck_pid); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(fs::exists(stuck_pid)) << Slurp(log_);
+  const pid_t waiting = std::atoi(Slurp(stuck_pid).c_str());
+  ASSERT_GT(waiting, 0);
+  ::kill(daemon_.pid(), SIGUSR2);  // a second request while one is under way changes nothing
+  for (int i = 0; i < 3000 && CountInLog("already under way") == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(CountInLog("already under way"), 1u) << Slurp(log_);
+  ::kill(daemon_.pid(), SIGTERM);
+  daemon_.Wait();
+  EXPECT_NE(::kill(waiting, 0), 0) << "the waiting successor outlived the service";
+  EXPECT_EQ(Shell("grep -c ' " + mnt_ + " ' /proc/self/mountinfo").output, "0\n");
 }
 
 // The supervisor's notify socket is the service manager's door: whoever could store fds under

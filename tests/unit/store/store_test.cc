@@ -540,6 +540,32 @@ TEST_F(StoreRecoveryTest, ACleanStopSkipsTheWalksOnceAndOnlyAfterIt) {
   EXPECT_FALSE(fs::exists(BlobPath(orphan)));
 }
 
+// A hand-over: the stopping process flushes its index, records the clean stop and releases the
+// store while it still exists; its successor opens the store at once (before, the lock refused
+// it), and whatever the old object is asked afterwards fails cleanly instead of touching the
+// successor's index.
+TEST_F(StoreRecoveryTest, AReleasedStoreOpensInTheSuccessorWhileTheOldOneLives) {
+  const Digest kept = Put("kept");
+  ASSERT_OK(store_->FlushIndex());
+  EXPECT_FALSE(store_->ReleaseForSuccessor()) << "only after a clean stop is recorded";
+  auto busy = Store::Open({.root = root()});
+  ASSERT_FALSE(busy.has_value());
+  EXPECT_EQ(busy.error().code(), Errc::kBusy);
+  ASSERT_TRUE(store_->MarkCleanShutdown());
+  ASSERT_TRUE(store_->ReleaseForSuccessor());
+  auto next = Store::Open({.root = root()});
+  ASSERT_TRUE(next.has_value()) << next.error().ToString();
+  EXPECT_TRUE((*next)->recovery().after_clean_stop);
+  EXPECT_TRUE((*next)->Contains(kept));
+  // The old object: reads find nothing, writes are refused, and nothing reopens the index.
+  EXPECT_FALSE(store_->Contains(kept));
+  EXPECT_FALSE(store_->Deny(kept, "from the old process").has_value());
+  EXPECT_FALSE(store_->FlushIndex().has_value());
+  store_.reset();
+  ASSERT_OK((*next)->Deny(kept, "the successor writes"));
+  EXPECT_TRUE((*next)->IsDenied(kept));
+}
+
 // No clean stop is recorded while anything is in progress: the next open then recovers in full.
 TEST_F(StoreRecoveryTest, NoCleanStopWhileABlobIsBeingWritten) {
   const std::string data = "being written";
