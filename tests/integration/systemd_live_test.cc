@@ -4,8 +4,10 @@
 // project ships with ExecStart and the socket path pointed at the test's build and directory. A
 // reader inside the container loops over an image's files through the mount while the test runs
 // `systemctl restart digestd`, an upgrade (another build behind ExecStart, then restart) and
-// `systemctl kill -s KILL digestd` (Restart=always): no error, no hang, and every start after the
-// first adopts the mount from systemd's fd store. Then what systemd 252 does on stop: it releases
+// a hand-over to a waiting successor (`systemctl kill -s USR2 --kill-whom=main digestd`: systemd
+// must take the successor as the main process) and `systemctl kill -s KILL digestd`
+// (Restart=always): no error, no hang, and every start after the first adopts the mount from
+// systemd's fd store (or, for the hand-over, from its predecessor). Then what systemd 252 does on stop: it releases
 // the fd store, so `stop` + `start` mounts afresh (docs/operations.md says so).
 //
 // Every command is bounded; a reader stuck in the kernel is ended by aborting the FUSE connection.
@@ -157,6 +159,8 @@ TEST_F(SystemdLiveRestartTest, RestartUpgradeAndKillUnderSystemdLoseNoRead) {
   const std::vector<Step> steps = {
       {"systemctl restart", "systemctl restart digestd", false},
       {"upgrade", "systemctl restart digestd", true},
+      // The hand-over to a waiting successor: digestd starts it and makes it the main process.
+      {"hand-over", "systemctl kill -s USR2 --kill-whom=main digestd", false},
       {"systemctl kill -s KILL", "systemctl kill -s KILL digestd", false},
       {"systemctl restart after the kill", "systemctl restart digestd", false},
   };
@@ -174,6 +178,18 @@ TEST_F(SystemdLiveRestartTest, RestartUpgradeAndKillUnderSystemdLoseNoRead) {
     ASSERT_TRUE(WaitFor("ready: build=", adopted + 1)) << Slurp(log_);
     auto listed = Ctl("images");  // through digestd.socket
     EXPECT_EQ(listed.status, 0) << listed.output;
+    if (step.command.find("USR2") != std::string::npos) {
+      // systemd took the successor as the service's main process (MAINPID=) and restarted nothing.
+      const std::string text = Slurp(log_);
+      const auto at = text.rfind("started successor pid ");
+      ASSERT_NE(at, std::string::npos) << text;
+      const std::string successor = std::to_string(std::atoi(text.c_str() + at + 22));
+      auto main_pid = InContainer("systemctl show -p MainPID --value digestd");
+      EXPECT_EQ(main_pid.output, successor + "\n") << text;
+      auto restarts = InContainer("systemctl show -p NRestarts --value digestd");
+      EXPECT_EQ(restarts.output, "0\n") << restarts.output;
+      EXPECT_EQ(CountInLog("released the mount and the store"), 1u) << text;
+    }
   }
   EXPECT_NE(Slurp(log_).find("ready: build=next"), std::string::npos) << Slurp(log_);
   EXPECT_EQ(CountInLog("(mounted)"), 1u) << "every start after the first adopts the mount\n"
