@@ -125,6 +125,7 @@ int main(int argc, char** argv) {
   // Started by a running digestd (SIGUSR2): everything above overlapped its serving; the store
   // and the mount are ours once it has gone.
   if (inherited.handover) {
+    store::Store::WarmUp();  // readers will wait on the real open: run it warm
     if (auto r = daemon::AwaitPredecessor(std::move(inherited.handover), std::chrono::seconds(60)); !r) {
       return Fail(r.error().ToString());
     }

@@ -68,7 +68,9 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path) {
   return index;
 }
 
-Result<void> Index::OpenDb(bool read_only) {
+namespace {
+
+rocksdb::DBOptions DbOptions() {
   rocksdb::DBOptions db_opts;
   db_opts.create_if_missing = true;
   db_opts.create_missing_column_families = true;
@@ -89,10 +91,34 @@ Result<void> Index::OpenDb(bool read_only) {
   // A successor replays the predecessor's log into memory instead of writing (and syncing) it
   // out as a new table file before it can serve; the log stays until the next flush.
   db_opts.avoid_flush_during_recovery = true;
+  return db_opts;
+}
+
+std::vector<rocksdb::ColumnFamilyDescriptor> CfDescriptors() {
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (const char* name : kCfNames) {
     cfs.emplace_back(name, rocksdb::ColumnFamilyOptions());
   }
+  return cfs;
+}
+
+}  // namespace
+
+void Index::WarmUp() {
+  std::unique_ptr<rocksdb::Env> memory(rocksdb::NewMemEnv(rocksdb::Env::Default()));
+  rocksdb::DBOptions db_opts = DbOptions();
+  db_opts.env = memory.get();
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  if (!rocksdb::DB::Open(db_opts, "/warm-up", CfDescriptors(), &handles, &raw).ok()) return;
+  for (auto* h : handles) (void)raw->DestroyColumnFamilyHandle(h);
+  (void)raw->Close();
+  delete raw;
+}
+
+Result<void> Index::OpenDb(bool read_only) {
+  const rocksdb::DBOptions db_opts = DbOptions();
+  const auto cfs = CfDescriptors();
   rocksdb::DB* raw = nullptr;
   handles_.clear();
   rocksdb::Status s = read_only
@@ -192,12 +218,15 @@ Result<void> Index::CloseSealed(std::chrono::milliseconds wait) {
   return {};
 }
 
-Result<void> Index::Flush() {
+Result<void> Index::FlushForStop() {
   std::shared_lock lock(mu_);
   if (!db_ || read_only_) return MakeError(Module::kStore, Errc::kAborted, "index not writable");
   rocksdb::FlushOptions fo;
   fo.wait = true;
   if (rocksdb::Status s = db_->Flush(fo, handles_); !s.ok()) return DbError("flush", s);
+  // The compaction a flush may start would run on while this process stops (and close would
+  // wait for it): let it finish now, and start nothing after it.
+  if (rocksdb::Status s = db_->PauseBackgroundWork(); !s.ok()) return DbError("pause", s);
   return {};
 }
 

@@ -63,6 +63,10 @@ class Index {
 
   // Opens (creating if missing) the database in directory `path`.
   static Result<std::unique_ptr<Index>> Open(const std::string& path);
+  // Runs an open and a close of an empty database of the same shape in memory: RocksDB's first
+  // open in a process costs twice the later ones (code and option tables touched the first
+  // time), and a hand-over's successor does it before readers wait on its real open.
+  static void WarmUp();
   ~Index();
 
   // nullopt when absent.
@@ -84,9 +88,10 @@ class Index {
   // in progress, and refuses every write after it (kAborted). kBusy when writes did not finish.
   Result<void> WriteLast(const Batch& batch, std::chrono::milliseconds wait);
 
-  // Writes what is only in memory (and the log) to table files, synced: the next open then
-  // replays a short log instead of every write since the last flush.
-  Result<void> Flush();
+  // For a process about to stop: writes what is only in memory (and the log) to table files,
+  // synced, so the next open replays a short log instead of every write since the last flush;
+  // then waits for background work (a compaction the flush started) and starts no more.
+  Result<void> FlushForStop();
 
   // After WriteLast: closes the database (its lock goes with it) so that another process can
   // open it while this one is still exiting. Background work is cancelled, not waited out.

@@ -104,7 +104,9 @@ bool Store::MarkCleanShutdown() {
   return true;
 }
 
-Result<void> Store::FlushIndex() { return impl_->index->Flush(); }
+Result<void> Store::FlushIndex() { return impl_->index->FlushForStop(); }
+
+void Store::WarmUp() { Index::WarmUp(); }
 
 bool Store::ReleaseForSuccessor() {
   auto& impl = *impl_;

@@ -282,9 +282,13 @@ class Store {
   // (nothing released) when the index could not be closed at once: the successor then waits
   // for this process's exit.
   bool ReleaseForSuccessor();
+  // For a process about to open a store that another one still holds: runs the index's open
+  // path once in memory (nothing on disk is touched), so that the real Open runs warm.
+  static void WarmUp();
   // Before a stop, while the mount still serves: writes the index's memory out to its tables,
   // so that the next process's open (which readers of a handed-over mount wait for) replays a
-  // short log instead of every write since the last flush.
+  // short log instead of every write since the last flush, and lets RocksDB's background work
+  // finish (none starts after it: the process is stopping).
   Result<void> FlushIndex();
 
   // ---- deny list

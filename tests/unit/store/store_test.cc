@@ -566,6 +566,18 @@ TEST_F(StoreRecoveryTest, AReleasedStoreOpensInTheSuccessorWhileTheOldOneLives) 
   EXPECT_TRUE((*next)->IsDenied(kept));
 }
 
+// The successor's warm-up runs RocksDB's open in memory: nothing appears on disk, and the real
+// open afterwards is an ordinary one.
+TEST_F(StoreRecoveryTest, WarmingUpTouchesNothingOnDisk) {
+  const Digest kept = Put("kept");
+  store_.reset();
+  Store::WarmUp();
+  EXPECT_FALSE(fs::exists("/warm-up"));
+  EXPECT_FALSE(fs::exists(root() / "warm-up"));
+  Reopen();
+  EXPECT_TRUE(store_->Contains(kept));
+}
+
 // No clean stop is recorded while anything is in progress: the next open then recovers in full.
 TEST_F(StoreRecoveryTest, NoCleanStopWhileABlobIsBeingWritten) {
   const std::string data = "being written";
