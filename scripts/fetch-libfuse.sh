@@ -6,7 +6,8 @@
 # index, and dpkg-source verifies every tarball against the .dsc's checksums. The system's
 # libfuse 3.14 (headers and .so) stays installed and untouched.
 # Prints the prefix (pkg-config: PREFIX/lib/<multiarch>/pkgconfig). Idempotent. Needs meson and
-# ninja-build (bookworm's). Not wired into the build yet: issue #8 (passthrough) will.
+# ninja-build (bookworm's). Run by scripts/install-deps.sh; fusefs/CMakeLists.txt builds against
+# this prefix (FUSE passthrough needs libfuse >= 3.16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=${DIGESTD_TOOLS_DIR:-$PWD/.tools}
