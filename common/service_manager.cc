@@ -1,6 +1,7 @@
 #include "common/service_manager.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -78,6 +79,97 @@ Result<void> StoreFd(std::string_view name, int fd) {
 Result<void> RemoveStoredFds(std::string_view name) {
   if (!ValidName(name)) return SmError(Errc::kInvalidArgument, "bad fd name " + Quote(name));
   return NotifyServiceManager("FDSTOREREMOVE=1\nFDNAME=" + std::string(name));
+}
+
+namespace {
+
+// argv[0] as execve() takes it: a path as given, a bare name looked up in $PATH.
+std::string ResolveProgram(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = std::getenv("PATH");
+  const std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  std::size_t start = 0;
+  for (;;) {
+    const auto colon = dirs.find(':', start);
+    std::string dir = dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (dir.empty()) dir = ".";
+    std::string candidate = dir + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (colon == std::string::npos) return name;
+    start = colon + 1;
+  }
+}
+
+}  // namespace
+
+Result<pid_t> SpawnService(const std::vector<std::string>& args,
+                           const std::vector<std::pair<std::string, int>>& fds,
+                           const std::vector<std::string>& extra_env) {
+  if (args.empty()) return SmError(Errc::kInvalidArgument, "no program to start");
+  const std::string program = ResolveProgram(args[0]);
+  const std::string exec_failed = "exec " + program + " failed\n";
+  std::vector<std::string> arg_copy = args;
+  std::vector<char*> argv;
+  for (auto& a : arg_copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env;
+  auto replaced = [&](const char* var) {
+    const char* eq = std::strchr(var, '=');
+    const std::size_t len = eq ? static_cast<std::size_t>(eq - var) + 1 : std::strlen(var);
+    for (const auto& e : extra_env) {
+      if (e.compare(0, len, var, len) == 0) return true;
+    }
+    return false;
+  };
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "LISTEN_", 7) == 0 || replaced(*e)) continue;
+    env.emplace_back(*e);
+  }
+  env.insert(env.end(), extra_env.begin(), extra_env.end());
+  std::vector<int> src;
+  char* pid_slot = nullptr;  // the child writes its pid here
+  if (!fds.empty()) {
+    std::string names;
+    for (const auto& [name, fd] : fds) {
+      src.push_back(fd);
+      names += (names.empty() ? "" : ":") + name;
+    }
+    env.push_back("LISTEN_FDS=" + std::to_string(src.size()));
+    env.push_back("LISTEN_FDNAMES=" + names);
+    env.push_back("LISTEN_PID=" + std::string(24, '\0'));
+    pid_slot = env.back().data() + std::strlen("LISTEN_PID=");
+  }
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const int count = static_cast<int>(src.size());
+  std::vector<int> high(src.size(), -1);
+
+  const pid_t pid = ::fork();
+  if (pid < 0) return SysError(Module::kDaemon, "fork");
+  if (pid > 0) return pid;
+  // The child: async-signal-safe calls only.
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  // To 3.., through numbers above that range, so that no source is overwritten early.
+  for (std::size_t i = 0; i < high.size(); ++i) {
+    high[i] = ::fcntl(src[i], F_DUPFD_CLOEXEC, 3 + count);
+    if (high[i] < 0) ::_exit(126);
+  }
+  for (int i = 0; i < count; ++i) {
+    if (::dup2(high[static_cast<std::size_t>(i)], 3 + i) < 0) ::_exit(126);
+  }
+  if (pid_slot != nullptr) {
+    char digits[24];
+    int n = 0;
+    for (pid_t me = ::getpid(); me > 0 && n < 23; me /= 10) digits[n++] = static_cast<char>('0' + me % 10);
+    for (int i = 0; i < n; ++i) pid_slot[i] = digits[n - 1 - i];
+    pid_slot[n] = '\0';
+  }
+  ::execve(program.c_str(), argv.data(), envp.data());
+  (void)!::write(STDERR_FILENO, exec_failed.data(), exec_failed.size());
+  ::_exit(127);
 }
 
 std::vector<ListenFd> TakeListenFds() {

@@ -1,6 +1,5 @@
 #include "daemon/live_restart.h"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -13,7 +12,6 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 
 #include "common/log.h"
@@ -38,25 +36,6 @@ std::string DescribeStatus(int status) {
   if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
   return "status " + std::to_string(status);
-}
-
-// argv[0] as execv() takes it: a path as given, a bare name looked up in $PATH (resolved before
-// fork: the child may only make async-signal-safe calls).
-std::string ResolveProgram(const std::string& name) {
-  if (name.find('/') != std::string::npos) return name;
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
-  std::size_t start = 0;
-  while (start <= dirs.size()) {
-    const auto colon = dirs.find(':', start);
-    std::string dir = dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-    if (dir.empty()) dir = ".";
-    std::string candidate = dir + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    if (colon == std::string::npos) break;
-    start = colon + 1;
-  }
-  return name;
 }
 
 void StoreSession(fusefs::FuseMount& mount) {
@@ -224,64 +203,14 @@ bool Successor::went() const { return impl_->went; }
 Result<std::unique_ptr<Successor>> Successor::Spawn(
     boost::asio::io_context& io, const std::vector<std::string>& args,
     const std::vector<std::pair<std::string, int>>& fds) {
-  if (args.empty()) return HandoverError(Errc::kInvalidArgument, "no program to start");
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
     return SysError(Module::kDaemon, "hand-over: socketpair");
   }
   UniqueFd ours(pair[0]), theirs(pair[1]);
-
-  // Everything the child needs, built before fork: after it only async-signal-safe calls.
-  const std::string program = ResolveProgram(args[0]);
-  std::vector<std::string> arg_copy = args;
-  std::vector<char*> argv;
-  for (auto& a : arg_copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<int> src;
-  std::string names;
-  for (const auto& [name, fd] : fds) {
-    src.push_back(fd);
-    names += (names.empty() ? "" : ":") + name;
-  }
-  src.push_back(theirs.Get());
-  names += (names.empty() ? "" : ":") + std::string(kHandoverName);
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (std::strncmp(*e, "LISTEN_", 7) == 0) continue;
-    env.emplace_back(*e);
-  }
-  env.push_back("LISTEN_FDS=" + std::to_string(src.size()));
-  env.push_back("LISTEN_FDNAMES=" + names);
-  env.push_back("LISTEN_PID=" + std::string(24, '\0'));  // the child writes its pid here
-  std::vector<char*> envp;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  char* pid_slot = env.back().data() + std::strlen("LISTEN_PID=");
-  std::vector<int> high(src.size(), -1);
-  const int count = static_cast<int>(src.size());
-
-  const pid_t pid = ::fork();
-  if (pid < 0) return SysError(Module::kDaemon, "hand-over: fork");
-  if (pid == 0) {
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    // To 3.., through numbers above that range so no source is overwritten early.
-    for (int i = 0; i < count; ++i) {
-      high[static_cast<std::size_t>(i)] = ::fcntl(src[static_cast<std::size_t>(i)], F_DUPFD_CLOEXEC, 3 + count);
-      if (high[static_cast<std::size_t>(i)] < 0) ::_exit(126);
-    }
-    for (int i = 0; i < count; ++i) {
-      if (::dup2(high[static_cast<std::size_t>(i)], 3 + i) < 0) ::_exit(126);
-    }
-    char digits[24];
-    int n = 0;
-    for (pid_t me = ::getpid(); me > 0 && n < 23; me /= 10) digits[n++] = static_cast<char>('0' + me % 10);
-    for (int i = 0; i < n; ++i) pid_slot[i] = digits[n - 1 - i];
-    pid_slot[n] = '\0';
-    ::execve(program.c_str(), argv.data(), envp.data());
-    ::_exit(127);
-  }
+  std::vector<std::pair<std::string, int>> passed = fds;
+  passed.emplace_back(kHandoverName, theirs.Get());
+  DIGESTD_ASSIGN_OR_RETURN(const pid_t pid, SpawnService(args, passed));
   theirs.Reset();
   auto impl = std::make_shared<Impl>(io);
   impl->pid = pid;

@@ -46,6 +46,7 @@
 #include <string>
 #include <vector>
 
+#include "common/service_manager.h"
 #include "common/unix_socket.h"
 #include "common/unique_fd.h"
 
@@ -174,38 +175,12 @@ class Supervisor {
     for (const auto& [name, list] : store_) {
       for (const auto& fd : list) fds.emplace_back(name, fd.Get());
     }
-    std::string names, shown;
-    for (const auto& [name, fd] : fds) {
-      names += (names.empty() ? "" : ":") + name;
-    }
-    const pid_t pid = ::fork();
-    if (pid < 0) Die("fork");
-    if (pid == 0) {
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      // Move the fds to 3.. (through numbers above all of them, so none is overwritten early).
-      std::vector<int> high;
-      for (const auto& [name, fd] : fds) high.push_back(::fcntl(fd, F_DUPFD, 1024));
-      for (std::size_t i = 0; i < high.size(); ++i) {
-        if (high[i] < 0 || ::dup2(high[i], 3 + static_cast<int>(i)) < 0) _exit(126);
-      }
-      for (int fd : high) ::close(fd);
-      setenv("NOTIFY_SOCKET", notify_path_.c_str(), 1);
-      if (!fds.empty()) {
-        setenv("LISTEN_FDS", std::to_string(fds.size()).c_str(), 1);
-        setenv("LISTEN_FDNAMES", names.c_str(), 1);
-        setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
-      }
-      std::vector<char*> argv;
-      for (auto& a : opts_.command) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execvp(argv[0], argv.data());
-      std::fprintf(stderr, "supervise: exec %s: %s\n", argv[0], std::strerror(errno));
-      _exit(127);
-    }
-    child_ = pid;
-    Log("started pid " + std::to_string(pid) + " fds=" + (names.empty() ? "-" : names));
+    std::string names;
+    for (const auto& [name, fd] : fds) names += (names.empty() ? "" : ":") + name;
+    auto pid = digestd::SpawnService(opts_.command, fds, {"NOTIFY_SOCKET=" + notify_path_});
+    if (!pid) Die(pid.error().ToString());
+    child_ = *pid;
+    Log("started pid " + std::to_string(*pid) + " fds=" + (names.empty() ? "-" : names));
   }
 
   void ReceiveNotify() {
