@@ -23,10 +23,16 @@ namespace {
 constexpr std::string_view kFuseName = "fuse";
 constexpr std::string_view kStateName = "fuse-state";
 constexpr std::string_view kHandoverName = "handover";
-// The two messages of the hand-over socket (SOCK_SEQPACKET: one message per write).
-constexpr std::string_view kStandby = "standby";  // successor -> predecessor
+// The messages of the hand-over socket (SOCK_SEQPACKET: one message per write), in order.
+constexpr std::string_view kStandby = "standby";  // successor -> predecessor: ready to take over
 constexpr std::string_view kGo = "go";            // predecessor -> successor: you are the main process
-constexpr std::string_view kReleased = "released";  // predecessor -> successor: mount and store are free
+constexpr std::string_view kReleased = "released";  // predecessor -> successor: the store is yours
+                                                    // (I still serve the mount, read-only)
+constexpr std::string_view kRetire = "retire";      // successor -> predecessor: I serve the mount too
+constexpr std::string_view kDetached = "detached";  // predecessor -> successor: I answered all I read
+// The longest message ("released" with the digests of the views the predecessor served).
+constexpr std::size_t kMaxMessage = 64 * 1024;
+constexpr std::string_view kExited{"\0exited", 7};  // not a message: Predecessor::Next saw its exit
 
 Error HandoverError(Errc code, std::string what) {
   return MakeError(Module::kDaemon, code, "hand-over: " + std::move(what));
@@ -76,10 +82,11 @@ Inherited TakeInherited() {
 }
 
 Result<fusefs::FuseMountPtr> MountOrAdopt(store::Store& store, const fusefs::MountOptions& options,
-                                          fusefs::SessionFds handed) {
+                                          fusefs::SessionFds handed, bool predecessor_serving) {
   auto log = Logger("digestd");
   if (handed.fuse || handed.state) {
-    auto adopted = fusefs::FuseMount::Adopt(store, options, std::move(handed));
+    auto adopted = fusefs::FuseMount::Adopt(store, options, std::move(handed),
+                                            /*resend=*/!predecessor_serving);
     if (adopted) {
       StoreSession(**adopted);
       return adopted;
@@ -104,66 +111,111 @@ Result<fusefs::FuseMountPtr> MountOrAdopt(store::Store& store, const fusefs::Mou
   return mount;
 }
 
-Result<void> AwaitPredecessor(UniqueFd handover, std::chrono::milliseconds timeout) {
+Result<Predecessor> Predecessor::Await(UniqueFd handover, std::chrono::milliseconds timeout) {
   auto log = Logger("digestd");
-  const pid_t predecessor = ::getppid();
-  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, predecessor, 0)));
-  if (!pidfd || ::getppid() != predecessor) {
+  Predecessor p;
+  p.pid_ = ::getppid();
+  p.pidfd_ = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, p.pid_, 0)));
+  if (!p.pidfd_ || ::getppid() != p.pid_) {
     return HandoverError(Errc::kAborted, "the process that started us (pid " +
-                                             std::to_string(predecessor) + ") is gone");
+                                             std::to_string(p.pid_) + ") is gone");
   }
-  if (::send(handover.Get(), kStandby.data(), kStandby.size(), MSG_NOSIGNAL) < 0) {
-    return HandoverError(Errc::kAborted, "predecessor pid " + std::to_string(predecessor) +
+  p.handover_ = std::move(handover);
+  if (::send(p.handover_.Get(), kStandby.data(), kStandby.size(), MSG_NOSIGNAL) < 0) {
+    return HandoverError(Errc::kAborted, "predecessor pid " + std::to_string(p.pid_) +
                                              " went away before we stood by");
   }
-  log->info("hand-over: standing by for pid {}", predecessor);
+  log->info("hand-over: standing by for pid {}", p.pid_);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  // Waits until one of `fds` is readable or hung up, and says which.
-  auto wait = [&](std::vector<int> fds) -> Result<std::size_t> {
-    std::vector<pollfd> p;
-    for (int fd : fds) p.push_back({.fd = fd, .events = POLLIN, .revents = 0});
-    for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) {
-        return HandoverError(Errc::kBusy, "predecessor pid " + std::to_string(predecessor) +
-                                              " did not hand over within " +
-                                              std::to_string(timeout.count()) + " ms");
-      }
-      const int n = ::poll(p.data(), p.size(), static_cast<int>(left.count()));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return SysError(Module::kDaemon, "hand-over: poll");
-      for (std::size_t i = 0; i < p.size(); ++i) {
-        if (p[i].revents != 0) return i;
-      }
-    }
-  };
   // "go": the predecessor made us the service's main process; without it (it stopped or died
   // first) the manager still counts on the predecessor, and we must not take over.
-  DIGESTD_RETURN_IF_ERROR(wait({handover.Get()}));
-  char buf[16];
-  const ssize_t n = ::recv(handover.Get(), buf, sizeof(buf), 0);
-  if (n != static_cast<ssize_t>(kGo.size()) || std::string_view(buf, kGo.size()) != kGo) {
-    return HandoverError(Errc::kAborted, "predecessor pid " + std::to_string(predecessor) +
+  DIGESTD_ASSIGN_OR_RETURN(auto msg, p.Next(deadline, /*exit_too=*/false));
+  if (msg != kGo) {
+    return HandoverError(Errc::kAborted, "predecessor pid " + std::to_string(p.pid_) +
                                              " exited without handing over");
   }
-  // Then "released" (it detached from the mount and closed the store), or its exit: every fd it
-  // held is closed once the pidfd is readable (the whole process has exited).
-  bool listening = true;
+  // Then "released" (it gave up the store and serves the mount on until we retire it), or its
+  // exit: every fd it held is closed once the pidfd is readable (the whole process has exited).
+  DIGESTD_ASSIGN_OR_RETURN(msg, p.Next(deadline, /*exit_too=*/true));
+  if (msg.starts_with(kReleased) && (msg.size() == kReleased.size() || msg[kReleased.size()] == '\n')) {
+    // What it served: hints only (a digest that is no view here is skipped when warming).
+    std::string_view rest = std::string_view(msg).substr(kReleased.size());
+    while (!rest.empty()) {
+      rest.remove_prefix(1);
+      const std::string_view line = rest.substr(0, rest.find('\n'));
+      rest.remove_prefix(line.size());
+      if (auto d = verify::Digest::Parse(line)) p.served_.push_back(std::move(*d));
+    }
+    log->info("hand-over: pid {} released the store and serves until we do ({} views served); "
+              "taking over", p.pid_, p.served_.size());
+    p.serving_ = true;
+    return p;
+  }
+  // Anything else before its exit is not the protocol: the exit is what we wait for then.
+  while (msg != kExited) {
+    DIGESTD_ASSIGN_OR_RETURN(msg, p.Next(deadline, /*exit_too=*/true));
+  }
+  log->info("hand-over: pid {} has exited; taking over", p.pid_);
+  return p;
+}
+
+Result<std::string> Predecessor::Next(std::chrono::steady_clock::time_point deadline, bool exit_too) {
   for (;;) {
-    DIGESTD_ASSIGN_OR_RETURN(const std::size_t which,
-                             listening ? wait({pidfd.Get(), handover.Get()}) : wait({pidfd.Get()}));
-    if (which == 0) {
-      log->info("hand-over: pid {} has exited; taking over", predecessor);
-      return {};
+    // Messages first: one it sent just before it exited is still news.
+    std::vector<pollfd> fds;
+    if (handover_) fds.push_back({.fd = handover_.Get(), .events = POLLIN, .revents = 0});
+    if (exit_too || !handover_) fds.push_back({.fd = pidfd_.Get(), .events = POLLIN, .revents = 0});
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      return HandoverError(Errc::kBusy, "predecessor pid " + std::to_string(pid_) +
+                                            " did not answer in time");
     }
-    const ssize_t got = ::recv(handover.Get(), buf, sizeof(buf), MSG_DONTWAIT);
-    if (got == static_cast<ssize_t>(kReleased.size()) &&
-        std::string_view(buf, kReleased.size()) == kReleased) {
-      log->info("hand-over: pid {} released the mount and the store; taking over", predecessor);
-      return {};
+    const int n = ::poll(fds.data(), fds.size(), static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return SysError(Module::kDaemon, "hand-over: poll");
+    if (n == 0) continue;
+    if (handover_ && fds.front().revents != 0) {
+      std::string buf(kMaxMessage, '\0');
+      const ssize_t got = ::recv(handover_.Get(), buf.data(), buf.size(), MSG_DONTWAIT);
+      if (got > 0) {
+        buf.resize(static_cast<std::size_t>(got));
+        return buf;
+      }
+      if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      handover_.Reset();  // it closed its end (it is exiting): from now on only its exit is news
+      continue;
     }
-    listening = false;  // its end closed (it is exiting): the pidfd says when it is done
+    if (fds.back().fd == pidfd_.Get() && fds.back().revents != 0) return std::string(kExited);
+  }
+}
+
+bool Predecessor::Retire(std::chrono::milliseconds timeout) {
+  auto log = Logger("digestd");
+  if (!serving_) return false;
+  serving_ = false;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (handover_ && ::send(handover_.Get(), kRetire.data(), kRetire.size(), MSG_NOSIGNAL) < 0) {
+    handover_.Reset();
+  }
+  for (;;) {
+    auto msg = Next(deadline, /*exit_too=*/true);
+    if (!msg) {
+      log->error("hand-over: pid {} still serves after {} ms ({}); requests it read and never "
+                 "answers are sent again",
+                 pid_, timeout.count(), msg.error().ToString());
+      return true;
+    }
+    if (*msg == kDetached) {
+      log->info("hand-over: pid {} detached; serving alone", pid_);
+      return false;
+    }
+    if (*msg == kExited) {
+      log->warn("hand-over: pid {} exited without detaching; requests it read and never "
+                "answered are sent again", pid_);
+      return true;
+    }
+    // Anything else is not the protocol: its exit, or the deadline, comes next.
   }
 }
 
@@ -264,9 +316,47 @@ Result<void> Successor::Go() {
   return {};
 }
 
-void Successor::Released() {
+void Successor::Released(const std::vector<verify::Digest>& served) {
+  // "released", then the digests whose views this process built, one per line, as many as fit
+  // in one message of kMaxMessage.
+  std::string msg(kReleased);
+  for (const auto& d : served) {
+    const std::string line = "\n" + d.ToString();
+    if (msg.size() + line.size() > kMaxMessage) break;
+    msg += line;
+  }
   // Best effort: without it the successor waits for this process's exit instead.
-  (void)::send(impl_->sock.native_handle(), kReleased.data(), kReleased.size(), MSG_NOSIGNAL);
+  (void)::send(impl_->sock.native_handle(), msg.data(), msg.size(), MSG_NOSIGNAL);
+}
+
+void Successor::AwaitRetire(std::chrono::milliseconds timeout) {
+  const int fd = impl_->sock.native_handle();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      Logger("digestd")->warn("hand-over: pid {} did not take the mount within {} ms; detaching",
+                              impl_->pid, timeout.count());
+      return;
+    }
+    pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+    const int n = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) continue;
+    char buf[16];
+    const ssize_t got = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (got == static_cast<ssize_t>(kRetire.size()) && std::string_view(buf, kRetire.size()) == kRetire) return;
+    if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    // Its end closed (it died) or it said something else: nobody to wait for.
+    Logger("digestd")->warn("hand-over: pid {} went away before taking the mount; detaching",
+                            impl_->pid);
+    return;
+  }
+}
+
+void Successor::Detached() {
+  (void)::send(impl_->sock.native_handle(), kDetached.data(), kDetached.size(), MSG_NOSIGNAL);
 }
 
 void ReleaseMount(fusefs::FuseMount& mount, bool handover) {

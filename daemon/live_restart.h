@@ -12,11 +12,13 @@
 //   hand-over to a waiting successor (SIGUSR2; docs/architecture.md, "Hand-over to a waiting
 //          successor"): the running process starts the next one itself with the session, the
 //          listeners and a "handover" socket; the successor loads everything that does not need
-//          the store, says "standby", and waits for its predecessor to be gone; the predecessor
-//          makes it the manager's main process (MAINPID=), detaches at a request boundary and
-//          exits; the successor opens the store and adopts. Its start-up (exec, loading, config,
-//          policy) overlaps the old process serving: readers wait only for the store's open and
-//          the adoption. A successor that fails before "standby" changes nothing.
+//          the store, says "standby", and waits; the predecessor makes it the manager's main
+//          process (MAINPID=, "go"), stops its control servers, records a clean stop, gives up
+//          the store while still serving the mount from a read-only view of it ("released");
+//          the successor opens the store, adopts the session and serves it alongside, then
+//          "retire"s the predecessor, which detaches at a request boundary ("detached") and
+//          exits. Readers never wait on a process starting: one of the two always reads the
+//          connection. A successor that fails before "standby" changes nothing.
 
 #include <sys/types.h>
 
@@ -50,16 +52,47 @@ Inherited TakeInherited();
 // session that cannot be adopted (another build's state, another mount point) is detached from
 // its mount point and dropped from the fd store, and the mount is made afresh: readers of the
 // old one get errors, which is logged. Under a manager the session is stored for the next process.
+// `predecessor_serving`: a hand-over's predecessor still reads the connection, so nothing is
+// unanswered yet (no resend; Predecessor::Retire says when one is needed).
 Result<fusefs::FuseMountPtr> MountOrAdopt(store::Store& store, const fusefs::MountOptions& options,
-                                          fusefs::SessionFds handed);
+                                          fusefs::SessionFds handed, bool predecessor_serving = false);
 
 // At shutdown: hands the session over when `handover` and a manager keeps it, else unmounts.
 void ReleaseMount(fusefs::FuseMount& mount, bool handover);
 
-// Successor side: tells the predecessor this process is ready to take over, then waits until it
-// has exited (its fds, the store's lock among them, are closed then; pidfd). kTimeout when it is
-// still there after `timeout`; at once when it is already gone.
-Result<void> AwaitPredecessor(UniqueFd handover, std::chrono::milliseconds timeout);
+// Successor side: the running digestd that started this process (SIGUSR2).
+class Predecessor {
+ public:
+  // Tells it this process stands by, waits for "go" (we are the manager's main process now),
+  // then until the store is ours: it "released" it and still serves the mount (serving()), or it
+  // has exited (its fds, the store's lock among them, are closed then; pidfd). kAborted when it
+  // exits without "go"; kBusy when `timeout` passes first.
+  static Result<Predecessor> Await(UniqueFd handover, std::chrono::milliseconds timeout);
+
+  // Whether it still serves the mount (until Retire()).
+  bool serving() const { return serving_; }
+  // The digests whose views it built (what its readers use): to build before serving
+  // (MountOptions::warm). Well-formed digests, nothing more: they may name anything.
+  const std::vector<verify::Digest>& served() const { return served_; }
+  pid_t pid() const { return pid_; }
+
+  // Once this process serves the adopted mount too: asks the predecessor to stop, and waits
+  // until it has detached (answered every request it read) or exited. True when requests it read
+  // may be unanswered (it exited, or is still there after `timeout`): the caller then has the
+  // kernel send them again (FuseMount::Resend). False when it was not serving.
+  bool Retire(std::chrono::milliseconds timeout);
+
+ private:
+  Predecessor() = default;
+  // The next message, or kExited when the process has exited (with `exit_too`, or once the
+  // socket is closed), or kBusy at `deadline`.
+  Result<std::string> Next(std::chrono::steady_clock::time_point deadline, bool exit_too);
+  UniqueFd handover_;
+  UniqueFd pidfd_;
+  pid_t pid_ = -1;
+  bool serving_ = false;
+  std::vector<verify::Digest> served_;
+};
 
 // Predecessor side: one successor, started by Spawn() and watched on `io`.
 class Successor {
@@ -83,9 +116,15 @@ class Successor {
   // After standby, once the manager was told the successor is its main process (MAINPID=):
   // lets the successor take over as soon as this process has exited.
   Result<void> Go();
-  // After Go(), once this process has detached from the mount and released the store
-  // (Store::ReleaseForSuccessor): the successor need not wait for the rest of the exit.
-  void Released();
+  // After Go(), once this process has recorded a clean stop and released the store
+  // (Store::ReleaseForSuccessor) while it still serves the mount: the successor opens the store
+  // now instead of after this process's exit.
+  // `served`: the digests of the views this process built, for the successor to build first.
+  void Released(const std::vector<verify::Digest>& served);
+  // After Released(): blocks until the successor serves the mount too and asks this process to
+  // stop serving, or went away, or `timeout` passed. Then detach, and say so with Detached().
+  void AwaitRetire(std::chrono::milliseconds timeout);
+  void Detached();
 
   pid_t pid() const;
   bool went() const;  // Go() was sent

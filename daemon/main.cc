@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <future>
+#include <optional>
 #include <string>
 #include <unordered_set>
 
@@ -124,11 +125,12 @@ int main(int argc, char** argv) {
   if (auto r = policies.Reload(); !r) return Fail(r.error().ToString());
   // Started by a running digestd (SIGUSR2): everything above overlapped its serving; the store
   // and the mount are ours once it has gone.
+  std::optional<daemon::Predecessor> predecessor;
   if (inherited.handover) {
-    store::Store::WarmUp();  // readers will wait on the real open: run it warm
-    if (auto r = daemon::AwaitPredecessor(std::move(inherited.handover), std::chrono::seconds(60)); !r) {
-      return Fail(r.error().ToString());
-    }
+    store::Store::WarmUp();  // the open that follows runs warm
+    auto p = daemon::Predecessor::Await(std::move(inherited.handover), std::chrono::seconds(60));
+    if (!p) return Fail(p.error().ToString());
+    predecessor.emplace(std::move(*p));
   }
   auto store = store::Store::Open({.root = config->store_root, .quota_bytes = config->quota_bytes});
   if (!store) return Fail(store.error().ToString());
@@ -156,9 +158,12 @@ int main(int argc, char** argv) {
       {.mountpoint = config->daemon.mountpoint.string(),
        .content_cache_entries = ContentCacheBudget(fd_limit),
        .blobs_gid = admin_gid,
-       .hidden = [&hidden](const verify::Digest& d) { return hidden.Contains(d); }},
-      std::move(inherited.session));
+       .hidden = [&hidden](const verify::Digest& d) { return hidden.Contains(d); },
+       .warm = predecessor ? predecessor->served() : std::vector<verify::Digest>{}},
+      std::move(inherited.session), predecessor && predecessor->serving());
   if (!mount) return Fail(mount.error().ToString());
+  // Both of us serve the mount now: the predecessor may stop.
+  if (predecessor && predecessor->Retire(std::chrono::seconds(10))) (*mount)->Resend();
   log->info("fd limit {}: the mount keeps at most {} backing fds open", fd_limit,
             ContentCacheBudget(fd_limit));
   // Whatever a removal (GC, quota, wipe) takes away, the mount stops serving at once: its views
@@ -368,7 +373,7 @@ int main(int argc, char** argv) {
             return;
           }
           if (auto r = successor->Go(); !r) log->error("hand-over: {}", r.error().ToString());
-          log->info("hand-over: pid {} is the service now; detaching", next);
+          log->info("hand-over: pid {} is the service now; stopping the control servers", next);
           stop_serving();
         },
         [&, next](const std::string& why) {
@@ -406,11 +411,24 @@ int main(int argc, char** argv) {
   // While the mount still serves: the successor's store open then has little log to replay.
   if (auto r = (*store)->FlushIndex(); !r) log->warn("index not flushed: {}", r.error().ToString());
 
-  daemon::ReleaseMount(**mount, config->daemon.handover);
   // The next start skips recovery's walks when nothing was in progress (a restart's stall).
-  const bool clean = (*store)->MarkCleanShutdown();
-  // A successor waiting to take over need not wait for the rest of this process's exit.
-  if (clean && successor && successor->went() && (*store)->ReleaseForSuccessor()) successor->Released();
+  bool clean = false;
+  if (successor && successor->went()) {
+    // A hand-over: the store goes to the successor while this process still serves the mount
+    // (read-only), and the successor serves it too before this one stops reading.
+    clean = (*store)->MarkCleanShutdown();
+    if (clean && (*store)->ReleaseForSuccessor()) {
+      successor->Released((*mount)->ns().Built());
+      log->info("hand-over: store released to pid {}; serving until it takes the mount",
+                successor->pid());
+      successor->AwaitRetire(std::chrono::seconds(30));
+    }
+    daemon::ReleaseMount(**mount, config->daemon.handover);
+    successor->Detached();
+  } else {
+    daemon::ReleaseMount(**mount, config->daemon.handover);
+    clean = (*store)->MarkCleanShutdown();
+  }
   log->info("stopped{}", clean ? " (clean stop recorded)" : "");
   // Pulls still in flight are coroutine frames owned by `io` that refer to the puller and the
   // registry client; tearing those down in any order risks touching freed objects, and nothing

@@ -951,7 +951,7 @@ Result<FuseMountPtr> FuseMount::Mount(store::Store& store, const MountOptions& o
 }
 
 Result<FuseMountPtr> FuseMount::Adopt(store::Store& store, const MountOptions& options,
-                                      SessionFds fds) {
+                                      SessionFds fds, bool resend) {
   if (options.mountpoint.empty() || options.mountpoint.front() != '/') {
     return FuseError(Errc::kInvalidArgument, "mount point must be an absolute path");
   }
@@ -995,18 +995,19 @@ Result<FuseMountPtr> FuseMount::Adopt(store::Store& store, const MountOptions& o
   impl->mounted = true;
   FuseMountPtr mount(new FuseMount(std::move(impl)));
   auto& s = *mount->impl_;
-  if (s.resend) {
-    // Requests the predecessor read and never answered (it was killed) go back to the queue.
-    fuse_out_header notify{.len = sizeof(fuse_out_header),
-                           .error = static_cast<std::int32_t>(kNotifyResend), .unique = 0};
-    if (::write(fd, &notify, sizeof(notify)) != static_cast<ssize_t>(sizeof(notify))) {
-      s.log->warn("FUSE_NOTIFY_RESEND failed (errno {}): callers of requests a dead predecessor "
-                  "read may wait until the connection is aborted", errno);
-    }
-  } else {
+  if (!s.resend) {
     s.log->warn("this kernel cannot resend FUSE requests (FUSE_NOTIFY_RESEND, Linux >= 6.9): "
                 "requests a killed predecessor read stay unanswered until the connection is "
                 "aborted (docs/operations.md, \"Restarts and upgrades\")");
+  } else if (resend) {
+    mount->Resend();
+  }
+  if (!options.warm.empty()) {
+    const auto start = std::chrono::steady_clock::now();
+    for (const auto& d : options.warm) s.ns.Warm(d);
+    s.log->info("built {} views before serving in {} ms", options.warm.size(),
+                std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - start).count());
   }
   StartLoop(s);
   {
@@ -1048,6 +1049,19 @@ Result<void> FuseMount::Detach() {
   s.detached = true;
   s.log->info("detached from the mount at {} (handed over; the mount stays)", s.opts.mountpoint);
   return {};
+}
+
+void FuseMount::Resend() {
+  auto& s = *impl_;
+  if (!s.resend || s.se == nullptr) return;
+  // Requests a predecessor read and never answered (it was killed) go back to the queue, for
+  // whoever reads next; a reply to one of them from anyone else is refused by the kernel.
+  fuse_out_header notify{.len = sizeof(fuse_out_header),
+                         .error = static_cast<std::int32_t>(kNotifyResend), .unique = 0};
+  if (::write(fuse_session_fd(s.se), &notify, sizeof(notify)) != static_cast<ssize_t>(sizeof(notify))) {
+    s.log->warn("FUSE_NOTIFY_RESEND failed (errno {}): callers of requests a dead predecessor "
+                "read may wait until the connection is aborted", errno);
+  }
 }
 
 bool FuseMount::adopted() const { return impl_->adopted; }

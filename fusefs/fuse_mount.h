@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "common/unique_fd.h"
@@ -48,6 +49,9 @@ struct MountOptions {
   // daemon's admin group) may read them. Layer trees and rootfs views keep the image's modes.
   std::uint32_t blobs_gid = 0;
   std::function<bool(const verify::Digest&)> hidden;  // see NamespaceOptions::hidden
+  // Adopt only: views built before the session is served (Namespace::Warm): what a hand-over's
+  // predecessor had built, so its readers never wait on this process building them cold.
+  std::vector<verify::Digest> warm;
   // Test seam: runs in the worker thread before each lookup is answered (null in production).
   std::function<void(std::string_view name)> before_lookup;
 };
@@ -101,13 +105,15 @@ class FuseMount {
   static Result<FuseMountPtr> Mount(store::Store& store, const MountOptions& options);
   // Takes over a live mount from a predecessor's session instead of mounting: same mount, same
   // kernel inode cache, no new FUSE_INIT (the saved one is replayed into libfuse and its answer
-  // swallowed), and the requests the predecessor read but never answered are sent again by the
-  // kernel (FUSE_NOTIFY_RESEND, kernel >= 6.9; without it such callers wait until the
-  // connection is aborted: logged). kCorrupt: `fds.state` is not a digestd session state;
-  // kInvalidArgument: it is for another mount point; kNotFound: nothing of ours is mounted
-  // there any more (a stop unmounted it): mount afresh.
+  // swallowed), and, with `resend`, the requests the predecessor read but never answered are
+  // sent again by the kernel (FUSE_NOTIFY_RESEND, kernel >= 6.9; without it such callers wait
+  // until the connection is aborted: logged). Without `resend` the predecessor is still serving
+  // the same connection (a hand-over: both read requests until it detaches); call Resend() if it
+  // then dies instead. kCorrupt: `fds.state` is not a digestd session state; kInvalidArgument:
+  // it is for another mount point; kNotFound: nothing of ours is mounted there any more (a stop
+  // unmounted it): mount afresh.
   static Result<FuseMountPtr> Adopt(store::Store& store, const MountOptions& options,
-                                    SessionFds fds);
+                                    SessionFds fds, bool resend = true);
   // Unmounts if still mounted (and not detached).
   ~FuseMount();
   FuseMount(const FuseMount&) = delete;
@@ -125,6 +131,11 @@ class FuseMount {
   // Whether this session was adopted from a predecessor, and whether the kernel can resend
   // requests a dead predecessor left unanswered.
   bool adopted() const;
+  // Has the kernel send again every request read from this connection and not answered yet (a
+  // predecessor that died serving it). Requests this process is serving are sent again too; its
+  // late replies to them are refused (ENOENT, ignored) and the resent ones answered. No-op when
+  // the kernel cannot (resend_supported()).
+  void Resend();
   bool resend_supported() const;
 
   // `digest` was denied or withdrawn: the kernel forgets the attributes of every inode it may

@@ -308,6 +308,26 @@ Result<Namespace::Found> Namespace::Resolve(Ino ino) {
   return Fail(ENOENT, "inode " + std::to_string(ino) + " is not served any more");
 }
 
+std::vector<Digest> Namespace::Built() const {
+  std::vector<Digest> out;
+  std::lock_guard lock(mu_);
+  out.reserve(image_views_.size() + layer_views_.size());
+  for (const auto* by : {&image_views_, &layer_views_}) {
+    for (const auto& [key, view] : *by) {
+      if (auto d = Digest::Parse(key)) out.push_back(std::move(*d));
+    }
+  }
+  return out;
+}
+
+void Namespace::Warm(const Digest& digest) {
+  if (store_.ImageLayers(digest)) {
+    (void)ImageView(digest);
+  } else {
+    (void)LayerView(digest);
+  }
+}
+
 Result<std::shared_ptr<TreeView>> Namespace::LayerView(const Digest& layer) {
   {
     std::lock_guard lock(mu_);

@@ -112,6 +112,13 @@ class Namespace {
   // Sorted by name.
   Result<std::vector<std::pair<std::string, std::string>>> Xattrs(Ino ino);
 
+  // The digests whose views were built so far: image manifests, then layers.
+  std::vector<verify::Digest> Built() const;
+  // Builds the view of `digest` (an image's merged tree, or a layer's) before any request needs
+  // it: a hand-over's successor builds what its predecessor served before it serves too, so no
+  // reader waits on a cold view. Errors (not in the store, not unpacked) are ignored.
+  void Warm(const verify::Digest& digest);
+
   // Manifests of the image views built so far that use `digest` (as manifest or layer).
   std::vector<verify::Digest> ImagesUsing(const verify::Digest& digest) const;
   // Forgets every view built on `digest` (its layer view, the image views using it, its blob

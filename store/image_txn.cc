@@ -36,7 +36,12 @@ Result<void> AddImageInodes(Store::Impl& impl, const Store& store, const Digest&
     DIGESTD_RETURN_IF_ERROR(AddInodeRange(impl, batch, InodeKind::kLayer, child, n));
     total += n;
   }
-  return AddInodeRange(impl, batch, InodeKind::kImage, image_manifest, total);
+  DIGESTD_RETURN_IF_ERROR(AddInodeRange(impl, batch, InodeKind::kImage, image_manifest, total));
+  // blobs/sha256/<hex> of the manifest, the config and the layers: numbered now too, so that
+  // serving never writes (a hand-over's old process serves from a sealed index).
+  seen.insert(image_manifest);
+  for (const auto& d : seen) DIGESTD_RETURN_IF_ERROR(AddInodeRange(impl, batch, InodeKind::kBlob, d, 1));
+  return {};
 }
 
 
@@ -368,6 +373,9 @@ Result<void> ImageTxn::Commit(const ImageCommit& commit) {
     if (!found) children = store_.Children(image);
     Result<void> r = children ? AddImageInodes(impl_, store_, image, *children, entries, batch)
                               : Result<void>(children.error());
+    if (r && commit.record->manifest != image) {
+      r = AddInodeRange(impl_, batch, InodeKind::kBlob, commit.record->manifest, 1);  // the index
+    }
     if (!r) {
       impl_.log->warn("inode ranges for {} left to first use: {}",
                       commit.record->image_manifest.ToString(), r.error().ToString());

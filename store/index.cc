@@ -108,6 +108,8 @@ void Index::WarmUp() {
   std::unique_ptr<rocksdb::Env> memory(rocksdb::NewMemEnv(rocksdb::Env::Default()));
   rocksdb::DBOptions db_opts = DbOptions();
   db_opts.env = memory.get();
+  // (Created first: RocksDB logs an error when the directory it lists is missing.)
+  if (!memory->CreateDirIfMissing("/warm-up").ok()) return;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   if (!rocksdb::DB::Open(db_opts, "/warm-up", CfDescriptors(), &handles, &raw).ok()) return;
@@ -116,29 +118,48 @@ void Index::WarmUp() {
   delete raw;
 }
 
-Result<void> Index::OpenDb(bool read_only) {
+struct Index::Db {
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+};
+
+Result<Index::Db> Index::OpenDbAt(bool read_only) const {
   const rocksdb::DBOptions db_opts = DbOptions();
   const auto cfs = CfDescriptors();
   rocksdb::DB* raw = nullptr;
-  handles_.clear();
+  Db out;
   rocksdb::Status s = read_only
-                          ? rocksdb::DB::OpenForReadOnly(db_opts, path_, cfs, &handles_, &raw)
-                          : rocksdb::DB::Open(db_opts, path_, cfs, &handles_, &raw);
+                          ? rocksdb::DB::OpenForReadOnly(db_opts, path_, cfs, &out.handles, &raw)
+                          : rocksdb::DB::Open(db_opts, path_, cfs, &out.handles, &raw);
   if (!s.ok()) return DbError("open " + path_, s);
-  db_.reset(raw);
+  out.db.reset(raw);
+  return out;
+}
+
+void Index::CloseDb(Db& d) {
+  if (!d.db) return;
+  for (auto* h : d.handles) {
+    // Errors destroying a handle at close have no remedy; the DB is closed right after.
+    (void)d.db->DestroyColumnFamilyHandle(h);
+  }
+  d.handles.clear();
+  (void)d.db->Close();
+  d.db.reset();
+}
+
+Result<void> Index::OpenDb(bool read_only) {
+  handles_.clear();
+  DIGESTD_ASSIGN_OR_RETURN(Db d, OpenDbAt(read_only));
+  db_ = std::move(d.db);
+  handles_ = std::move(d.handles);
   read_only_ = read_only;
   return {};
 }
 
 void Index::CloseDb() {
-  if (!db_) return;
-  for (auto* h : handles_) {
-    // Errors destroying a handle at close have no remedy; the DB is closed right after.
-    (void)db_->DestroyColumnFamilyHandle(h);
-  }
+  Db d{std::move(db_), std::move(handles_)};
   handles_.clear();
-  (void)db_->Close();
-  db_.reset();
+  CloseDb(d);
 }
 
 Index::~Index() { CloseDb(); }
@@ -193,10 +214,12 @@ Result<void> Index::Fill(const Batch& batch, rocksdb::WriteBatch& wb) const {
 }
 
 Result<void> Index::WriteLast(const Batch& batch, std::chrono::milliseconds wait) {
-  std::unique_lock lock(mu_, std::defer_lock);
-  if (!lock.try_lock_for(wait)) {
+  // Writers out, readers not: a hand-over's predecessor still serves reads while this syncs.
+  std::unique_lock writing(writes_mu_, std::defer_lock);
+  if (!writing.try_lock_for(wait)) {
     return MakeError(Module::kStore, Errc::kBusy, "index writes in progress");
   }
+  std::shared_lock lock(mu_);
   if (sealed_ || !db_ || read_only_ || needs_reopen_) {
     return MakeError(Module::kStore, Errc::kAborted, "index not writable");
   }
@@ -209,12 +232,31 @@ Result<void> Index::WriteLast(const Batch& batch, std::chrono::milliseconds wait
   return {};
 }
 
-Result<void> Index::CloseSealed(std::chrono::milliseconds wait) {
-  std::unique_lock lock(mu_, std::defer_lock);
-  if (!lock.try_lock_for(wait)) return MakeError(Module::kStore, Errc::kBusy, "index in use");
+Result<void> Index::ContinueReadOnly(std::chrono::milliseconds wait) {
   if (!sealed_) return MakeError(Module::kStore, Errc::kInvalidArgument, "index not sealed");
-  if (db_) rocksdb::CancelAllBackgroundWork(db_.get(), /*wait=*/false);
-  CloseDb();
+  // Opened beside the writable database, which readers keep using meanwhile: a read-only open
+  // takes no lock, and a sealed database no longer changes.
+  DIGESTD_ASSIGN_OR_RETURN(Db view, OpenDbAt(/*read_only=*/true));
+  Db writable;
+  {
+    std::unique_lock lock(mu_, std::defer_lock);
+    if (!lock.try_lock_for(wait)) {
+      CloseDb(view);
+      return MakeError(Module::kStore, Errc::kBusy, "index in use");
+    }
+    if (read_only_ || !db_) {
+      CloseDb(view);
+      return MakeError(Module::kStore, Errc::kAborted, "index not writable");
+    }
+    writable.db = std::move(db_);
+    writable.handles = std::move(handles_);
+    db_ = std::move(view.db);
+    handles_ = std::move(view.handles);
+    read_only_ = true;
+  }
+  // Outside the lock: readers go on while the writable database closes.
+  rocksdb::CancelAllBackgroundWork(writable.db.get(), /*wait=*/false);
+  CloseDb(writable);
   return {};
 }
 
@@ -235,6 +277,7 @@ Result<void> Index::Write(const Batch& batch, bool sync) {
   // after it stops at the check below.)
   if (needs_reopen_.load()) DIGESTD_RETURN_IF_ERROR(Reopen());
   rocksdb::WriteBatch wb;
+  std::shared_lock writing(writes_mu_);
   std::shared_lock lock(mu_);
   if (sealed_) {
     return MakeError(Module::kStore, Errc::kAborted, "the store is closing (clean stop recorded)");

@@ -93,10 +93,13 @@ class Index {
   // then waits for background work (a compaction the flush started) and starts no more.
   Result<void> FlushForStop();
 
-  // After WriteLast: closes the database (its lock goes with it) so that another process can
-  // open it while this one is still exiting. Background work is cancelled, not waited out.
-  // Every call after it fails. kBusy when calls in progress did not finish within `wait`.
-  Result<void> CloseSealed(std::chrono::milliseconds wait);
+  // After WriteLast, in a process handing the store to a successor that must open it while this
+  // one still serves reads: opens a read-only view of the database as it is now (sealed, so it
+  // never changes), puts it in place of the writable one and closes that (its lock goes with it).
+  // Reads go on from the view, whatever the successor writes; writes fail. The view's table
+  // files are all opened at once, so the successor's compactions cannot pull one away. kBusy
+  // when calls in progress did not let go within `wait`; any failure leaves the index as it was.
+  Result<void> ContinueReadOnly(std::chrono::milliseconds wait);
 
   // Writes that failed since the index was opened.
   std::uint64_t write_failures() const { return write_failures_.load(); }
@@ -107,6 +110,9 @@ class Index {
   Index() = default;
   Result<void> OpenDb(bool read_only);
   void CloseDb();
+  struct Db;  // an open database and its column family handles
+  Result<Db> OpenDbAt(bool read_only) const;
+  static void CloseDb(Db& db);
   // After a failed write: close and open again (read-write, or read-only when that fails).
   Result<void> Reopen();
   rocksdb::ColumnFamilyHandle* Handle(Cf cf) const;
@@ -115,6 +121,9 @@ class Index {
   // Shared by every call, exclusive while reopening. Reads nest (scan callbacks read): glibc's
   // rwlock prefers readers, so a nested shared lock never waits behind a reopen.
   mutable std::shared_timed_mutex mu_;
+  // Shared by every write, exclusive for the last one (WriteLast), which readers need not wait
+  // for. Taken before mu_.
+  std::shared_timed_mutex writes_mu_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   std::atomic<bool> needs_reopen_{false};

@@ -110,7 +110,7 @@ void Store::WarmUp() { Index::WarmUp(); }
 
 bool Store::ReleaseForSuccessor() {
   auto& impl = *impl_;
-  if (auto r = impl.index->CloseSealed(std::chrono::milliseconds(100)); !r) {
+  if (auto r = impl.index->ContinueReadOnly(std::chrono::milliseconds(100)); !r) {
     impl.log->info("store not released early ({}): the successor waits for this process's exit",
                    r.error().ToString());
     return false;

@@ -276,11 +276,14 @@ class Store {
   // the next open then recovers in full. Open takes the record back before anything else, so a
   // crash after that recovers in full again.
   bool MarkCleanShutdown();
-  // After MarkCleanShutdown returned true, in a process that hands over to a successor: closes
-  // the index and gives up the store's lock, so the successor can open the store before this
-  // process has finished exiting (a hand-over's stall). Every store call after it fails. False
-  // (nothing released) when the index could not be closed at once: the successor then waits
-  // for this process's exit.
+  // After MarkCleanShutdown returned true, in a process that hands over to a successor: gives
+  // the store to the successor while this process still serves reads from it. The index goes on
+  // as a read-only view of its sealed state (Index::ContinueReadOnly), its writable database is
+  // closed and the store's lock dropped, so the successor opens the store while the mount is
+  // still served (a hand-over's readers never wait on that open). Reads of this object keep
+  // answering from the view; every write fails. False (nothing released) when the view could
+  // not be opened or the index not be switched at once: the successor then waits for this
+  // process's exit.
   bool ReleaseForSuccessor();
   // For a process about to open a store that another one still holds: runs the index's open
   // path once in memory (nothing on disk is touched), so that the real Open runs warm.

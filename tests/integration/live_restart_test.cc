@@ -169,10 +169,12 @@ TEST_F(LiveRestartTest, APullCutByARestartFailsRetryablyAndLeavesNothing) {
 
 // The hand-over to a waiting successor (SIGUSR2, passed on by the supervisor as systemd's `kill
 // -s USR2 --kill-who=main` would): digestd starts the next process itself, which loads while the
-// old one serves and takes over once it has detached and released the store. Five hand-overs,
-// one of them an upgrade to another build, and one whose predecessor is SIGKILLed right after it
-// made the successor the service: a reader of the mount sees no error, the mount is adopted
-// every time, and the control socket answers throughout.
+// old one serves, opens the store the old one released while it still serves, serves the mount
+// alongside it and then retires it. Five hand-overs, one of them an upgrade to another build,
+// one whose predecessor is SIGKILLed right after it made the successor the service, and one
+// whose predecessor is SIGKILLed while it serves the mount alone on a released store (its
+// successor held stopped): a reader of the mount sees no error, the mount is adopted every
+// time, and the control socket answers throughout.
 TEST_F(LiveRestartTest, HandOversToAWaitingSuccessorLoseNoRead) {
   ASSERT_TRUE(WaitSupervisedReady(1)) << Slurp(log_);
   MountReader reader(DIGESTD_MOUNT_READER, mnt_, dir_.path().string());
@@ -188,11 +190,34 @@ TEST_F(LiveRestartTest, HandOversToAWaitingSuccessorLoseNoRead) {
       fs::remove(binary_);
       fs::create_symlink(DIGESTD_NEXT_BIN, binary_);  // the successor runs the new build
     }
+    const std::size_t released = CountInLog("serving until it takes the mount");
+    const std::size_t standing = CountInLog("hand-over: standing by");
     ::kill(daemon_.pid(), SIGUSR2);
+    if (round == 4) {
+      // The successor stopped as soon as it stands by; the predecessor releases the store and
+      // serves alone, and is killed: requests it read die with it, and those after it wait.
+      // Then the successor goes on: it adopts, sees its predecessor gone instead of detached, and
+      // has the kernel resend what the dead one left unanswered.
+      for (int i = 0; i < 6000 && CountInLog("hand-over: standing by") <= standing; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      const std::string text = Slurp(log_);
+      const auto at = text.rfind("started successor pid ");
+      ASSERT_NE(at, std::string::npos) << text;
+      const pid_t next = std::atoi(text.c_str() + at + 22);
+      ::kill(next, SIGSTOP);
+      for (int i = 0; i < 6000 && CountInLog("serving until it takes the mount") <= released; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // it serves alone
+      ::kill(before, SIGKILL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // nobody serves
+      ::kill(next, SIGCONT);
+    }
     if (round == 3) {
       // Killed right after it made the successor the service: the successor still takes over
       // (it waits for the predecessor's exit), and the kernel resends what was left unanswered.
-      for (int i = 0; i < 3000 && CountInLog("is the service now; detaching") < 4; ++i) {
+      for (int i = 0; i < 3000 && CountInLog("is the service now;") < 4; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
       ::kill(before, SIGKILL);
@@ -209,8 +234,12 @@ TEST_F(LiveRestartTest, HandOversToAWaitingSuccessorLoseNoRead) {
   EXPECT_EQ(CountInLog("adopted the mount"), 5u) << Slurp(log_);
   EXPECT_EQ(CountInLog("supervise: main pid "), 5u) << Slurp(log_);
   EXPECT_GE(CountInLog("has exited; taking over"), 1u) << "the killed predecessor's successor";
-  // The killed predecessor (most likely before it recorded a clean stop) released nothing.
-  EXPECT_GE(CountInLog("released the mount and the store"), 4u) << Slurp(log_);
+  // The predecessor killed right after "go" (most likely before it recorded a clean stop)
+  // released nothing; the others released the store and served on until retired.
+  EXPECT_GE(CountInLog("released the store and serves until we do"), 4u) << Slurp(log_);
+  EXPECT_GE(CountInLog("detached; serving alone"), 3u) << Slurp(log_);
+  EXPECT_EQ(CountInLog("exited without detaching"), 1u) << "the one killed while serving alone\n"
+                                                         << Slurp(log_);
   EXPECT_LE(CountInLog("recovery=full"), 2u) << "only the first start and the killed one recover in full";
   EXPECT_EQ(ReadThroughMount(image + "/rootfs/hello.txt"), "hello\n");
   // No process is left behind: the supervisor's service and nothing else.

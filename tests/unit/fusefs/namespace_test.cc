@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -349,6 +350,31 @@ TEST_F(NamespaceTest, ASuccessorAnswersForNumbersItNeverHandedOut) {
   ASSERT_OK(store_->Deny(image_.layers[0], "test"));
   EXPECT_EQ(fresh->GetAttr(dir.ino).error().sys_errno(), ENOENT);
   EXPECT_EQ(fresh->GetAttr(file.ino).error().sys_errno(), ENOENT);
+}
+
+// A hand-over's successor builds, before it serves, the views its predecessor had built (what
+// the predecessor lists in Built()): the same ones, with the same numbers; digests that are no
+// view (one not in the store) are skipped.
+TEST_F(NamespaceTest, ASuccessorWarmsTheViewsItsPredecessorServed) {
+  EXPECT_TRUE(ns_->Built().empty());
+  const Attr file = Walk(Image() + "/rootfs/etc/passwd");
+  auto built = ns_->Built();
+  std::sort(built.begin(), built.end());
+  std::vector<verify::Digest> expected = {image_.manifest, image_.layers[0], image_.layers[1]};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(built, expected);
+
+  auto successor = std::make_unique<Namespace>(
+      *store_, NamespaceOptions{.mountpoint = "/run/digestd/mnt", .blobs_gid = kAdminGid});
+  for (const auto& d : built) successor->Warm(d);
+  successor->Warm(verify::Digest::Parse("sha256:" + std::string(64, '1')).value());
+  auto warmed = successor->Built();
+  std::sort(warmed.begin(), warmed.end());
+  EXPECT_EQ(warmed, expected);
+  ns_.swap(successor);
+  auto a = ns_->GetAttr(file.ino);
+  ASSERT_TRUE(a.has_value()) << a.error().ToString();
+  EXPECT_EQ(Read(file.ino), "root:x:0:0:replaced");
 }
 
 TEST_F(NamespaceTest, ReadDirFromResumesAtOffsets) {

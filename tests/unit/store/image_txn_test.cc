@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -126,6 +127,18 @@ TEST_F(ImageTxnTest, CommitRecordsTheMountsInodeRanges) {
   EXPECT_EQ((*image)->kind, InodeKind::kImage);
   EXPECT_EQ((*image)->digest, img.manifest);
   EXPECT_EQ((*image)->count, entries + 2);
+  // blobs/sha256/<hex> too: the manifest, the config and every layer have their number before
+  // anything is served (serving never writes the index).
+  std::vector<Digest> blobs = img.layers;
+  blobs.push_back(img.manifest);
+  blobs.push_back(img.config_digest);
+  for (const auto& d : blobs) {
+    auto ranges = store_->InodeRangesOf(d);
+    ASSERT_TRUE(ranges.has_value()) << ranges.error().ToString();
+    EXPECT_TRUE(std::any_of(ranges->begin(), ranges->end(), [](const InodeRange& r) {
+      return r.kind == InodeKind::kBlob && r.count == 1;
+    })) << d.ToString();
+  }
   Reopen();
   auto again = store_->InodesFor(InodeKind::kImage, img.manifest, 2);
   ASSERT_TRUE(again.has_value());

@@ -541,10 +541,10 @@ TEST_F(StoreRecoveryTest, ACleanStopSkipsTheWalksOnceAndOnlyAfterIt) {
 }
 
 // A hand-over: the stopping process flushes its index, records the clean stop and releases the
-// store while it still exists; its successor opens the store at once (before, the lock refused
-// it), and whatever the old object is asked afterwards fails cleanly instead of touching the
-// successor's index.
-TEST_F(StoreRecoveryTest, AReleasedStoreOpensInTheSuccessorWhileTheOldOneLives) {
+// store while it still serves; its successor opens the store at once (before, the lock refused
+// it) and writes, and the old object goes on reading the state it sealed, never the successor's
+// writes, and refuses writes of its own.
+TEST_F(StoreRecoveryTest, AReleasedStoreOpensInTheSuccessorWhileTheOldOneStillReads) {
   const Digest kept = Put("kept");
   ASSERT_OK(store_->FlushIndex());
   EXPECT_FALSE(store_->ReleaseForSuccessor()) << "only after a clean stop is recorded";
@@ -557,13 +557,19 @@ TEST_F(StoreRecoveryTest, AReleasedStoreOpensInTheSuccessorWhileTheOldOneLives) 
   ASSERT_TRUE(next.has_value()) << next.error().ToString();
   EXPECT_TRUE((*next)->recovery().after_clean_stop);
   EXPECT_TRUE((*next)->Contains(kept));
-  // The old object: reads find nothing, writes are refused, and nothing reopens the index.
-  EXPECT_FALSE(store_->Contains(kept));
+  ASSERT_OK((*next)->Deny(kept, "the successor writes"));
+  // The successor compacts and rewrites the index's files; the old view still reads them.
+  ASSERT_OK((*next)->FlushIndex());
+  // The old object: reads answer from the sealed state, writes are refused.
+  EXPECT_TRUE(store_->Contains(kept));
+  EXPECT_FALSE(store_->IsDenied(kept)) << "the old view never sees the successor's writes";
+  auto fd = store_->OpenBlob(kept);
+  EXPECT_TRUE(fd.has_value());
   EXPECT_FALSE(store_->Deny(kept, "from the old process").has_value());
   EXPECT_FALSE(store_->FlushIndex().has_value());
   store_.reset();
-  ASSERT_OK((*next)->Deny(kept, "the successor writes"));
   EXPECT_TRUE((*next)->IsDenied(kept));
+  ASSERT_OK((*next)->Undeny(kept));
 }
 
 // The successor's warm-up runs RocksDB's open in memory: nothing appears on disk, and the real
