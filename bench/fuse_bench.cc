@@ -33,7 +33,7 @@
 
 #include "fusefs/fuse_mount.h"
 #include "store/store.h"
-#include "testing/tar_builder.h"
+#include "testkit/tar_builder.h"
 #include "verify/hasher.h"
 
 namespace {

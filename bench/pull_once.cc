@@ -5,22 +5,17 @@
 
 #include <sys/resource.h>
 
-#include <boost/asio/co_spawn.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "daemon/config.h"
 #include "daemon/io_uring_check.h"
-#include <boost/asio/thread_pool.hpp>
-
-#include "daemon/pull.h"
-#include "daemon/registry_client.h"
+#include "daemon/offline_pull.h"
 #include "store/store.h"
 #include "verify/policy_set.h"
 
@@ -65,42 +60,27 @@ int main(int argc, char** argv) {
     std::cerr << "pull_once: " << r.error().ToString() << "\n";
     return 2;
   }
-  boost::asio::io_context io;
-  d::RegistryClient registry(io, config);
-  boost::asio::thread_pool blocking(4);
-  d::Puller puller(io, blocking, **store, policies, config, registry);
-  std::optional<digestd::Result<d::PullResult>> result;
+  // A named argument: GCC 12 mis-destroys braced temporaries passed to a co_await'ed call.
+  d::PullOptions options;
   const auto t0 = std::chrono::steady_clock::now();
-  (void)t0;
-  boost::asio::co_spawn(
-      io,
-      [&]() -> boost::asio::awaitable<void> {
-        // A named argument: GCC 12 mis-destroys braced temporaries passed to a co_await'ed call.
-        d::PullOptions options;
-        if (std::getenv("PULL_ONCE_TRACE") != nullptr) {
-          options.on_event = [t0](const d::PullEvent& e) {
-            if (e.type == "blob" && e.bytes != e.total) return;
-            const double at =
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            std::fprintf(stderr, "%8.3f %s %s %s\n", at, e.type.c_str(), e.digest.c_str(),
-                         e.type == "policy" ? "" : e.detail.c_str());
-          };
-        }
-        result.emplace(co_await puller.Pull(reference, options));
-      },
-      [](std::exception_ptr e) {
-        if (e) std::rethrow_exception(e);
-      });
-  io.run();
+  if (std::getenv("PULL_ONCE_TRACE") != nullptr) {
+    options.on_event = [t0](const d::PullEvent& e) {
+      if (e.type == "blob" && e.bytes != e.total) return;
+      const double at = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "%8.3f %s %s %s\n", at, e.type.c_str(), e.digest.c_str(),
+                   e.type == "policy" ? "" : e.detail.c_str());
+    };
+  }
+  auto result = d::PullOffline(**store, policies, config, reference, std::move(options));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!result || !*result) {
-    std::cerr << "pull_once: " << (result ? (*result).error().ToString() : "did not run") << "\n";
+  if (!result) {
+    std::cerr << "pull_once: " << result.error().ToString() << "\n";
     return 1;
   }
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);
   std::printf("pulled %s layers=%zu bytes=%llu seconds=%.3f maxrss_kb=%ld\n",
-              (*result)->manifest.ToString().c_str(), (*result)->layers.size(),
-              static_cast<unsigned long long>((*result)->bytes_fetched), secs, ru.ru_maxrss);
+              result->manifest.ToString().c_str(), result->layers.size(),
+              static_cast<unsigned long long>(result->bytes_fetched), secs, ru.ru_maxrss);
   return 0;
 }

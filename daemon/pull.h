@@ -22,6 +22,7 @@
 
 #include "common/error.h"
 #include "daemon/config.h"
+#include "daemon/pull_types.h"
 #include "daemon/registry_client.h"
 #include "store/store.h"
 #include "verify/policy.h"
@@ -29,31 +30,6 @@
 #include "verify/reference.h"
 
 namespace digestd::daemon {
-
-struct PullEvent {
-  std::string type;  // "resolving", "resolved", "policy", "blob", "committed"
-  std::string detail;
-  std::string digest;
-  std::uint64_t bytes = 0;
-  std::uint64_t total = 0;
-};
-
-struct PullOptions {
-  std::string tenant;       // recorded on blobs; empty = shared
-  std::int64_t actor_uid = -1;
-  std::function<void(const PullEvent&)> on_event;
-};
-
-struct PullResult {
-  verify::Reference reference;
-  verify::Digest manifest;        // what the reference resolved to (maybe an index)
-  verify::Digest image_manifest;  // the platform's image manifest
-  verify::Digest config;
-  std::vector<verify::Digest> layers;
-  verify::Decision decision;
-  std::uint64_t bytes_fetched = 0;
-  std::string tenant;  // the pull's tenant (PullOptions::tenant); empty for shared pulls
-};
 
 class Puller {
  public:

@@ -25,12 +25,10 @@
 #include "tools/api_client.h"
 #include <nlohmann/json.hpp>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
 
 #include "daemon/config.h"
 #include "daemon/registry_client.h"
-#include "daemon/signer.h"
+#include "signing/signer.h"
 #include "store/store.h"
 #include "verify/base64.h"
 #include "verify/evidence_dir.h"
@@ -289,7 +287,7 @@ int RunSign(const std::string& key_path, const std::string& config_path, bool in
   if (!ref) return BadInput(kCmd, ref.error());
   auto pem = verify::ReadFileCapped(key_path, 64 << 10);
   if (!pem) return BadInput(kCmd, pem.error());
-  auto key = daemon::SigningKey::FromPem(*pem);
+  auto key = digestd::signing::SigningKey::FromPem(*pem);
   if (!key) return BadInput(kCmd, key.error());
   daemon::Config config;
   if (!config_path.empty()) {
@@ -300,25 +298,13 @@ int RunSign(const std::string& key_path, const std::string& config_path, bool in
   if (insecure && !config.FindRegistry(ref->registry())) {
     config.registries.push_back({.host = ref->registry(), .insecure = true});
   }
-  boost::asio::io_context io;
-  daemon::RegistryClient registry(io, config);
-  std::optional<digestd::Result<daemon::SignResult>> result;
-  boost::asio::co_spawn(
-      io,
-      [&]() -> boost::asio::awaitable<void> {
-        result.emplace(co_await daemon::SignImage(registry, *ref, **key));
-      },
-      [](std::exception_ptr e) {
-        if (e) std::rethrow_exception(e);
-      });
-  io.run();
-  if (!result || !*result) {
-    std::cerr << "digestctl sign: " << (result ? (*result).error().ToString() : "did not run")
-              << "\n";
+  auto result = digestd::signing::SignImage(config, *ref, **key);
+  if (!result) {
+    std::cerr << "digestctl sign: " << result.error().ToString() << "\n";
     return kDenied;
   }
-  std::cout << "Signed " << ref->Name() << "@" << (*result)->manifest.ToString() << "\n"
-            << "pushed " << ref->Name() << ":" << (*result)->signature_tag << "\n";
+  std::cout << "Signed " << ref->Name() << "@" << result->manifest.ToString() << "\n"
+            << "pushed " << ref->Name() << ":" << result->signature_tag << "\n";
   return kOk;
 }
 

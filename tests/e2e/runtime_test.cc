@@ -9,7 +9,7 @@
 
 #include "fusefs/fuse_mount.h"
 #include "integration/pull_fixture.h"
-#include "testing/tar_builder.h"
+#include "testkit/tar_builder.h"
 
 namespace digestd::daemon {
 namespace {

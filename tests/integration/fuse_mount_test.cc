@@ -21,7 +21,7 @@
 #include "testing/mount_reader.h"
 #include "testing/process_util.h"
 #include "testing/store_image.h"
-#include "testing/tar_builder.h"
+#include "testkit/tar_builder.h"
 #include "testing/test_util.h"
 
 namespace digestd::fusefs {

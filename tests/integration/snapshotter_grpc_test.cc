@@ -13,7 +13,7 @@
 #include "github.com/containerd/containerd/api/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "snapshotter/grpc_server.h"
 #include "testing/store_image.h"
-#include "testing/tar_builder.h"
+#include "testkit/tar_builder.h"
 #include "testing/process_util.h"
 #include "testing/test_util.h"
 #include "verify/hasher.h"

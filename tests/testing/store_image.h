@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "store/store.h"
-#include "testing/tar_builder.h"
+#include "testkit/tar_builder.h"
 #include "verify/hasher.h"
 
 namespace digestd::testing {

@@ -13,7 +13,7 @@
 
 #include "store/image_txn.h"
 #include "store/store.h"
-#include "testing/tar_builder.h"
+#include "testkit/tar_builder.h"
 #include "verify/hasher.h"
 
 namespace digestd::testing {

@@ -9,7 +9,7 @@
 #include <fstream>
 
 #include "testing/store_image.h"
-#include "testing/tar_builder.h"
+#include "testkit/tar_builder.h"
 #include "testing/test_util.h"
 
 namespace digestd::daemon {

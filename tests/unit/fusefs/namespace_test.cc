@@ -12,7 +12,7 @@
 #include <set>
 
 #include "testing/store_image.h"
-#include "testing/tar_builder.h"
+#include "testkit/tar_builder.h"
 #include "testing/test_util.h"
 #include "verify/hasher.h"
 

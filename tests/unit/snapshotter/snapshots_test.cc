@@ -11,7 +11,7 @@
 
 #include "testing/process_util.h"
 #include "testing/store_image.h"
-#include "testing/tar_builder.h"
+#include "testkit/tar_builder.h"
 #include "testing/test_util.h"
 #include "verify/hasher.h"
 

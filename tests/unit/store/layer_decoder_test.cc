@@ -5,7 +5,7 @@
 #include <filesystem>
 
 #include "store/store.h"
-#include "testing/tar_builder.h"
+#include "testkit/tar_builder.h"
 #include "testing/test_util.h"
 #include "verify/hasher.h"
 

@@ -14,7 +14,7 @@
 #include "store/store.h"
 #include "store/tree_codec.h"
 #include "testing/store_image.h"
-#include "testing/tar_builder.h"
+#include "testkit/tar_builder.h"
 #include "testing/test_util.h"
 #include "verify/hasher.h"
 

@@ -1,4 +1,4 @@
-#include "daemon/signer.h"
+#include "signing/signer.h"
 
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
@@ -6,14 +6,21 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
+#include <optional>
+
+#include "daemon/registry_client.h"
 
 #include "verify/base64.h"
 #include "verify/cosign.h"
 #include "verify/hasher.h"
 #include "verify/oci.h"
 
-namespace digestd::daemon {
+namespace digestd::signing {
+namespace asio = boost::asio;
+using daemon::RegistryClient;
 namespace {
 
 EVP_PKEY* Pkey(void* p) { return static_cast<EVP_PKEY*>(p); }
@@ -83,9 +90,10 @@ std::string SigningKey::PublicPem() const {
   return out;
 }
 
-asio::awaitable<Result<SignResult>> SignImage(RegistryClient& registry,
-                                              const verify::Reference& ref,
-                                              const SigningKey& key) {
+namespace {
+
+asio::awaitable<Result<SignResult>> Sign(RegistryClient& registry, const verify::Reference& ref,
+                                         const SigningKey& key) {
   const std::string wanted = ref.has_digest() ? ref.digest()->ToString()
                              : ref.has_tag()   ? ref.tag()
                                                : std::string("latest");
@@ -150,4 +158,21 @@ asio::awaitable<Result<SignResult>> SignImage(RegistryClient& registry,
   co_return result;
 }
 
-}  // namespace digestd::daemon
+}  // namespace
+
+Result<SignResult> SignImage(const daemon::Config& config, const verify::Reference& ref,
+                             const SigningKey& key) {
+  asio::io_context io;
+  RegistryClient registry(io, config);
+  std::optional<Result<SignResult>> result;
+  asio::co_spawn(
+      io, [&]() -> asio::awaitable<void> { result.emplace(co_await Sign(registry, ref, key)); },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
+  io.run();
+  if (!result) return MakeError(Module::kDaemon, Errc::kInternal, "signing did not run");
+  return std::move(*result);
+}
+
+}  // namespace digestd::signing

@@ -6,17 +6,21 @@
 // of the "sha256-<hex>.sig" manifest next to the image (added to any signatures already there).
 // `cosign verify --key` accepts the result, and so does digestd's policy.
 
+//
+// Its own module (signing/, docs/development.md): only digestctl signs, so the daemon does not
+// carry it, and the API blocks, so callers never see Asio (the registry client it drives runs on
+// an io_context of its own inside SignImage).
+
 #include <memory>
 #include <string>
 #include <string_view>
 
-#include <boost/asio/awaitable.hpp>
-
 #include "common/error.h"
-#include "daemon/registry_client.h"
+#include "daemon/config.h"
+#include "verify/digest.h"
 #include "verify/reference.h"
 
-namespace digestd::daemon {
+namespace digestd::signing {
 
 class SigningKey {
  public:
@@ -38,8 +42,9 @@ struct SignResult {
   std::string payload;
 };
 
-asio::awaitable<Result<SignResult>> SignImage(RegistryClient& registry,
-                                              const verify::Reference& ref,
-                                              const SigningKey& key);
+// Resolves `ref` at its registry (as `config` says to reach it: mirrors, credentials, TLS),
+// signs the manifest digest and pushes the signature. Blocks until done.
+Result<SignResult> SignImage(const daemon::Config& config, const verify::Reference& ref,
+                             const SigningKey& key);
 
-}  // namespace digestd::daemon
+}  // namespace digestd::signing

@@ -1,7 +1,8 @@
 #pragma once
 
 // Builds tar archives byte by byte (ustar headers, pax extended headers for long names and
-// xattrs), so tests can make exactly the hostile layers real tools refuse to write.
+// xattrs), so tests can make exactly the hostile layers real tools refuse to write. In testkit/
+// (shared by tests and benchmarks, never part of the product: tests/boundaries_test.sh).
 
 #include <zlib.h>
 #include <zstd.h>
