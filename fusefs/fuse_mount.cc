@@ -107,7 +107,10 @@ struct FuseMount::Impl {
   // The kernel allows one backing file per FUSE inode at a time (a second, different one is
   // EBUSY, seen by the opener as EIO: a program exec'ing itself, or two containers on a layer).
   // Concurrent opens of an inode share its backing id; the last release closes it. The table
-  // lives in the session state (shared with a successor): backing_mu serializes it.
+  // lives in the session state (shared with a successor, and during a hand-over used by both
+  // processes at once): backing_mu serializes it within this process, then a
+  // SessionState::TableLock across processes. Lock order: backing_mu, then the TableLock; no
+  // other lock of this file or of the namespace is taken while they are held.
   std::mutex backing_mu;
   std::shared_ptr<spdlog::logger> log = Logger("fusefs");
 
@@ -340,6 +343,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     {
       // One backing id per inode while any open uses it, whichever process registered it.
       std::lock_guard lock(s.backing_mu);
+      SessionState::TableLock table(*s.state);  // a hand-over's other process shares the table
       auto b = s.state->GetBacking(ino);
       if (b && b->id > 0 && b->opens > 0) {
         if (s.state->PutBacking(ino, {.id = b->id, .opens = b->opens + 1})) backing_id = b->id;
@@ -412,6 +416,7 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   if (fi->fh > 0) {
     auto& s = Self(req);
     std::lock_guard lock(s.backing_mu);
+    SessionState::TableLock table(*s.state);
     if (auto b = s.state->GetBacking(ino)) {
       if (b->opens <= 1) {
         s.state->EraseBacking(ino);  // recorded first: a kill in between only leaks the id

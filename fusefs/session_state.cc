@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <string>
 #include <cstring>
 
 namespace digestd::fusefs {
@@ -39,12 +41,45 @@ struct SessionState::Layout {
   // Two tables: a rehash (dropping tombstones) fills the other one and then flips `active`, so
   // a kill at any moment leaves one whole table.
   std::atomic<std::uint32_t> active;
-  std::uint32_t pad;
+  // Bumped by every change of the backing table (was padding, 0 in older states): a process that
+  // takes the table's lock after another process changed it recounts (TableLock).
+  std::atomic<std::uint32_t> writes;
   Slot table[2][kSlots];
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
-SessionState::SessionState(UniqueFd fd, Layout* map) : fd_(std::move(fd)), map_(map) { Recount(); }
+SessionState::SessionState(UniqueFd fd, Layout* map) : fd_(std::move(fd)), map_(map) {
+  Recount();
+  seen_writes_ = map_->writes.load(std::memory_order_acquire);
+  // A file description of our own for the memfd: OFD locks exclude other descriptions (the
+  // other process's), and closing some other fd of the memfd (an exported copy) does not drop
+  // them, as it would a POSIX record lock.
+  lock_fd_ = UniqueFd(::open(("/proc/self/fd/" + std::to_string(fd_.Get())).c_str(),
+                             O_RDWR | O_CLOEXEC));
+}
+
+SessionState::TableLock::TableLock(SessionState& s) : s_(s) {
+  if (!s_.lock_fd_) return;  // no /proc: one process at a time, as before hand-overs overlapped
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = 1;
+  while (::fcntl(s_.lock_fd_.Get(), F_OFD_SETLKW, &fl) != 0 && errno == EINTR) {
+  }
+  if (s_.map_->writes.load(std::memory_order_acquire) != s_.seen_writes_) s_.Recount();
+}
+
+SessionState::TableLock::~TableLock() {
+  s_.seen_writes_ = s_.map_->writes.load(std::memory_order_acquire);
+  if (!s_.lock_fd_) return;
+  struct flock fl {};
+  fl.l_type = F_UNLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = 1;
+  (void)::fcntl(s_.lock_fd_.Get(), F_OFD_SETLK, &fl);
+}
 
 SessionState::Slot* SessionState::Table() const {
   return map_->table[map_->active.load(std::memory_order_acquire) & 1];
@@ -77,20 +112,25 @@ void SessionState::Rehash() {
     }
   }
   map_->active.store(from ^ 1, std::memory_order_release);
+  map_->writes.fetch_add(1, std::memory_order_release);
   Recount();
 }
 SessionState::SessionState(SessionState&& o) noexcept
     : fd_(std::move(o.fd_)),
+      lock_fd_(std::move(o.lock_fd_)),
       map_(std::exchange(o.map_, nullptr)),
       used_(o.used_),
-      tombstones_(o.tombstones_) {}
+      tombstones_(o.tombstones_),
+      seen_writes_(o.seen_writes_) {}
 SessionState& SessionState::operator=(SessionState&& o) noexcept {
   if (this != &o) {
     if (map_) ::munmap(map_, sizeof(Layout));
     fd_ = std::move(o.fd_);
+    lock_fd_ = std::move(o.lock_fd_);
     map_ = std::exchange(o.map_, nullptr);
     used_ = o.used_;
     tombstones_ = o.tombstones_;
+    seen_writes_ = o.seen_writes_;
   }
   return *this;
 }
@@ -203,6 +243,7 @@ bool SessionState::PutBacking(std::uint64_t ino, Backing b) {
     if (k == ino) {
       s.id.store(b.id, std::memory_order_relaxed);
       s.opens.store(b.opens, std::memory_order_release);
+      map_->writes.fetch_add(1, std::memory_order_release);
       return true;
     }
     if (k == kTombstone && free_slot == nullptr) free_slot = &s;
@@ -217,6 +258,7 @@ bool SessionState::PutBacking(std::uint64_t ino, Backing b) {
   free_slot->id.store(b.id, std::memory_order_relaxed);
   free_slot->opens.store(b.opens, std::memory_order_relaxed);
   free_slot->ino.store(ino, std::memory_order_release);  // published last
+  map_->writes.fetch_add(1, std::memory_order_release);
   return true;
 }
 
@@ -230,6 +272,7 @@ void SessionState::EraseBacking(std::uint64_t ino) {
       s.ino.store(kTombstone, std::memory_order_release);
       --used_;
       ++tombstones_;
+      map_->writes.fetch_add(1, std::memory_order_release);
       return;
     }
   }

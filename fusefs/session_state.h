@@ -11,8 +11,10 @@
 // it. Fields are written before the counts/keys that publish them; a slot write interrupted by a
 // kill at worst leaks one backing id (a reference to a file object until the mount goes).
 //
-// Thread safety: Backing* calls are serialized by the caller (one mutex per process; one process
-// uses the state at a time). Everything else is set once, before the session serves.
+// Thread safety: Backing* calls are made under a TableLock, and by one thread of a process at a
+// time (the caller's mutex: the lock excludes other processes only). During a hand-over two
+// processes serve the same connection and share the table. Everything else is set once, before
+// the session serves.
 
 #include <cstdint>
 #include <optional>
@@ -54,6 +56,18 @@ class SessionState {
     int id = 0;
     int opens = 0;
   };
+  // Excludes other processes from the backing table (an OFD lock on the memfd, released if the
+  // holder dies) and catches up with their changes. Take the caller's mutex first.
+  class TableLock {
+   public:
+    explicit TableLock(SessionState& s);
+    ~TableLock();
+    TableLock(const TableLock&) = delete;
+    TableLock& operator=(const TableLock&) = delete;
+
+   private:
+    SessionState& s_;
+  };
   std::optional<Backing> GetBacking(std::uint64_t ino) const;
   // Records (or updates) ino's backing; false when the table is full (the open then goes
   // without passthrough).
@@ -70,9 +84,11 @@ class SessionState {
   void Recount();
   void Rehash();
   UniqueFd fd_;
+  UniqueFd lock_fd_;  // our own open file description of the memfd, for TableLock
   Layout* map_ = nullptr;
   std::size_t used_ = 0;        // live slots of the active table
   std::size_t tombstones_ = 0;  // erased slots (rehashed away when the table fills)
+  std::uint32_t seen_writes_ = 0;  // Layout::writes when this process last had the table
 };
 
 }  // namespace digestd::fusefs
