@@ -321,11 +321,8 @@ std::vector<Digest> Namespace::Built() const {
 }
 
 void Namespace::Warm(const Digest& digest) {
-  if (store_.ImageLayers(digest)) {
-    (void)ImageView(digest);
-  } else {
-    (void)LayerView(digest);
-  }
+  // ImageView reads the image's layer list once and fails at once for anything else.
+  if (!ImageView(digest)) (void)LayerView(digest);
 }
 
 Result<std::shared_ptr<TreeView>> Namespace::LayerView(const Digest& layer) {
