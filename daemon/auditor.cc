@@ -31,30 +31,31 @@ void Clip(json& j, std::size_t max) {
 }  // namespace
 
 Auditor::Auditor(store::Store& store, AuditConfig config, Clock now)
-    : store_(store), config_(config), now_(std::move(now)), log_(Logger("audit")) {
-  if (!now_) now_ = [] { return static_cast<std::int64_t>(::time(nullptr)); };
+    : store_(store), config_(config), now_(std::move(now)), log_(Logger(Module::kDaemon, "audit")) {
+  if (!now_) now_ = [s = &store] { return s->Now(); };  // the store's clock (common/clock.h)
 }
 
 std::string Auditor::Dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-void Auditor::Record(std::string_view type, const json& fields) {
-  json event = fields.is_object() ? fields : json::object();
-  Clip(event, kFieldMaxBytes);
-  event["type"] = std::string(type);
-  event["time"] = now_();
-  const std::string text = Dump(event);
-  log_->info("audit {}", text);
-  if (auto r = store_.AppendAudit(text); !r) {
-    std::lock_guard lock(mu_);
-    ++write_failures_;
-    log_->error("audit event not written ({} so far): {}: {}", write_failures_, r.error().ToString(),
-                text);
+void Auditor::Record(store::AuditEvent event) {
+  event.time = now_();
+  for (std::string* field : {&event.type, &event.component, &event.reference, &event.digest,
+                             &event.tenant, &event.reason}) {
+    json j = std::move(*field);
+    Clip(j, kFieldMaxBytes);
+    *field = std::move(j.get_ref<std::string&>());
   }
+  if (!event.details.is_object()) event.details = json::object();
+  Clip(event.details, kFieldMaxBytes);
+  // The store logs and counts a failed write (write_failures()); the event is in the log below.
+  log_->info("audit {}", event.ToJson());
+  (void)store_.AppendAudit(event);
 }
 
-void Auditor::Refusal(std::int64_t uid, std::string_view type, const json& fields) {
+void Auditor::Refusal(store::AuditEvent event) {
+  const std::int64_t uid = event.actor_uid.value_or(-1);
   std::uint64_t left_out = 0;
   {
     std::lock_guard lock(mu_);
@@ -81,10 +82,15 @@ void Auditor::Refusal(std::int64_t uid, std::string_view type, const json& field
     left_out = b.suppressed;
     b.suppressed = 0;
   }
-  json event = fields.is_object() ? fields : json::object();
-  event["uid"] = uid;
-  if (left_out > 0) event["suppressed"] = left_out;
-  Record(type, event);
+  if (left_out > 0) event.details["suppressed"] = left_out;
+  Record(std::move(event));
+}
+
+std::function<void(const std::string&)> Auditor::RefusalReporter(std::string type) {
+  return [this, type](const std::string& reason) {
+    log_->warn("{}: {}", type, reason);
+    Refusal({.type = type, .reason = reason});
+  };
 }
 
 Result<store::AuditPruneReport> Auditor::Prune() {
@@ -104,13 +110,23 @@ std::uint64_t Auditor::suppressed() const {
   std::lock_guard lock(mu_);
   return suppressed_;
 }
-std::uint64_t Auditor::write_failures() const {
-  std::lock_guard lock(mu_);
-  return write_failures_;
-}
+std::uint64_t Auditor::write_failures() const { return store_.counters().audit_write_failures; }
 std::uint64_t Auditor::pruned() const {
   std::lock_guard lock(mu_);
   return pruned_;
+}
+
+void Auditor::RegisterMetrics(metrics::Registry& registry) const {
+  registry.Add({"digestd_audit_pruned_total", "Audit events removed by retention.",
+                metrics::Kind::kCounter},
+               [this] { return pruned(); });
+  registry.Add({"digestd_audit_suppressed_total",
+                "Refusals not recorded because their peer was over audit.refusals_per_minute.",
+                metrics::Kind::kCounter},
+               [this] { return suppressed(); });
+  registry.Add({"digestd_audit_write_failures_total", "Audit events that could not be written.",
+                metrics::Kind::kCounter},
+               [this] { return write_failures(); });
 }
 
 }  // namespace digestd::daemon

@@ -24,6 +24,13 @@ namespace asio = boost::asio;
 using BlockingFn = std::function<Result<void>()>;
 asio::awaitable<std::optional<Error>> OffThread(asio::thread_pool& pool, const BlockingFn& fn);
 
+// The other way round: runs `task` on `io`'s thread and blocks the calling thread until it is
+// done (the snapshotter's gRPC threads ask for pulls this way). Called on `io`'s own thread it
+// would wait for itself: it refuses instead (kInternal). If `io` stops first the caller waits
+// until the process exits (the daemon exits without running what is left).
+using IoTask = std::function<asio::awaitable<Result<void>>()>;
+Result<void> RunOnIo(asio::io_context& io, IoTask task);
+
 // Suspends the calling coroutine for `d` without blocking the event loop.
 asio::awaitable<void> Sleep(asio::io_context& io, std::chrono::milliseconds d);
 

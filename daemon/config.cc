@@ -1,4 +1,10 @@
 #include "daemon/config.h"
+#include "daemon/errors.h"
+
+#include <unistd.h>
+
+#include "common/names.h"
+#include "common/unix_socket.h"
 
 #include <set>
 #include <sstream>
@@ -15,7 +21,7 @@ struct Reader {
   std::string_view source;
 
   Error Bad(const std::string& key, const std::string& why) const {
-    return MakeError(Module::kDaemon, Errc::kInvalidArgument,
+    return DaemonError(Errc::kInvalidArgument,
                      std::string(source) + ": " + key + ": " + why);
   }
 
@@ -107,7 +113,7 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
     std::ostringstream msg;
     msg << e.description() << " at line " << e.source().begin.line << ", column "
         << e.source().begin.column;
-    return MakeError(Module::kDaemon, Errc::kInvalidArgument,
+    return DaemonError(Errc::kInvalidArgument,
                      std::string(source) + ": " + msg.str());
   }
   Config c;
@@ -246,6 +252,10 @@ Result<Config> ParseConfig(std::string_view text, std::string_view source) {
         if (v == nullptr || (*v)->empty()) {
           return rd.Bad("snapshotter.seed_namespaces", "must hold non-empty strings");
         }
+        if (!ValidContainerdNamespace(**v)) {
+          return rd.Bad("snapshotter.seed_namespaces",
+                        "\"" + **v + "\" is not a containerd namespace name");
+        }
         c.snapshotter.seed_namespaces.push_back(**v);
       }
       if (!c.snapshotter.seed_namespaces.empty() && c.snapshotter.containerd_socket.empty()) {
@@ -344,6 +354,30 @@ Result<Config> LoadConfig(const std::filesystem::path& path) {
   auto text = ReadFileCapped(path, 1u << 20);
   if (!text) return std::move(text).error().Wrap("config file");
   return ParseConfig(*text, path.string());
+}
+
+Result<CommandLine> ParseCommandLine(const std::vector<std::string>& args) {
+  CommandLine c;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--check") {
+      c.check_only = true;
+    } else if (args[i] == "--config" && i + 1 < args.size()) {
+      c.config_path = args[++i];
+    } else if (args[i] == "--version") {
+      c.version = true;
+    } else {
+      return DaemonError(Errc::kInvalidArgument,
+                       "usage: digestd [--config FILE] [--check] [--version]");
+    }
+  }
+  return c;
+}
+
+Result<gid_t> SocketGroup(const DaemonConfig& daemon) {
+  if (daemon.socket_group.empty()) return ::getegid();
+  auto g = GroupId(daemon.socket_group, Module::kDaemon);
+  if (!g) return std::move(g).error().Wrap("daemon.socket_group");
+  return *g;
 }
 
 }  // namespace digestd::daemon

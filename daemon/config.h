@@ -3,6 +3,8 @@
 // digestd's one configuration file (TOML), parsed strictly: an unknown key or a bad value is
 // refused with the file and the key named. The format is documented in docs/operations.md.
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -113,7 +115,19 @@ struct Config {
   const RegistryConfig* FindRegistry(std::string_view host) const;
 };
 
+// How digestd was started: `digestd [--config FILE] [--check] [--version]`.
+struct CommandLine {
+  std::string config_path = "/etc/digestd/digestd.toml";
+  bool check_only = false;  // validate config, policy and trust; open nothing
+  bool version = false;
+};
+// An unknown argument is an error whose message is the usage line.
+Result<CommandLine> ParseCommandLine(const std::vector<std::string>& args);
+
 Result<Config> ParseConfig(std::string_view toml_text, std::string_view source);
 Result<Config> LoadConfig(const std::filesystem::path& path);
+
+// The group that owns the daemon's sockets: [daemon] socket_group, or the process's own.
+Result<gid_t> SocketGroup(const DaemonConfig& daemon);
 
 }  // namespace digestd::daemon

@@ -7,7 +7,10 @@
 // body, 30 s to send them); a malformed request gets a 4xx with a message and the connection is
 // closed, other connections are unaffected. docs/api.md lists every endpoint.
 //
-// Thread safety: runs on the io_context's thread; blocking store work goes to the pull's pool.
+// This class is the transport (Beast, limits, streaming: control_server.cc); the route table and
+// one handler file per resource are in daemon/api/ (api.h says how they fit).
+//
+// Thread safety: runs on the io_context's thread; blocking store work goes to the blocking pool.
 
 #include <sys/types.h>
 
@@ -19,6 +22,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 
 #include "common/error.h"
+#include "common/metrics.h"
 #include "common/unique_fd.h"
 #include "daemon/auditor.h"
 #include "daemon/config.h"
@@ -41,6 +45,8 @@ struct Peer {
 
 enum class Role { kNone, kReader, kAdmin };
 Role RoleFor(const DaemonConfig& config, const Peer& peer);
+// A check that admits admins only (the snapshotter's socket: containerd runs as root).
+std::function<bool(uid_t, gid_t)> AdminsOnly(const DaemonConfig& config);
 std::string_view RoleName(Role role);
 
 struct ControlDeps {
@@ -51,16 +57,13 @@ struct ControlDeps {
   // The daemon's blocking executor (GC, wipes, audit pruning run there).
   asio::thread_pool& blocking;
   fusefs::FuseMount* mount = nullptr;  // for metrics and paths; may be null in tests
-  // Reloads policy and trust (SIGHUP does the same); an error keeps the old ones.
-  std::function<Result<void>()> reload;
-  // Re-evaluates cached images (after a reload, after a pull); may be null.
-  std::function<void()> revalidate;
-  // Images withdrawn by the last re-evaluation; may be null.
-  const HiddenSet* hidden = nullptr;
+  // What the mount hides, re-evaluated after reloads, deny changes and pulls; may be null.
+  Visibility* visibility = nullptr;
   // Every event the API records goes through it (clipped, refusals rate-limited per peer).
   Auditor* auditor = nullptr;
-  // Other accept loops' shortage counts, for /v1/metrics (the snapshotter's); may be null.
-  std::function<std::uint64_t()> other_accept_failures;
+  // The process's metrics registry: the API registers its own metrics into it at Start and
+  // renders it at /v1/metrics (null: the server keeps one of its own, with the API's only).
+  metrics::Registry* metrics = nullptr;
 };
 
 class ControlServer {

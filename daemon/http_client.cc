@@ -1,4 +1,5 @@
 #include "daemon/http_client.h"
+#include "daemon/errors.h"
 
 #include <openssl/ssl.h>
 
@@ -26,7 +27,7 @@ constexpr std::size_t kErrorBodyCap = 64u << 10;
 
 Error NetError(std::string context, const error_code& ec) {
   std::string what = ec == beast::error::timeout ? "timed out" : ec.message();
-  return MakeError(Module::kDaemon, Errc::kIo, context + ": " + what);
+  return DaemonError(Errc::kIo, context + ": " + what);
 }
 
 std::string Lower(std::string_view s) {
@@ -48,7 +49,7 @@ std::string Url::Origin() const { return std::string(tls ? "https://" : "http://
 
 Result<Url> Url::Parse(std::string_view text) {
   auto bad = [&](std::string why) {
-    return MakeError(Module::kDaemon, Errc::kInvalidArgument, "bad URL " + Quote(text) + ": " + why);
+    return DaemonError(Errc::kInvalidArgument, "bad URL " + Quote(text) + ": " + why);
   };
   if (text.size() > 8192) return bad("too long");
   for (char c : text) {
@@ -163,7 +164,7 @@ asio::awaitable<Result<HttpClient::ConnectionPtr>> HttpClient::Connect(const Url
     // SSL_set_tlsext_host_name is a macro with a C cast; call what it expands to.
     if (SSL_ctrl(conn->tls->native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME,
                  TLSEXT_NAMETYPE_host_name, const_cast<char*>(url.host.c_str())) != 1) {
-      co_return MakeError(Module::kDaemon, Errc::kIo, "TLS: cannot set SNI for " + url.host);
+      co_return DaemonError(Errc::kIo, "TLS: cannot set SNI for " + url.host);
     }
     conn->tls->set_verify_callback(ssl::host_name_verification(url.host));
     lowest.expires_after(options_.connect_timeout);
@@ -234,7 +235,7 @@ asio::awaitable<Result<HttpResponse>> RoundTrip(Stream& stream, beast::tcp_strea
   if (!streaming) {
     if (auto len = parser.content_length(); len && *len > cap) {
       *keep_alive = false;
-      co_return MakeError(Module::kDaemon, Errc::kTooLarge,
+      co_return DaemonError(Errc::kTooLarge,
                           url.Origin() + url.target + ": response body of " + std::to_string(*len) +
                               " bytes is over the limit of " + std::to_string(cap));
     }
@@ -300,7 +301,7 @@ asio::awaitable<Result<HttpResponse>> RoundTrip(Stream& stream, beast::tcp_strea
         if (resp.body.size() + n > cap) {
           *keep_alive = false;
           if (sink) break;  // an error body: what we have is enough to report
-          co_return MakeError(Module::kDaemon, Errc::kTooLarge,
+          co_return DaemonError(Errc::kTooLarge,
                               url.Origin() + url.target + ": response body over the limit of " +
                                   std::to_string(cap));
         }
@@ -343,7 +344,7 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Exchange(const Url& url, std::
     }
     bool keep_alive = true, nothing_received = true;
     // No co_await inside ?: — GCC 12 destroys the result twice there (a coroutine codegen bug).
-    Result<HttpResponse> r = MakeError(Module::kDaemon, Errc::kInternal, "unset");
+    Result<HttpResponse> r = DaemonError(Errc::kInternal, "unset");
     if (conn->tls) {
       r = co_await RoundTrip(*conn->tls, conn->Lowest(), conn->buffer, url, method, headers,
                              max_body, sink, on_head, options_, &keep_alive, &nothing_received,

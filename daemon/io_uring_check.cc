@@ -1,4 +1,5 @@
 #include "daemon/io_uring_check.h"
+#include "daemon/errors.h"
 
 #include <liburing.h>
 
@@ -11,7 +12,7 @@ Result<void> CheckIoUring() {
   io_uring ring{};
   const int rc = io_uring_queue_init(4, &ring, 0);
   if (rc < 0) {
-    return MakeError(Module::kDaemon, Errc::kUnsupported,
+    return DaemonError(Errc::kUnsupported,
                      std::string("io_uring is not available to this process (") +
                          std::strerror(-rc) +
                          "); digestd needs it for network and file I/O. Check that the kernel has "
@@ -29,7 +30,7 @@ Result<void> CheckIoUring() {
   if (err >= 0 && cqe != nullptr) io_uring_cqe_seen(&ring, cqe);
   io_uring_queue_exit(&ring);
   if (err < 0) {
-    return MakeError(Module::kDaemon, Errc::kUnsupported,
+    return DaemonError(Errc::kUnsupported,
                      std::string("io_uring set up but cannot complete a request (") +
                          std::strerror(-err) + ")",
                      -err);

@@ -1,4 +1,9 @@
 #include "daemon/live_restart.h"
+#include "daemon/errors.h"
+
+#include "daemon/revalidate.h"
+
+#include "common/fd_budget.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -34,10 +39,6 @@ constexpr std::string_view kDetached = "detached";  // predecessor -> successor:
 constexpr std::size_t kMaxMessage = 64 * 1024;
 constexpr std::string_view kExited{"\0exited", 7};  // not a message: Predecessor::Next saw its exit
 
-Error HandoverError(Errc code, std::string what) {
-  return MakeError(Module::kDaemon, code, "hand-over: " + std::move(what));
-}
-
 std::string DescribeStatus(int status) {
   if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
@@ -46,7 +47,7 @@ std::string DescribeStatus(int status) {
 
 void StoreSession(fusefs::FuseMount& mount) {
   if (!ServiceManagerPresent()) return;
-  auto log = Logger("digestd");
+  auto log = Logger(Module::kDaemon);
   auto fds = mount.Export();
   if (!fds) {
     log->warn("live restart: session not stored ({}): a restart will remount", fds.error().ToString());
@@ -75,7 +76,7 @@ Inherited TakeInherited() {
     } else if (l.name == kHandoverName) {
       in.handover = std::move(l.fd);
     } else {
-      Logger("digestd")->warn("service manager passed an fd named {}: not ours, closed", l.name);
+      Logger(Module::kDaemon)->warn("service manager passed an fd named {}: not ours, closed", l.name);
     }
   }
   return in;
@@ -83,7 +84,7 @@ Inherited TakeInherited() {
 
 Result<fusefs::FuseMountPtr> MountOrAdopt(store::Store& store, const fusefs::MountOptions& options,
                                           fusefs::SessionFds handed, bool predecessor_serving) {
-  auto log = Logger("digestd");
+  auto log = Logger(Module::kDaemon);
   if (handed.fuse || handed.state) {
     auto adopted = fusefs::FuseMount::Adopt(store, options, std::move(handed),
                                             /*resend=*/!predecessor_serving);
@@ -112,17 +113,17 @@ Result<fusefs::FuseMountPtr> MountOrAdopt(store::Store& store, const fusefs::Mou
 }
 
 Result<Predecessor> Predecessor::Await(UniqueFd handover, std::chrono::milliseconds timeout) {
-  auto log = Logger("digestd");
+  auto log = Logger(Module::kDaemon);
   Predecessor p;
   p.pid_ = ::getppid();
   p.pidfd_ = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, p.pid_, 0)));
   if (!p.pidfd_ || ::getppid() != p.pid_) {
-    return HandoverError(Errc::kAborted, "the process that started us (pid " +
+    return DaemonError(Errc::kAborted, "hand-over: the process that started us (pid " +
                                              std::to_string(p.pid_) + ") is gone");
   }
   p.handover_ = std::move(handover);
   if (::send(p.handover_.Get(), kStandby.data(), kStandby.size(), MSG_NOSIGNAL) < 0) {
-    return HandoverError(Errc::kAborted, "predecessor pid " + std::to_string(p.pid_) +
+    return DaemonError(Errc::kAborted, "hand-over: predecessor pid " + std::to_string(p.pid_) +
                                              " went away before we stood by");
   }
   log->info("hand-over: standing by for pid {}", p.pid_);
@@ -131,7 +132,7 @@ Result<Predecessor> Predecessor::Await(UniqueFd handover, std::chrono::milliseco
   // first) the manager still counts on the predecessor, and we must not take over.
   DIGESTD_ASSIGN_OR_RETURN(auto msg, p.Next(deadline, /*exit_too=*/false));
   if (msg != kGo) {
-    return HandoverError(Errc::kAborted, "predecessor pid " + std::to_string(p.pid_) +
+    return DaemonError(Errc::kAborted, "hand-over: predecessor pid " + std::to_string(p.pid_) +
                                              " exited without handing over");
   }
   // Then "released" (it gave up the store and serves the mount on until we retire it), or its
@@ -168,7 +169,7 @@ Result<std::string> Predecessor::Next(std::chrono::steady_clock::time_point dead
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
-      return HandoverError(Errc::kBusy, "predecessor pid " + std::to_string(pid_) +
+      return DaemonError(Errc::kBusy, "hand-over: predecessor pid " + std::to_string(pid_) +
                                             " did not answer in time");
     }
     const int n = ::poll(fds.data(), fds.size(), static_cast<int>(left.count()));
@@ -191,7 +192,7 @@ Result<std::string> Predecessor::Next(std::chrono::steady_clock::time_point dead
 }
 
 bool Predecessor::Retire(std::chrono::milliseconds timeout) {
-  auto log = Logger("digestd");
+  auto log = Logger(Module::kDaemon);
   if (!serving_) return false;
   serving_ = false;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -270,7 +271,7 @@ Result<std::unique_ptr<Successor>> Successor::Spawn(
   impl->sock.assign(ours.Release(), ec);
   if (ec) {
     impl->Reap(true);
-    return HandoverError(Errc::kIo, "watch the successor: " + ec.message());
+    return DaemonError(Errc::kIo, "hand-over: watch the successor: " + ec.message());
   }
   return std::unique_ptr<Successor>(new Successor(std::move(impl)));
 }
@@ -336,7 +337,7 @@ void Successor::AwaitRetire(std::chrono::milliseconds timeout) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
-      Logger("digestd")->warn("hand-over: pid {} did not take the mount within {} ms; detaching",
+      Logger(Module::kDaemon)->warn("hand-over: pid {} did not take the mount within {} ms; detaching",
                               impl_->pid, timeout.count());
       return;
     }
@@ -349,7 +350,7 @@ void Successor::AwaitRetire(std::chrono::milliseconds timeout) {
     if (got == static_cast<ssize_t>(kRetire.size()) && std::string_view(buf, kRetire.size()) == kRetire) return;
     if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     // Its end closed (it died) or it said something else: nobody to wait for.
-    Logger("digestd")->warn("hand-over: pid {} went away before taking the mount; detaching",
+    Logger(Module::kDaemon)->warn("hand-over: pid {} went away before taking the mount; detaching",
                             impl_->pid);
     return;
   }
@@ -360,7 +361,7 @@ void Successor::Detached() {
 }
 
 void ReleaseMount(fusefs::FuseMount& mount, bool handover) {
-  auto log = Logger("digestd");
+  auto log = Logger(Module::kDaemon);
   if (handover && ServiceManagerPresent()) {
     if (auto r = mount.Detach(); !r) log->error("hand-over: {}", r.error().ToString());
     return;
@@ -368,6 +369,27 @@ void ReleaseMount(fusefs::FuseMount& mount, bool handover) {
   if (auto r = mount.Unmount(); !r) log->error("unmount: {}", r.error().ToString());
   (void)RemoveStoredFds(kFuseName);
   (void)RemoveStoredFds(kStateName);
+}
+
+fusefs::MountOptions MountOptionsFor(const Config& config, std::uint64_t fd_limit,
+                                     const Visibility& visibility,
+                                     const std::optional<Predecessor>& predecessor) {
+  const std::size_t budget = ContentCacheBudget(fd_limit);
+  Logger(Module::kDaemon)->info("fd limit {}: the mount keeps at most {} backing fds open", fd_limit, budget);
+  const Visibility* v = &visibility;
+  return fusefs::MountOptions{
+      .mountpoint = config.daemon.mountpoint.string(),
+      .content_cache_entries = budget,
+      .blobs_gid = config.daemon.admin_gids.empty() ? 0 : config.daemon.admin_gids.front(),
+      .hidden = [v](const verify::Digest& d) { return v->Hidden(d); },
+      .warm = predecessor ? predecessor->served() : std::vector<verify::Digest>{}};
+}
+
+Result<std::optional<Predecessor>> AwaitPredecessor(UniqueFd handover) {
+  if (!handover) return std::optional<Predecessor>();
+  store::Store::WarmUp();  // the open that follows runs warm
+  DIGESTD_ASSIGN_OR_RETURN(auto p, Predecessor::Await(std::move(handover), std::chrono::seconds(60)));
+  return std::optional<Predecessor>(std::move(p));
 }
 
 }  // namespace digestd::daemon

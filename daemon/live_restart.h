@@ -25,6 +25,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,6 +34,7 @@
 
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "daemon/config.h"
 #include "fusefs/fuse_mount.h"
 #include "store/store.h"
 
@@ -135,5 +137,19 @@ class Successor {
   explicit Successor(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;
 };
+
+class Visibility;
+
+// The mount's options from the config: the fd cache sized from `fd_limit`, blobs/ for root and
+// the first admin group ([daemon] admin_gids: raw layer tars and configs would bypass the modes
+// of the files in the layers), what `visibility` hides, and the views a predecessor served
+// (built before the connection is read).
+fusefs::MountOptions MountOptionsFor(const Config& config, std::uint64_t fd_limit,
+                                     const Visibility& visibility,
+                                     const std::optional<Predecessor>& predecessor);
+
+// Started by a running digestd (`handover` set: SIGUSR2): warms the store's code paths, then
+// waits (60 s at most) for the predecessor to release the store. Without `handover`: nullopt.
+Result<std::optional<Predecessor>> AwaitPredecessor(UniqueFd handover);
 
 }  // namespace digestd::daemon

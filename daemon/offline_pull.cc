@@ -1,4 +1,5 @@
 #include "daemon/offline_pull.h"
+#include "daemon/errors.h"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -27,7 +28,7 @@ Result<PullResult> PullOffline(store::Store& store, verify::PolicySet& policies,
       });
   io.run();
   blocking.join();
-  if (!result) return MakeError(Module::kDaemon, Errc::kInternal, "the pull did not run");
+  if (!result) return DaemonError(Errc::kInternal, "the pull did not run");
   return std::move(*result);
 }
 

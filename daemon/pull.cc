@@ -1,4 +1,5 @@
 #include "daemon/pull.h"
+#include "daemon/errors.h"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -22,15 +23,6 @@ namespace {
 using verify::Digest;
 using verify::Reference;
 
-Error PullError(Errc code, std::string context) {
-  return MakeError(Module::kDaemon, code, std::move(context));
-}
-
-std::int64_t Now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 using Task = std::function<asio::awaitable<Result<void>>()>;
 
@@ -75,31 +67,39 @@ constexpr std::size_t kSignatureBlobCap = 1u << 20;
 }  // namespace
 
 Puller::Puller(asio::io_context& io, asio::thread_pool& blocking, store::Store& store,
-               verify::PolicySet& policies, const Config& config, RegistryClient& registry)
+               verify::PolicySet& policies, const Config& config, RegistryClient& registry,
+               Auditor* auditor)
     : io_(io),
       blocking_(blocking),
       store_(store),
       policies_(policies),
       config_(config),
-      registry_(registry) {}
+      registry_(registry),
+      own_auditor_(auditor ? nullptr : std::make_unique<Auditor>(store, config.audit)),
+      auditor_(auditor ? *auditor : *own_auditor_) {}
+
+void Puller::RegisterMetrics(metrics::Registry& registry) const {
+  registry.Add({"digestd_handoff_failures_total",
+                "Pulled images that could not be handed to containerd's content store.",
+                metrics::Kind::kCounter},
+               [this] { return handoff_failures_; });
+}
 
 void Puller::Audit(std::string_view type, const PullOptions& opts, std::string_view reference,
                    std::string_view digest, const verify::Decision* decision,
                    std::string_view reason) {
-  nlohmann::json j = {{"type", type},     {"time", Now()},     {"actor", opts.actor_uid},
-                      {"reference", reference}, {"digest", digest}, {"reason", reason}};
-  if (!opts.tenant.empty()) j["tenant"] = opts.tenant;
+  store::AuditEvent event{.type = std::string(type),
+                          .actor_uid = opts.actor_uid >= 0 ? std::optional<std::int64_t>(opts.actor_uid)
+                                                           : std::nullopt,
+                          .reference = std::string(reference),
+                          .digest = std::string(digest),
+                          .tenant = opts.tenant,
+                          .reason = std::string(reason)};
   if (decision) {
-    j["allowed"] = decision->allowed;
-    j["scope"] = decision->scope;
-    j["rule"] = decision->requirement;
-    j["signer"] = decision->signer;
+    event.details = {{"allowed", decision->allowed}, {"scope", decision->scope},
+                     {"rule", decision->requirement}, {"signer", decision->signer}};
   }
-  const std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  if (auto r = store_.AppendAudit(text); !r) {
-    Logger("pull")->error("audit append failed: {}", r.error().ToString());
-  }
-  Logger("pull")->info("audit {}", text);
+  auditor_.Record(std::move(event));
 }
 
 asio::awaitable<Result<verify::Evidence>> Puller::FetchEvidence(const Reference& ref,
@@ -113,7 +113,7 @@ asio::awaitable<Result<verify::Evidence>> Puller::FetchEvidence(const Reference&
       const auto size = static_cast<std::uint64_t>(layer.size);
       auto blob = co_await registry_.GetSmallBlob(ref, layer.digest, size, kSignatureBlobCap);
       if (!blob) {
-        Logger("pull")->warn("signature layer {} unavailable: {}", layer.digest.Short(),
+        Logger(Module::kDaemon, "pull")->warn("signature layer {} unavailable: {}", layer.digest.Short(),
                              blob.error().ToString());
         continue;
       }
@@ -139,7 +139,7 @@ asio::awaitable<Result<verify::Evidence>> Puller::FetchEvidence(const Reference&
     }
     auto parsed = verify::ParseImageManifest(m->bytes, m->media_type);
     if (!parsed) {
-      Logger("pull")->warn("ignoring unreadable {} manifest: {}", suffix, parsed.error().ToString());
+      Logger(Module::kDaemon, "pull")->warn("ignoring unreadable {} manifest: {}", suffix, parsed.error().ToString());
       continue;
     }
     auto r = co_await add_layers(*parsed);
@@ -167,6 +167,27 @@ asio::awaitable<Result<verify::Evidence>> Puller::FetchEvidence(const Reference&
   co_return ev;
 }
 
+namespace {
+
+// A plain coroutine function: GCC 12 copies its parameters into the frame correctly, where
+// lambda captures are not.
+asio::awaitable<Result<void>> PullThen(Puller* puller, std::string ref, PullOptions options,
+                                       std::function<void()> after) {
+  auto r = co_await puller->Pull(ref, std::move(options));
+  if (!r) co_return r.error();
+  if (after) after();
+  co_return Result<void>();
+}
+
+}  // namespace
+
+Result<void> Puller::PullAndWait(std::string reference, PullOptions options,
+                                 std::function<void()> after) {
+  return RunOnIo(io_, [this, reference, options, after] {
+    return PullThen(this, reference, options, after);
+  });
+}
+
 asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOptions opts) {
   auto emit = [&](PullEvent e) {
     if (opts.on_event) opts.on_event(e);
@@ -180,7 +201,7 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   if (!ref.has_tag() && !ref.has_digest()) ref = *ref.WithTag("latest");
   const std::string ref_text = ref.String();
   const auto snap = policies_.Current();
-  if (!snap.policy) co_return PullError(Errc::kPermission, "no policy is loaded; refusing to pull");
+  if (!snap.policy) co_return DaemonError(Errc::kPermission, "no policy is loaded; refusing to pull");
 
   auto fail = [&](Error e, std::string_view digest = "") -> Error {
     Audit("pull.failed", opts, ref_text, digest, nullptr, e.ToString());
@@ -191,7 +212,8 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   verify::Decision pre = snap.policy->PreCheck(ref);
   if (!pre.allowed) {
     Audit("policy.denied", opts, ref_text, "", &pre, pre.reason);
-    co_return PullError(Errc::kPermission, "policy denies " + ref_text + ": " + pre.reason);
+    emit({.type = "policy", .detail = pre.ToJson()});
+    co_return DaemonError(Errc::kPermission, "policy denies " + ref_text + ": " + pre.reason);
   }
 
   // 2. Resolve at the origin (tags) and fetch the manifest; the digest is the one we compute.
@@ -204,7 +226,7 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   const Digest top_digest = top->digest;
   emit({.type = "resolved", .detail = ref_text, .digest = top_digest.ToString()});
   if (store_.IsDenied(top_digest)) {
-    co_return fail(PullError(Errc::kPermission, top_digest.ToString() + " is on the deny list"),
+    co_return fail(DaemonError(Errc::kPermission, top_digest.ToString() + " is on the deny list"),
                    top_digest.ToString());
   }
   auto kind = verify::DetectManifestKind(top->bytes, top->media_type,
@@ -215,12 +237,12 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   auto evidence = co_await FetchEvidence(ref, top_digest);
   if (!evidence) co_return fail(std::move(evidence).error().Wrap("signatures"), top_digest.ToString());
   verify::Decision decision =
-      snap.policy->Evaluate(ref, top_digest, *evidence, snap.trust.get(), Now());
+      snap.policy->Evaluate(ref, top_digest, *evidence, snap.trust.get(), store_.Now());
   Audit(decision.allowed ? "policy.allowed" : "policy.denied", opts, ref_text,
         top_digest.ToString(), &decision, decision.reason);
   emit({.type = "policy", .detail = decision.ToJson(), .digest = top_digest.ToString()});
   if (!decision.allowed) {
-    co_return PullError(Errc::kPermission, "policy denies " + ref_text + ": " + decision.reason);
+    co_return DaemonError(Errc::kPermission, "policy denies " + ref_text + ": " + decision.reason);
   }
 
   // 4. Index -> the platform's image manifest.
@@ -237,11 +259,11 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
     auto m = co_await registry_.GetManifest(ref, wanted_image);
     if (!m) co_return fail(m.error(), desc->digest.ToString());
     if (static_cast<std::int64_t>(m->bytes.size()) != desc->size) {
-      co_return fail(PullError(Errc::kSizeMismatch, "manifest " + desc->digest.ToString() +
+      co_return fail(DaemonError(Errc::kSizeMismatch, "manifest " + desc->digest.ToString() +
                                                         " is not the size the index names"));
     }
     if (store_.IsDenied(m->digest)) {
-      co_return fail(PullError(Errc::kPermission, m->digest.ToString() + " is on the deny list"));
+      co_return fail(DaemonError(Errc::kPermission, m->digest.ToString() + " is on the deny list"));
     }
     image = std::move(*m);
   }
@@ -288,7 +310,7 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
   auto config = verify::ParseImageConfig(*config_bytes, limits);
   if (!config) co_return abort(config.error());
   if (config->diff_ids.size() != manifest->layers.size()) {
-    co_return abort(PullError(Errc::kCorrupt,
+    co_return abort(DaemonError(Errc::kCorrupt,
                               "config lists " + std::to_string(config->diff_ids.size()) +
                                   " diff_ids for " + std::to_string(manifest->layers.size()) +
                                   " layers"));
@@ -343,7 +365,7 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
                                      .reason = decision.reason,
                                      .tenant = opts.tenant,
                                      .actor_uid = opts.actor_uid,
-                                     .pulled_at = Now()}};
+                                     .pulled_at = store_.Now()}};
     store::ImageTxn* t = txn.get();
     const store::ImageCommit* c = &commit;
     const BlockingFn commit_image = [t, c]() -> Result<void> { return t->Commit(*c); };
@@ -358,7 +380,7 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
     return {};
   };
   if (auto err = co_await OffThread(blocking_, enforce)) {
-    Logger("pull")->warn("quota enforcement failed: {}", err->ToString());
+    Logger(Module::kDaemon, "pull")->warn("quota enforcement failed: {}", err->ToString());
   }
   txn.reset();
 
@@ -378,7 +400,7 @@ asio::awaitable<Result<PullResult>> Puller::Pull(std::string_view text, PullOpti
     const BlockingFn after = [hook, pulled]() -> Result<void> { return (*hook)(*pulled); };
     if (auto err = co_await OffThread(blocking_, after)) {
       ++handoff_failures_;
-      Logger("pull")->warn("after pull of {}: {}", ref_text, err->ToString());
+      Logger(Module::kDaemon, "pull")->warn("after pull of {}: {}", ref_text, err->ToString());
       Audit("pull.handoff.failed", opts, ref_text, top_digest.ToString(), nullptr, err->context());
     }
   }

@@ -28,17 +28,25 @@
 #include "verify/policy.h"
 #include "verify/policy_set.h"
 #include "verify/reference.h"
+#include "daemon/auditor.h"
+#include "common/metrics.h"
 
 namespace digestd::daemon {
 
 class Puller {
  public:
   // `blocking`: the daemon's blocking executor (daemon/blocking.h), for staging, unpacking and
-  // the commit.
+  // the commit. `auditor`: where the pull's events go (null: an Auditor of the puller's own on
+  // the same store, for tools and tests that run a pull alone).
   Puller(asio::io_context& io, asio::thread_pool& blocking, store::Store& store,
-         verify::PolicySet& policies, const Config& config, RegistryClient& registry);
+         verify::PolicySet& policies, const Config& config, RegistryClient& registry,
+         Auditor* auditor = nullptr);
 
   asio::awaitable<Result<PullResult>> Pull(std::string_view reference, PullOptions options);
+  // The same pull from another thread (the snapshotter's gRPC threads pull on demand): runs on
+  // the io thread, calls `after` there once it committed, and blocks the caller until then.
+  // Refused on the io thread itself (daemon/blocking.h, RunOnIo).
+  Result<void> PullAndWait(std::string reference, PullOptions options, std::function<void()> after);
 
   // Runs on the blocking pool after every successful pull, before Pull() returns (the daemon
   // hands the image to containerd's content store with it). A failure is logged and audited as
@@ -47,6 +55,8 @@ class Puller {
   void SetAfterPull(AfterPullFn fn) { after_pull_ = std::move(fn); }
   // After-pull hand-offs that failed (read on the io thread, like every Pull()).
   std::uint64_t handoff_failures() const { return handoff_failures_; }
+  // digestd_handoff_failures_total.
+  void RegisterMetrics(metrics::Registry& registry) const;
 
  private:
   asio::awaitable<Result<verify::Evidence>> FetchEvidence(const verify::Reference& ref,
@@ -60,6 +70,8 @@ class Puller {
   verify::PolicySet& policies_;
   const Config& config_;
   RegistryClient& registry_;
+  std::unique_ptr<Auditor> own_auditor_;
+  Auditor& auditor_;
   AfterPullFn after_pull_;
   std::uint64_t handoff_failures_ = 0;
 };

@@ -1,4 +1,5 @@
 #include "daemon/registry_client.h"
+#include "daemon/errors.h"
 
 #include <algorithm>
 #include <boost/asio/random_access_file.hpp>
@@ -20,10 +21,6 @@ namespace {
 
 using verify::Digest;
 using verify::Reference;
-
-Error RegError(Errc code, std::string context) {
-  return MakeError(Module::kDaemon, code, std::move(context));
-}
 
 std::string UrlEncode(std::string_view s) {
   static constexpr char kHex[] = "0123456789ABCDEF";
@@ -115,7 +112,7 @@ RegistryClient::RegistryClient(asio::io_context& io, const Config& config)
                             .stall_timeout = config.stall_timeout,
                             .body_deadline_min = config.blob_deadline_min,
                             .min_rate_bytes_per_s = config.min_rate_bytes_per_s}),
-      log_(Logger("registry")) {}
+      log_(Logger(Module::kDaemon, "registry")) {}
 
 RegistryClient::~RegistryClient() = default;
 
@@ -180,13 +177,13 @@ asio::awaitable<Result<std::string>> RegistryClient::Authorize(const Endpoint& e
   const auto basic = BasicCredentials(ep.registry);
   if (scheme == "basic") {
     if (!basic) {
-      co_return RegError(Errc::kPermission, "registry " + ep.base.Authority() +
+      co_return DaemonError(Errc::kPermission, "registry " + ep.base.Authority() +
                                                 " wants Basic credentials and none are configured");
     }
     co_return "Basic " + *basic;
   }
   if (scheme != "bearer") {
-    co_return RegError(Errc::kUnsupported, "unsupported auth challenge " + Quote(challenge));
+    co_return DaemonError(Errc::kUnsupported, "unsupported auth challenge " + Quote(challenge));
   }
   const std::string scope =
       params.count("scope") ? params["scope"] : "repository:" + repository + ":pull";
@@ -198,7 +195,7 @@ asio::awaitable<Result<std::string>> RegistryClient::Authorize(const Endpoint& e
   auto realm = Url::Parse(params["realm"]);
   if (!realm) co_return realm.error();
   if (!realm->tls && ep.base.tls) {
-    co_return RegError(Errc::kPermission, "token realm " + Quote(params["realm"]) +
+    co_return DaemonError(Errc::kPermission, "token realm " + Quote(params["realm"]) +
                                               " is plain HTTP for a TLS registry; refusing");
   }
   realm->target += (realm->target.find('?') == std::string::npos ? "?" : "&");
@@ -210,7 +207,7 @@ asio::awaitable<Result<std::string>> RegistryClient::Authorize(const Endpoint& e
   auto r = co_await http_.Fetch(*realm, "GET", h, 1u << 20, ep.ca_file);
   if (!r) co_return std::move(r).error().Wrap("token from " + realm->Origin());
   if (r->status != 200) {
-    co_return RegError(Errc::kPermission, "token server " + realm->Origin() + " answered " +
+    co_return DaemonError(Errc::kPermission, "token server " + realm->Origin() + " answered " +
                                               std::to_string(r->status));
   }
   auto j = nlohmann::json::parse(r->body, nullptr, false);
@@ -224,7 +221,7 @@ asio::awaitable<Result<std::string>> RegistryClient::Authorize(const Endpoint& e
     }
   }
   if (token.empty() || token.size() > 16384) {
-    co_return RegError(Errc::kPermission, "token server " + realm->Origin() + " sent no token");
+    co_return DaemonError(Errc::kPermission, "token server " + realm->Origin() + " sent no token");
   }
   int expires = 60;
   if (auto e = j.find("expires_in"); e != j.end() && e->is_number_integer()) {
@@ -263,7 +260,7 @@ asio::awaitable<Result<HttpResponse>> RegistryClient::Send(const Endpoint& ep,
     if (auth && same_origin) h.emplace_back("Authorization", *auth);
     ++stats_.requests;
     // No co_await inside ?: — GCC 12 destroys the result twice there (a coroutine codegen bug).
-    Result<HttpResponse> r = MakeError(Module::kDaemon, Errc::kInternal, "unset");
+    Result<HttpResponse> r = DaemonError(Errc::kInternal, "unset");
     if (req.sink) {
       r = co_await http_.Stream(url, h, *req.sink, ep.ca_file, req.on_head);
     } else {
@@ -283,7 +280,7 @@ asio::awaitable<Result<HttpResponse>> RegistryClient::Send(const Endpoint& ep,
       auth_tried = true;
       auto challenge = r->Header("www-authenticate");
       if (!challenge) {
-        co_return RegError(Errc::kPermission, url.Origin() + " answered 401 without a challenge");
+        co_return DaemonError(Errc::kPermission, url.Origin() + " answered 401 without a challenge");
       }
       auto a = co_await Authorize(ep, repository, *challenge);
       if (!a) co_return a.error();
@@ -292,15 +289,15 @@ asio::awaitable<Result<HttpResponse>> RegistryClient::Send(const Endpoint& ep,
     }
     if (IsRedirect(r->status) && (req.method == "GET")) {
       auto loc = r->Header("location");
-      if (!loc) co_return RegError(Errc::kIo, url.Origin() + " redirected without a Location");
+      if (!loc) co_return DaemonError(Errc::kIo, url.Origin() + " redirected without a Location");
       if (++redirects > 5) {
-        co_return RegError(Errc::kIo, "too many redirects (> 5) fetching " + req.target +
+        co_return DaemonError(Errc::kIo, "too many redirects (> 5) fetching " + req.target +
                                           " from " + ep.base.Authority());
       }
       Result<Url> next = loc->starts_with("/") ? Url::Parse(url.Origin() + *loc) : Url::Parse(*loc);
       if (!next) co_return next.error();
       if (!next->tls && url.tls) {
-        co_return RegError(Errc::kPermission, "refusing a redirect from HTTPS to plain HTTP (" +
+        co_return DaemonError(Errc::kPermission, "refusing a redirect from HTTPS to plain HTTP (" +
                                                   Quote(*loc) + ")");
       }
       same_origin = same_origin && next->Origin() == ep.base.Origin();
@@ -324,7 +321,7 @@ asio::awaitable<Result<FetchedManifest>> RegistryClient::GetManifest(const Refer
                                                                      std::string_view tag_or_digest) {
   auto expect = Digest::Parse(tag_or_digest);
   const bool by_digest = expect.has_value();
-  Error last = RegError(Errc::kNotFound, "manifest " + std::string(tag_or_digest) + " of " +
+  Error last = DaemonError(Errc::kNotFound, "manifest " + std::string(tag_or_digest) + " of " +
                                              repo.Name() + " not found");
   for (const auto& ep : EndpointsFor(repo.registry(), by_digest)) {
     Request req{.target = "/v2/" + repo.repository() + "/manifests/" + std::string(tag_or_digest),
@@ -345,7 +342,7 @@ asio::awaitable<Result<FetchedManifest>> RegistryClient::GetManifest(const Refer
       continue;
     }
     if (r->status != 200) {
-      fail(RegError(r->status == 404 ? Errc::kNotFound : Errc::kIo,
+      fail(DaemonError(r->status == 404 ? Errc::kNotFound : Errc::kIo,
                     ep.base.Authority() + " answered " + std::to_string(r->status) +
                         " for manifest " + std::string(tag_or_digest) + " of " + repo.Name()));
       if (!ep.is_mirror) co_return last;
@@ -360,7 +357,7 @@ asio::awaitable<Result<FetchedManifest>> RegistryClient::GetManifest(const Refer
     // Strip parameters ("; charset=utf-8") from the media type.
     if (auto semi = m.media_type.find(';'); semi != std::string::npos) m.media_type.resize(semi);
     if (by_digest && m.digest != *expect) {
-      fail(RegError(Errc::kDigestMismatch, ep.base.Authority() + " served manifest bytes hashing to " +
+      fail(DaemonError(Errc::kDigestMismatch, ep.base.Authority() + " served manifest bytes hashing to " +
                                                m.digest.ToString() + " for " + expect->ToString()));
       if (!ep.is_mirror) co_return last;
       continue;
@@ -368,7 +365,7 @@ asio::awaitable<Result<FetchedManifest>> RegistryClient::GetManifest(const Refer
     if (auto dcd = r->Header("docker-content-digest")) {
       auto claimed = Digest::Parse(*dcd);
       if (claimed && claimed->algorithm() == m.digest.algorithm() && *claimed != m.digest) {
-        fail(RegError(Errc::kDigestMismatch,
+        fail(DaemonError(Errc::kDigestMismatch,
                       ep.base.Authority() + " claims Docker-Content-Digest " + claimed->ToString() +
                           " but the manifest bytes hash to " + m.digest.ToString()));
         if (!ep.is_mirror) co_return last;
@@ -409,17 +406,17 @@ asio::awaitable<Result<void>> RegistryClient::PushBlob(const Reference& repo, st
   auto r = co_await Send(origin, repo.repository(), std::move(start));
   if (!r) co_return r.error();
   if (r->status != 202) {
-    co_return RegError(Errc::kIo, "starting a blob upload to " + repo.Name() + " answered " +
+    co_return DaemonError(Errc::kIo, "starting a blob upload to " + repo.Name() + " answered " +
                                       std::to_string(r->status));
   }
   auto loc = r->Header("location");
-  if (!loc) co_return RegError(Errc::kIo, "blob upload without a Location");
+  if (!loc) co_return DaemonError(Errc::kIo, "blob upload without a Location");
   // The upload URL must stay on the registry we are talking to.
   std::string target = *loc;
   if (!target.starts_with("/")) {
     auto u = Url::Parse(target);
     if (!u || u->Origin() != origin.base.Origin()) {
-      co_return RegError(Errc::kPermission, "blob upload redirected off the registry: " + Quote(*loc));
+      co_return DaemonError(Errc::kPermission, "blob upload redirected off the registry: " + Quote(*loc));
     }
     target = u->target;
   }
@@ -432,7 +429,7 @@ asio::awaitable<Result<void>> RegistryClient::PushBlob(const Reference& repo, st
   auto done = co_await Send(origin, repo.repository(), std::move(put));
   if (!done) co_return done.error();
   if (done->status != 201) {
-    co_return RegError(Errc::kIo, "blob upload of " + digest.ToString() + " answered " +
+    co_return DaemonError(Errc::kIo, "blob upload of " + digest.ToString() + " answered " +
                                       std::to_string(done->status));
   }
   co_return Result<void>();
@@ -452,7 +449,7 @@ asio::awaitable<Result<verify::Digest>> RegistryClient::PutManifest(const Refere
   auto r = co_await Send(origin, repo.repository(), std::move(put));
   if (!r) co_return r.error();
   if (r->status != 201 && r->status != 200) {
-    co_return RegError(Errc::kIo, "pushing manifest " + tag_or_digest + " to " + repo.Name() +
+    co_return DaemonError(Errc::kIo, "pushing manifest " + tag_or_digest + " to " + repo.Name() +
                                       " answered " + std::to_string(r->status) + ": " +
                                       r->body.substr(0, 200));
   }
@@ -464,25 +461,25 @@ asio::awaitable<Result<std::string>> RegistryClient::GetSmallBlob(const Referenc
                                                                   std::uint64_t size,
                                                                   std::size_t cap) {
   if (size > cap) {
-    co_return RegError(Errc::kTooLarge, "blob " + digest.ToString() + " of " +
+    co_return DaemonError(Errc::kTooLarge, "blob " + digest.ToString() + " of " +
                                             std::to_string(size) + " bytes is over the cap of " +
                                             std::to_string(cap));
   }
-  Error last = RegError(Errc::kNotFound, "blob " + digest.ToString() + " not found");
+  Error last = DaemonError(Errc::kNotFound, "blob " + digest.ToString() + " not found");
   for (const auto& ep : EndpointsFor(repo.registry(), true)) {
     Request req{.target = "/v2/" + repo.repository() + "/blobs/" + digest.ToString(),
                 .max_body = static_cast<std::size_t>(size)};
     auto r = co_await Send(ep, repo.repository(), std::move(req));
-    Error e = RegError(Errc::kIo, "");
+    Error e = DaemonError(Errc::kIo, "");
     if (!r) {
       e = r.error();
     } else if (r->status != 200) {
-      e = RegError(r->status == 404 ? Errc::kNotFound : Errc::kIo,
+      e = DaemonError(r->status == 404 ? Errc::kNotFound : Errc::kIo,
                    ep.base.Authority() + " answered " + std::to_string(r->status) + " for blob " +
                        digest.ToString());
     } else if (r->body.size() != size ||
                verify::Hasher::Of(digest.algorithm(), r->body) != digest) {
-      e = RegError(Errc::kDigestMismatch, ep.base.Authority() + " served wrong bytes for " +
+      e = DaemonError(Errc::kDigestMismatch, ep.base.Authority() + " served wrong bytes for " +
                                               digest.ToString());
     } else {
       co_return std::move(r->body);
@@ -500,7 +497,7 @@ asio::awaitable<Result<std::string>> RegistryClient::GetSmallBlob(const Referenc
 asio::awaitable<Result<void>> RegistryClient::FetchBlob(const Reference& repo,
                                                         const Digest& digest, std::uint64_t size,
                                                         BlobSink& blob, const ProgressFn& progress) {
-  Error last = RegError(Errc::kNotFound, "blob " + digest.ToString() + " not found");
+  Error last = DaemonError(Errc::kNotFound, "blob " + digest.ToString() + " not found");
   for (const auto& ep : EndpointsFor(repo.registry(), true)) {
     auto open = co_await blob.Open();
     if (!open) co_return open.error();
@@ -515,7 +512,7 @@ asio::awaitable<Result<void>> RegistryClient::FetchBlob(const Reference& repo,
       }
       if (data.empty()) co_return Result<void>();
       if (data.size() > size - received) {
-        co_return RegError(Errc::kTooLarge, "blob " + digest.ToString() +
+        co_return DaemonError(Errc::kTooLarge, "blob " + digest.ToString() +
                                                 " exceeds its expected size of " +
                                                 std::to_string(size) + " bytes");
       }
@@ -531,7 +528,7 @@ asio::awaitable<Result<void>> RegistryClient::FetchBlob(const Reference& repo,
       std::optional<std::uint64_t> length;
       if (auto cl = head.Header("content-length")) {
         if (cl->empty() || cl->size() > 19 || cl->find_first_not_of("0123456789") != std::string::npos) {
-          return RegError(Errc::kIo, "bad Content-Length " + Quote(*cl));
+          return DaemonError(Errc::kIo, "bad Content-Length " + Quote(*cl));
         }
         length = std::stoull(*cl);
       }
@@ -540,13 +537,13 @@ asio::awaitable<Result<void>> RegistryClient::FetchBlob(const Reference& repo,
         auto cr = head.Header("content-range").value_or("");
         std::uint64_t first = 0;
         if (std::sscanf(cr.c_str(), "bytes %lu-", &first) != 1 || first != range_from) {
-          return RegError(Errc::kIo, "resume of " + digest.ToString() + " got Content-Range " +
+          return DaemonError(Errc::kIo, "resume of " + digest.ToString() + " got Content-Range " +
                                          Quote(cr) + ", wanted bytes from " +
                                          std::to_string(range_from));
         }
         skip = 0;
         if (length && *length != size - range_from) {
-          return RegError(Errc::kSizeMismatch, "Content-Length " + std::to_string(*length) +
+          return DaemonError(Errc::kSizeMismatch, "Content-Length " + std::to_string(*length) +
                                                    " does not fit the rest of " +
                                                    digest.ToString());
         }
@@ -554,7 +551,7 @@ asio::awaitable<Result<void>> RegistryClient::FetchBlob(const Reference& repo,
         // A full body: drop what we already have (the running hash must not see it twice).
         skip = range_from;
         if (length && *length != size) {
-          return RegError(Errc::kSizeMismatch, "Content-Length " + std::to_string(*length) +
+          return DaemonError(Errc::kSizeMismatch, "Content-Length " + std::to_string(*length) +
                                                    " is not the descriptor size " +
                                                    std::to_string(size) + " of " +
                                                    digest.ToString());
@@ -572,12 +569,12 @@ asio::awaitable<Result<void>> RegistryClient::FetchBlob(const Reference& repo,
       auto r = co_await Send(ep, repo.repository(), std::move(req));
       if (r && (r->status == 200 || r->status == 206)) {
         if (received == size) break;
-        failure = RegError(Errc::kSizeMismatch, ep.base.Authority() + " ended " +
+        failure = DaemonError(Errc::kSizeMismatch, ep.base.Authority() + " ended " +
                                                     digest.ToString() + " after " +
                                                     std::to_string(received) + " of " +
                                                     std::to_string(size) + " bytes");
       } else if (r) {
-        failure = RegError(r->status == 404 ? Errc::kNotFound : Errc::kIo,
+        failure = DaemonError(r->status == 404 ? Errc::kNotFound : Errc::kIo,
                            ep.base.Authority() + " answered " + std::to_string(r->status) +
                                " for blob " + digest.ToString());
         break;

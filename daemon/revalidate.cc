@@ -1,5 +1,9 @@
 #include "daemon/revalidate.h"
 
+#include <ctime>
+
+#include "common/log.h"
+
 
 namespace digestd::daemon {
 
@@ -63,6 +67,71 @@ Result<RevalidateResult> Revalidate(const store::Store& store,
     if (!kept_layers.count(l)) out.hidden.insert(l);
   }
   return out;
+}
+
+Visibility::Visibility(const store::Store& store, verify::PolicySet& policies,
+                       Auditor& auditor, Clock now)
+    : store_(store), policies_(policies), auditor_(auditor), now_(std::move(now)) {
+  if (!now_) now_ = [s = &store] { return s->Now(); };  // the store's clock (common/clock.h)
+}
+
+Result<void> Visibility::ReloadPolicy() {
+  auto r = policies_.Reload();
+  if (!r) {
+    Logger(Module::kDaemon)->error("reload refused, keeping the previous policy: {}", r.error().ToString());
+    return r;
+  }
+  Revalidate();
+  return r;
+}
+
+void Visibility::Revalidate() {
+  auto log = Logger(Module::kDaemon);
+  auto r = daemon::Revalidate(store_, policies_.Current(), now_());
+  if (!r) {
+    log->error("re-evaluating cached images failed (visibility unchanged): {}", r.error().ToString());
+    return;
+  }
+  std::unordered_set<verify::Digest> withdrawn;
+  for (const auto& w : r->withdrawn) {
+    withdrawn.insert(w.manifest);
+    if (withdrawn_.count(w.manifest)) continue;
+    log->warn("withdrawn from the mount: {} ({}): {}", w.reference, w.manifest.ToString(), w.reason);
+    auditor_.Record({.type = "image.withdrawn",
+                     .reference = w.reference,
+                     .digest = w.manifest.ToString(),
+                     .reason = w.reason});
+  }
+  withdrawn_ = std::move(withdrawn);
+  log->info("re-evaluated cached images: {} withdrawn, {} digests hidden", r->withdrawn.size(),
+            r->hidden.size());
+  hidden_.Replace(r->hidden);
+  // Newly hidden digests: the kernel may hold their attributes. (Newly visible ones need
+  // nothing: the mount never lets the kernel cache a withheld name.)
+  if (invalidate_) {
+    for (const auto& d : r->hidden) {
+      if (!hidden_before_.count(d)) invalidate_(d);
+    }
+  }
+  hidden_before_ = std::move(r->hidden);
+}
+
+void Visibility::Attach(Invalidate invalidate, bool adopted) {
+  invalidate_ = std::move(invalidate);
+  for (const auto& d : hidden_before_) invalidate_(d);
+  if (adopted) {
+    // The kernel kept the predecessor's caches: names of digests denied meanwhile go now.
+    if (auto denied = store_.ListDenied()) {
+      for (const auto& d : *denied) invalidate_(d.digest);
+    }
+  }
+}
+
+void Visibility::RegisterMetrics(metrics::Registry& registry) const {
+  registry.Add({"digestd_hidden_digests",
+                "Digests withdrawn from the mount by the last policy/trust re-evaluation.",
+                metrics::Kind::kGauge},
+               [this] { return static_cast<std::uint64_t>(hidden_.size()); });
 }
 
 }  // namespace digestd::daemon

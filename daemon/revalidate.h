@@ -16,7 +16,11 @@
 #include <unordered_set>
 #include <vector>
 
+#include <functional>
+
 #include "common/error.h"
+#include "common/metrics.h"
+#include "daemon/auditor.h"
 #include "store/store.h"
 #include "verify/policy_set.h"
 
@@ -55,6 +59,49 @@ class HiddenSet {
  private:
   mutable std::mutex mu_;
   std::unordered_set<verify::Digest> set_;
+};
+
+// What the mount hides because its admission no longer holds (or because it is denied), kept
+// current. The daemon evaluates once before the mount serves its first request (so nothing that
+// should be withdrawn is ever visible), then after every policy or trust reload, deny-list change
+// and pull. Each newly withdrawn image is logged and audited once (`image.withdrawn`); each newly
+// hidden digest is dropped from the kernel's caches through the mount's invalidation.
+//
+// Thread safety: Revalidate and Attach run on one thread at a time (the io thread, and main
+// before it runs); hidden() may be read from any thread (the mount's workers, the snapshotter).
+class Visibility {
+ public:
+  using Invalidate = std::function<void(const verify::Digest&)>;
+
+  // `now`: null reads the store's clock (trust windows are judged by it).
+  Visibility(const store::Store& store, verify::PolicySet& policies, Auditor& auditor,
+             Clock now = nullptr);
+
+  // Reloads policy and trust (SIGHUP, /v1/policy/reload), then re-evaluates. An error keeps the
+  // old ones (logged and returned); the caller audits the reload with its actor.
+  Result<void> ReloadPolicy();
+  // Re-evaluates every cached image against the current policy and trust. A failure leaves the
+  // visibility as it was (logged).
+  void Revalidate();
+  // From now on newly hidden digests are invalidated through `invalidate` (the mount's). Every
+  // digest hidden now is invalidated at once; with `adopted` (the kernel kept a predecessor's
+  // caches) every denied digest too.
+  void Attach(Invalidate invalidate, bool adopted);
+
+  const HiddenSet& hidden() const { return hidden_; }
+  bool Hidden(const verify::Digest& d) const { return hidden_.Contains(d); }
+  // digestd_hidden_digests.
+  void RegisterMetrics(metrics::Registry& registry) const;
+
+ private:
+  const store::Store& store_;
+  verify::PolicySet& policies_;
+  Auditor& auditor_;
+  Clock now_;
+  Invalidate invalidate_;
+  HiddenSet hidden_;
+  std::unordered_set<verify::Digest> withdrawn_;  // by the last evaluation (audited)
+  std::unordered_set<verify::Digest> hidden_before_;
 };
 
 }  // namespace digestd::daemon

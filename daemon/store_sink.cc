@@ -1,4 +1,5 @@
 #include "daemon/store_sink.h"
+#include "daemon/errors.h"
 
 #include <unistd.h>
 
@@ -46,17 +47,17 @@ asio::awaitable<Result<bool>> StoreBlobSink::Open() {
 
 asio::awaitable<Result<void>> StoreBlobSink::Write(std::uint64_t offset,
                                                    std::span<const std::byte> data) {
-  if (!writer_) co_return MakeError(Module::kDaemon, Errc::kAborted, "blob sink not open");
+  if (!writer_) co_return DaemonError(Errc::kAborted, "blob sink not open");
   auto slot = writer_->BeginWrite(data.size());
   if (!slot) co_return slot.error();
   if (slot->offset != offset) {
-    co_return MakeError(Module::kDaemon, Errc::kInternal, "blob bytes out of order");
+    co_return DaemonError(Errc::kInternal, "blob bytes out of order");
   }
   boost::system::error_code ec;
   co_await asio::async_write_at(*file_, slot->offset, asio::buffer(data.data(), data.size()),
                                 asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
-    co_return MakeError(Module::kDaemon, Errc::kIo,
+    co_return DaemonError(Errc::kIo,
                         "writing " + digest_.ToString() + " to staging: " + ec.message());
   }
   // The store's follower (hash, unpack) may lag behind the network: wait for it here without
@@ -68,7 +69,7 @@ asio::awaitable<Result<void>> StoreBlobSink::Write(std::uint64_t offset,
 }
 
 asio::awaitable<Result<void>> StoreBlobSink::Finish() {
-  if (!writer_) co_return MakeError(Module::kDaemon, Errc::kAborted, "blob sink not open");
+  if (!writer_) co_return DaemonError(Errc::kAborted, "blob sink not open");
   file_.reset();
   store::ImageTxn* txn = &txn_;
   store::BlobWriter* w = writer_.get();

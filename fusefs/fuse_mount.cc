@@ -2,6 +2,7 @@
 
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
+#include "fusefs/errors.h"
 
 #if FUSE_MAJOR_VERSION < 3 || (FUSE_MAJOR_VERSION == 3 && FUSE_MINOR_VERSION < 16)
 #error "libfuse >= 3.16 (passthrough) is required: run scripts/fetch-libfuse.sh"
@@ -83,6 +84,7 @@ class ContentCache {
   }
 
  private:
+  // A leaf: nothing else is locked while it is held (the fds it drops are closed under it).
   std::mutex mu_;
   std::size_t capacity_;
   std::list<Ino> lru_;
@@ -112,7 +114,7 @@ struct FuseMount::Impl {
   // SessionState::TableLock across processes. Lock order: backing_mu, then the TableLock; no
   // other lock of this file or of the namespace is taken while they are held.
   std::mutex backing_mu;
-  std::shared_ptr<spdlog::logger> log = Logger("fusefs");
+  std::shared_ptr<spdlog::logger> log = Logger(Module::kFuse);
 
   // Session hand-over (docs/architecture.md, "Live restart"). Every read of /dev/fuse goes
   // through IoRead and every write through IoWritev (libfuse's custom I/O).
@@ -120,7 +122,7 @@ struct FuseMount::Impl {
   UniqueFd wake;                    // eventfd: readable once Detach() has begun
   std::atomic<bool> stopping{false};
   std::atomic<int> in_read{0};      // threads between their stop check and their read's return
-  std::mutex io_mu;
+  std::mutex io_mu;  // with io_cv: the replayed INIT and Detach; a leaf, never held in /dev/fuse I/O
   std::condition_variable io_cv;
   bool replay_pending = false;      // the next read returns the saved INIT (adopted sessions)
   bool init_done = true;            // false while a replayed INIT is unanswered; reads wait
@@ -715,10 +717,6 @@ bool KernelCanResend(std::span<const std::byte> init) {
   return in.major == 7 && (in.flags & kInitExt) && (in.flags2 & kHasResendFlag2);
 }
 
-Error FuseError(Errc code, std::string context) {
-  return MakeError(Module::kFuse, code, std::move(context));
-}
-
 // The file system type of the topmost mount at `path` ("fuse.digestd" for ours), or "".
 std::string MountType(const std::string& path) {
   std::ifstream in("/proc/self/mountinfo");
@@ -760,7 +758,7 @@ Result<bool> ClearStaleMount(const std::string& mountpoint) {
   if (::umount2(mountpoint.c_str(), MNT_DETACH) != 0) {
     return SysError(Module::kFuse, "detach stale mount at " + Quote(mountpoint));
   }
-  Logger("fusefs")->warn("cleared a stale mount at {} (a previous daemon died)", mountpoint);
+  Logger(Module::kFuse)->warn("cleared a stale mount at {} (a previous daemon died)", mountpoint);
   return true;
 }
 
@@ -869,7 +867,7 @@ Result<void> UseCustomIo(FuseMount::Impl& impl, int fd) {
     return SysError(Module::kFuse, "make /dev/fuse non-blocking");
   }
   if (const int rc = fuse_session_custom_io(impl.se, &kIo, fd); rc != 0) {
-    return MakeError(Module::kFuse, Errc::kInternal, "fuse_session_custom_io failed", -rc);
+    return FuseError(Errc::kInternal, "fuse_session_custom_io failed", -rc);
   }
   return {};
 }

@@ -25,6 +25,10 @@
 #include "fusefs/namespace.h"
 #include "store/store.h"
 
+namespace digestd::metrics {
+class Registry;
+}
+
 namespace digestd::fusefs {
 
 struct MountOptions {
@@ -158,6 +162,8 @@ class FuseMount {
 
   Namespace& ns();
   const FuseStats& stats() const;
+  // Request counts, passthrough state, errors and the latency histogram (fusefs/fuse_metrics.cc).
+  void RegisterMetrics(metrics::Registry& registry) const;
   const MountOptions& options() const;
 
   struct Impl;

@@ -1,4 +1,5 @@
 #include "fusefs/namespace.h"
+#include "fusefs/errors.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <ctime>
 
 #include "common/log.h"
+#include "store/audit_event.h"
 #include "verify/oci.h"
 
 namespace digestd::fusefs {
@@ -21,7 +23,7 @@ using verify::Digest;
 // What a deny or withdrawal hides: ENOENT to the caller, but not an absence the kernel may cache
 // (the name comes back when the deny is lifted).
 Error Withheld(std::string context) {
-  return MakeError(Module::kFuse, Errc::kPermission, std::move(context), ENOENT);
+  return FuseError(Errc::kPermission, std::move(context), ENOENT);
 }
 
 Error Fail(int err, std::string context) {
@@ -30,7 +32,7 @@ Error Fail(int err, std::string context) {
   if (err == EINVAL || err == ENOTDIR || err == EISDIR || err == ENODATA) {
     code = Errc::kInvalidArgument;
   }
-  return MakeError(Module::kFuse, code, std::move(context), err);
+  return FuseError(code, std::move(context), err);
 }
 
 // Fixed inodes of the top of the namespace.
@@ -187,7 +189,7 @@ struct TreeBuilder {
 }  // namespace
 
 Namespace::Namespace(store::Store& store, NamespaceOptions options)
-    : store_(store), options_(std::move(options)), started_(::time(nullptr)) {}
+    : store_(store), options_(std::move(options)), started_(store.Now()) {}
 Namespace::~Namespace() = default;
 
 bool Namespace::Gone(const Digest& d) const {
@@ -210,7 +212,7 @@ Result<store::InodeRange> Namespace::Range(store::InodeKind kind, const Digest& 
   std::lock_guard lock(mu_);
   if (!volatile_warned_) {
     volatile_warned_ = true;
-    Logger("fusefs")->warn("inode numbers not recorded ({}); new views get numbers that a "
+    Logger(Module::kFuse)->warn("inode numbers not recorded ({}); new views get numbers that a "
                            "restarted daemon will not know",
                            r.error().ToString());
   }
@@ -718,8 +720,12 @@ Result<Content> Namespace::Open(Ino ino) {
       first = damaged_.insert(*e.content).second;
     }
     if (first) {
-      store_.AuditEvent("mount.damaged", "mount", e.content->ToString(),
-                        why + "; run digestctl scrub --repair, then pull the image again");
+      // A failure is logged and counted by the store; the read fails with EIO either way.
+      (void)store_.AppendAudit(store::AuditEvent{
+          .type = "mount.damaged",
+          .component = "mount",
+          .digest = e.content->ToString(),
+          .reason = why + "; run digestctl scrub --repair, then pull the image again"});
     }
     return Fail(EIO, why);
   }

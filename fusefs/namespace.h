@@ -169,7 +169,12 @@ class Namespace {
   NamespaceOptions options_;
   std::int64_t started_;  // mtime of the top directories
 
-  mutable std::mutex mu_;
+  // Lock order: mu_, lookup_mu_ and damaged_mu_ are leaves. No other lock is taken while one of
+  // them is held: not another of these, not the mount's (fuse_mount.cc: backing_mu, the
+  // TableLock, the content cache's), not the store's (store calls run before or after, never
+  // under them: the store may call back into the mount through its removal listener). A view
+  // dropped under mu_ only releases memory and the fds it owns.
+  mutable std::mutex mu_;  // views, synthetic inodes, volatile inode numbers
   Ino next_volatile_ = Ino{1} << 62;  // see Range()
   bool volatile_warned_ = false;
   std::map<Ino, std::shared_ptr<TreeView>> views_;  // by first inode
@@ -178,10 +183,10 @@ class Namespace {
   std::unordered_map<std::string, Ino> synthetic_by_key_;
   std::unordered_map<Ino, std::unique_ptr<Synthetic>> synthetic_;
 
-  mutable std::mutex lookup_mu_;
+  mutable std::mutex lookup_mu_;  // lookups_, unmatched_forgets_ (leaf: see mu_)
   // File objects found not the size their tree records (damage under a running mount): refused
   // with EIO and audited once each.
-  std::mutex damaged_mu_;
+  std::mutex damaged_mu_;  // damaged_ (leaf: see mu_; the audit write runs after it is released)
   std::unordered_set<verify::Digest> damaged_;
   std::unordered_map<Ino, std::uint64_t> lookups_;
   std::uint64_t unmatched_forgets_ = 0;

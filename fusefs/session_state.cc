@@ -1,4 +1,5 @@
 #include "fusefs/session_state.h"
+#include "fusefs/errors.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -16,10 +17,6 @@ namespace {
 constexpr char kMagic[8] = {'D', 'G', 'S', 'T', 'F', 'U', 'S', '1'};
 constexpr std::uint64_t kEmpty = 0;
 constexpr std::uint64_t kTombstone = ~std::uint64_t{0};
-
-Error StateError(Errc code, std::string context) {
-  return MakeError(Module::kFuse, code, "session state: " + std::move(context));
-}
 
 }  // namespace
 
@@ -140,7 +137,7 @@ SessionState::~SessionState() {
 
 Result<SessionState> SessionState::Create(std::string_view mountpoint) {
   if (mountpoint.size() >= sizeof(Layout::mountpoint)) {
-    return StateError(Errc::kInvalidArgument, "mount point too long");
+    return FuseError(Errc::kInvalidArgument, "session state: mount point too long");
   }
   UniqueFd fd(::memfd_create("digestd-fuse-state", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) return SysError(Module::kFuse, "memfd_create");
@@ -161,13 +158,13 @@ Result<SessionState> SessionState::Open(UniqueFd fd) {
   struct stat st {};
   if (::fstat(fd.Get(), &st) != 0) return SysError(Module::kFuse, "stat session state");
   if (!S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) != sizeof(Layout)) {
-    return StateError(Errc::kCorrupt, "not a digestd session state (size " +
+    return FuseError(Errc::kCorrupt, "session state: not a digestd session state (size " +
                                           std::to_string(st.st_size) + ")");
   }
   // A memfd only (nobody can swap a file on disk in): sealed against growing and shrinking.
   const int seals = ::fcntl(fd.Get(), F_GET_SEALS);
   if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW)) {
-    return StateError(Errc::kCorrupt, "not a sealed memfd");
+    return FuseError(Errc::kCorrupt, "session state: not a sealed memfd");
   }
   void* p = ::mmap(nullptr, sizeof(Layout), PROT_READ | PROT_WRITE, MAP_SHARED, fd.Get(), 0);
   if (p == MAP_FAILED) return SysError(Module::kFuse, "map session state");
@@ -176,7 +173,7 @@ Result<SessionState> SessionState::Open(UniqueFd fd) {
   if (std::memcmp(m->magic, kMagic, sizeof(kMagic)) != 0 || m->version != 1 ||
       m->slots != kSlots || m->init_len > kMaxMessage || m->reply_len > kMaxMessage ||
       ::strnlen(m->mountpoint, sizeof(m->mountpoint)) == sizeof(m->mountpoint)) {
-    return StateError(Errc::kCorrupt, "bad header (another version of digestd?)");
+    return FuseError(Errc::kCorrupt, "session state: bad header (another version of digestd?)");
   }
   return s;
 }
@@ -192,7 +189,7 @@ namespace {
 Result<void> SetMessage(std::byte* dst, std::uint32_t& len, std::span<const std::byte> src,
                         std::string_view what) {
   if (src.size() > SessionState::kMaxMessage) {
-    return StateError(Errc::kTooLarge, std::string(what) + " too large");
+    return FuseError(Errc::kTooLarge, "session state: " + std::string(what) + " too large");
   }
   len = 0;
   std::memcpy(dst, src.data(), src.size());

@@ -1,4 +1,5 @@
 #include "snapshotter/content_seed.h"
+#include "snapshotter/errors.h"
 
 #include <unistd.h>
 
@@ -6,6 +7,8 @@
 #include <random>
 
 #include <grpcpp/grpcpp.h>
+
+#include "common/log.h"
 
 #include "github.com/containerd/containerd/api/services/content/v1/content.grpc.pb.h"
 #include "github.com/containerd/containerd/api/services/leases/v1/leases.grpc.pb.h"
@@ -18,12 +21,8 @@ namespace leases = containerd::services::leases::v1;
 
 constexpr std::size_t kChunk = 1u << 20;
 
-Error SeedError(Errc code, std::string context) {
-  return MakeError(Module::kSnapshotter, code, "containerd content: " + std::move(context));
-}
-
 Error FromStatus(const grpc::Status& s, const std::string& what) {
-  return SeedError(Errc::kIo, what + ": " + s.error_message());
+  return SnapshotterError(Errc::kIo, "containerd content: " + what + ": " + s.error_message());
 }
 
 std::string RandomSuffix() {
@@ -125,7 +124,7 @@ class Seeder {
     if (s.error_code() == grpc::StatusCode::ALREADY_EXISTS) return {};  // someone was faster
     if (!s.ok()) return FromStatus(s, "write " + d.ToString());
     if (!ok || resp.action() != content::COMMIT) {
-      return SeedError(Errc::kIo, "write " + d.ToString() + ": containerd did not commit it");
+      return SnapshotterError(Errc::kIo, "containerd content: write " + d.ToString() + ": containerd did not commit it");
     }
     return {};
   }
@@ -140,28 +139,12 @@ class Seeder {
 
 }  // namespace
 
-bool ValidContainerdNamespace(std::string_view ns) {
-  if (ns.empty() || ns.size() > 76) return false;
-  bool after_sep = true;  // a word must start at the beginning and after each separator
-  for (char c : ns) {
-    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-    if (alnum) {
-      after_sep = false;
-    } else if (c == '.' || c == '_' || c == '-') {
-      if (after_sep) return false;
-      after_sep = true;
-    } else {
-      return false;
-    }
-  }
-  return !after_sep;
-}
 
 Result<SeedReport> SeedContainerdContent(const store::Store& store,
                                          const std::vector<verify::Digest>& blobs,
                                          const SeedOptions& opts) {
   if (!ValidContainerdNamespace(opts.ns)) {
-    return SeedError(Errc::kInvalidArgument, "bad namespace \"" + opts.ns + "\"");
+    return SnapshotterError(Errc::kInvalidArgument, "containerd content: bad namespace \"" + opts.ns + "\"");
   }
   auto channel = grpc::CreateChannel("unix://" + opts.containerd_socket.string(),
                                      grpc::InsecureChannelCredentials());
@@ -185,6 +168,30 @@ Result<SeedReport> SeedContainerdContent(const store::Store& store,
     report.bytes += info.size;
   }
   return report;
+}
+
+
+Result<void> HandOffToContainerd(const store::Store& store, const PulledImage& image,
+                                 const HandOffOptions& opts, bool* skipped) {
+  auto log = Logger(Module::kSnapshotter);
+  if (skipped) *skipped = !image.tenant.empty();
+  if (!image.tenant.empty()) {
+    log->info("containerd content: {} not handed over (tenant {}: wiped with its lease)",
+              image.manifest.ToString(), image.tenant);
+    return {};
+  }
+  std::vector<verify::Digest> blobs = {image.manifest};
+  if (image.image_manifest != image.manifest) blobs.push_back(image.image_manifest);
+  blobs.push_back(image.config);
+  blobs.insert(blobs.end(), image.layers.begin(), image.layers.end());
+  for (const auto& ns : opts.namespaces) {
+    auto seeded = SeedContainerdContent(
+        store, blobs, {.containerd_socket = opts.containerd_socket, .ns = ns, .hold = opts.hold});
+    if (!seeded) return std::move(seeded).error().Wrap("namespace " + ns);
+    log->info("containerd content: {} in namespace {}: {} blobs written ({} bytes), {} present",
+              image.manifest.ToString(), ns, seeded->written, seeded->bytes, seeded->present);
+  }
+  return {};
 }
 
 }  // namespace digestd::snapshotter

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/names.h"
 #include "store/store.h"
 #include "verify/digest.h"
 
@@ -41,7 +42,30 @@ Result<SeedReport> SeedContainerdContent(const store::Store& store,
                                          const std::vector<verify::Digest>& blobs,
                                          const SeedOptions& opts);
 
+// A committed pull, as the hand-off needs it.
+struct PulledImage {
+  verify::Digest manifest;        // what the reference resolved to (an index or a manifest)
+  verify::Digest image_manifest;  // the platform's manifest (== manifest without an index)
+  verify::Digest config;
+  std::vector<verify::Digest> layers;
+  std::string tenant;  // "" for a pull without a tenant
+};
+
+struct HandOffOptions {
+  std::filesystem::path containerd_socket;
+  std::vector<std::string> namespaces;  // [snapshotter] seed_namespaces
+  std::chrono::seconds hold{3600};
+};
+
+// The daemon's after-pull hook: hands `image` to containerd's content store in every namespace
+// (manifest(s), config, layers). A tenant's pull is not handed over (`*skipped` says so):
+// containerd's content store is shared by every client of containerd and a lease wipe cannot
+// reach (or overwrite) its copies. The first namespace that fails ends it with its error.
+Result<void> HandOffToContainerd(const store::Store& store, const PulledImage& image,
+                                 const HandOffOptions& opts, bool* skipped = nullptr);
+
 // containerd's namespace rule: alphanumeric words joined by '.', '_' or '-', at most 76 bytes.
-bool ValidContainerdNamespace(std::string_view ns);
+// (Defined in common/names.h, where the daemon's config validation finds it too.)
+using digestd::ValidContainerdNamespace;
 
 }  // namespace digestd::snapshotter

@@ -1,4 +1,7 @@
 #include "snapshotter/grpc_server.h"
+#include "snapshotter/errors.h"
+
+#include "common/metrics.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -171,7 +174,7 @@ struct GrpcServer::Impl {
   std::atomic<bool> stopping{false};
   bool inherited = false;  // the listener came from the service manager
 
-  AcceptBackoff backoff{Logger("snapshotter"), "snapshotter socket"};
+  AcceptBackoff backoff{Logger(Module::kSnapshotter), "snapshotter socket"};
 
   void AcceptLoop() {
     while (!stopping.load()) {
@@ -231,7 +234,7 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(Snapshots& snapshots,
   builder.SetMaxReceiveMessageSize(4 << 20);
   impl->server = builder.BuildAndStart();
   if (!impl->server) {
-    return MakeError(Module::kSnapshotter, Errc::kInternal, "gRPC server did not start");
+    return SnapshotterError(Errc::kInternal, "gRPC server did not start");
   }
   impl->acceptor = std::thread([p = impl.get()] { p->AcceptLoop(); });
   return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
@@ -247,6 +250,21 @@ void GrpcServer::Stop() {
   if (impl_->acceptor.joinable()) impl_->acceptor.join();
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (!impl_->inherited) ::unlink(impl_->opts.socket.c_str());
+}
+
+void GrpcServer::RegisterMetrics(metrics::Registry& registry) const {
+  registry.Add({"digestd_accept_backoffs_total",
+                "accept() failures from fd or memory shortage, each backed off (never fatal).",
+                metrics::Kind::kCounter},
+               [this] { return accept_failures(); }, metrics::Label("socket", "snapshotter"));
+}
+
+Result<SnapshotterService> StartService(store::Store& store, SnapshotsOptions snapshots,
+                             GrpcServerOptions server) {
+  SnapshotterService s;
+  DIGESTD_ASSIGN_OR_RETURN(s.snapshots, Snapshots::Open(store, std::move(snapshots)));
+  DIGESTD_ASSIGN_OR_RETURN(s.server, GrpcServer::Start(*s.snapshots, std::move(server)));
+  return s;
 }
 
 }  // namespace digestd::snapshotter

@@ -18,6 +18,10 @@
 #include "common/error.h"
 #include "snapshotter/snapshots.h"
 
+namespace digestd::metrics {
+class Registry;
+}
+
 namespace digestd::snapshotter {
 
 struct GrpcServerOptions {
@@ -41,11 +45,22 @@ class GrpcServer {
   void Stop();
   // accept() failures from fd or memory shortage (each backed off, never fatal).
   std::uint64_t accept_failures() const;
+  // digestd_accept_backoffs_total{socket="snapshotter"}.
+  void RegisterMetrics(metrics::Registry& registry) const;
 
  private:
   struct Impl;
   explicit GrpcServer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// The snapshotter as digestd runs it: the snapshots over the store and the mount, served to
+// containerd over gRPC.
+struct SnapshotterService {
+  std::unique_ptr<Snapshots> snapshots;
+  std::unique_ptr<GrpcServer> server;  // after snapshots: destroyed (stopped) before them
+};
+Result<SnapshotterService> StartService(store::Store& store, SnapshotsOptions snapshots,
+                             GrpcServerOptions server);
 
 }  // namespace digestd::snapshotter

@@ -1,4 +1,5 @@
 #include "snapshotter/snapshots.h"
+#include "snapshotter/errors.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
 #include "verify/digest.h"
@@ -23,16 +25,13 @@ namespace {
 using nlohmann::json;
 constexpr Module kMod = Module::kSnapshotter;
 
-Error NotFound(const std::string& what) { return MakeError(kMod, Errc::kNotFound, what); }
-Error Exists(const std::string& what) { return MakeError(kMod, Errc::kAlreadyExists, what); }
-Error Refused(const std::string& what) { return MakeError(kMod, Errc::kPermission, what); }
-Error Invalid(const std::string& what) { return MakeError(kMod, Errc::kInvalidArgument, what); }
+Error NotFound(const std::string& what) { return SnapshotterError(Errc::kNotFound, what); }
+Error Exists(const std::string& what) { return SnapshotterError(Errc::kAlreadyExists, what); }
+Error Refused(const std::string& what) { return SnapshotterError(Errc::kPermission, what); }
+Error Invalid(const std::string& what) { return SnapshotterError(Errc::kInvalidArgument, what); }
 
-std::int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+// Snapshot times are only reported to containerd (Info.created_at/updated_at), never judged.
+std::int64_t NowNs() { return SystemNanoseconds(); }
 
 // What the store keeps per snapshot.
 struct Record {
@@ -63,7 +62,7 @@ bool ValidDirId(const std::string& s) {
 
 Result<Record> Decode(const std::string& name, const std::string& value) {
   auto bad = [&](const std::string& why) {
-    return MakeError(kMod, Errc::kCorrupt, "snapshot record " + Quote(name) + ": " + why);
+    return SnapshotterError(Errc::kCorrupt, "snapshot record " + Quote(name) + ": " + why);
   };
   json j = json::parse(value, nullptr, false);
   if (!j.is_object() || j.value("v", 0) != 1) return bad("not a v1 record");
@@ -161,7 +160,7 @@ Result<void> RemoveTree(int dirfd, const char* name, bool wipe, std::int64_t* wi
       if (w < 0 && errno == EINTR) continue;
       if (w <= 0) {
         Error e = w < 0 ? SysError(kMod, "wipe " + Quote(name))
-                        : MakeError(kMod, Errc::kIo, "wipe " + Quote(name) + ": short write");
+                        : SnapshotterError(Errc::kIo, "wipe " + Quote(name) + ": short write");
         close(fd);
         return e;
       }
@@ -448,7 +447,7 @@ Result<std::unique_ptr<Snapshots>> Snapshots::Open(store::Store& store, Snapshot
   auto impl = std::make_unique<Impl>(store, std::move(options));
   std::error_code ec;
   std::filesystem::create_directories(impl->opts.root, ec);
-  if (ec) return MakeError(kMod, Errc::kIo, "create " + impl->opts.root.string() + ": " + ec.message());
+  if (ec) return SnapshotterError(Errc::kIo, "create " + impl->opts.root.string() + ": " + ec.message());
   UniqueFd fd(::open(impl->opts.root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return SysError(kMod, "open snapshot root " + impl->opts.root.string());
   if (fchmod(fd.Get(), 0700) != 0) return SysError(kMod, "chmod snapshot root");
@@ -543,7 +542,7 @@ Result<void> Snapshots::Remove(const std::string& key) {
   if (it == impl_->records.end()) return NotFound("snapshot " + Quote(key));
   for (const auto& [n, r] : impl_->records) {
     if (r.info.parent == key) {
-      return MakeError(kMod, Errc::kBusy,
+      return SnapshotterError(Errc::kBusy,
                        "snapshot " + Quote(key) + " has a child " + Quote(n) + "; remove it first");
     }
   }
@@ -639,7 +638,7 @@ Result<void> Snapshots::Cleanup() {
     if (ValidDirId(n)) {
       orphans.push_back(n);
     } else {
-      Logger("snapshotter")->warn("snapshot root: leaving {} alone (not a snapshot directory)",
+      Logger(Module::kSnapshotter)->warn("snapshot root: leaving {} alone (not a snapshot directory)",
                                   Quote(n));
     }
   }

@@ -1,6 +1,7 @@
 // Ingest and commit: the path every verified byte takes into the store.
 
 #include <fcntl.h>
+#include "store/errors.h"
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -84,7 +85,7 @@ class StagingFollower final : public ByteSource {
       return stop_ || read_ == total_ || written_ - read_ >= kMinChunk || written_ == total_;
     });
     if (read_ == total_) return std::span<const std::byte>();
-    if (stop_) return MakeError(Module::kStore, Errc::kAborted, "staging file abandoned");
+    if (stop_) return StoreError(Errc::kAborted, "staging file abandoned");
     const std::uint64_t pos = read_;
     const std::uint64_t end = std::min(written_, pos + kWindow);
     lock.unlock();
@@ -207,10 +208,6 @@ struct BlobWriter::State {
 };
 
 namespace {
-
-Error StoreError(Errc code, std::string context) {
-  return MakeError(Module::kStore, code, std::move(context));
-}
 
 std::string RandomName() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};

@@ -1,4 +1,5 @@
 #include "store/fs_util.h"
+#include "store/errors.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -32,7 +33,7 @@ Result<UniqueFd> OpenBeneath(int dirfd, std::string_view rel, int flags, mode_t 
   if (fd < 0) {
     const int err = errno;
     Error e = SysError(Module::kStore, "open " + Quote(rel), err);
-    if (err == ENOENT) e = MakeError(Module::kStore, Errc::kNotFound, "open " + Quote(rel), err);
+    if (err == ENOENT) e = StoreError(Errc::kNotFound, "open " + Quote(rel), err);
     return e;
   }
   return UniqueFd(static_cast<int>(fd));
@@ -51,7 +52,7 @@ Result<UniqueFd> EnsureDir(int dirfd, std::string_view name, mode_t mode) {
   struct stat st {};
   if (::fstat(fd->Get(), &st) != 0) return Sys("fstat " + Quote(name));
   if (st.st_uid != ::geteuid()) {
-    return MakeError(Module::kStore, Errc::kPermission,
+    return StoreError(Errc::kPermission,
                      "directory " + Quote(name) + " is owned by uid " + std::to_string(st.st_uid) +
                          ", not by us (uid " + std::to_string(::geteuid()) + ")");
   }
@@ -148,7 +149,7 @@ Result<std::uint64_t> WipeFile(int dirfd, std::string_view name) {
   if (!fd) return fd.error();
   struct stat st {};
   if (::fstat(fd->Get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    return MakeError(Module::kStore, Errc::kCorrupt, Quote(name) + " is not a regular file");
+    return StoreError(Errc::kCorrupt, Quote(name) + " is not a regular file");
   }
   static const std::vector<std::byte> kZeros(1u << 20);
   const auto size = static_cast<std::uint64_t>(st.st_size);
@@ -211,7 +212,7 @@ Result<void> DirectAppender::Flush(std::size_t len) {
     if (n <= 0) return SysError(Module::kStore, "direct write");
     // A short direct write leaves an unaligned offset we cannot continue from.
     if (static_cast<std::size_t>(n) % kAlign != 0 && done + static_cast<std::size_t>(n) != len) {
-      return MakeError(Module::kStore, Errc::kIo, "short unaligned direct write");
+      return StoreError(Errc::kIo, "short unaligned direct write");
     }
     done += static_cast<std::size_t>(n);
   }

@@ -2,6 +2,7 @@
 // transactions") for the crash states.
 
 #include "store/image_txn.h"
+#include "store/errors.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -45,10 +46,6 @@ Result<void> AddImageInodes(Store::Impl& impl, const Store& store, const Digest&
 }
 
 
-Error TxnError(Errc code, std::string context) {
-  return MakeError(Module::kStore, code, std::move(context));
-}
-
 }  // namespace
 
 Result<std::unique_ptr<ImageTxn>> Store::BeginImage(std::string_view tenant) {
@@ -65,17 +62,17 @@ Result<BlobWriterPtr> ImageTxn::Ingest(const Digest& digest, std::uint64_t size,
                                        IngestOptions options) {
   DIGESTD_RETURN_IF_ERROR(ValidateMediaType(options.media_type));
   if (store_.IsDenied(digest)) {
-    return TxnError(Errc::kPermission, digest.ToString() + " is on the deny list");
+    return StoreError(Errc::kPermission, digest.ToString() + " is on the deny list");
   }
   std::lock_guard txn_lock(mu_);
-  if (committed_) return TxnError(Errc::kAborted, "image transaction already committed");
+  if (committed_) return StoreError(Errc::kAborted, "image transaction already committed");
   if (staged_.count(digest) || pinned_.count(digest)) return BlobWriterPtr();
   // A remover (GC, quota, wipe: maint_mu exclusive) decides what is live from the pins; a pin
   // taken while it runs could name a blob it is about to remove. Never wait for it here (this
   // runs on the event loop): the caller polls.
   std::shared_lock maint(impl_.maint_mu, std::try_to_lock);
   if (!maint.owns_lock()) {
-    return TxnError(Errc::kBusy, "store maintenance in progress");
+    return StoreError(Errc::kBusy, "store maintenance in progress");
   }
   std::lock_guard lock(impl_.mu);
   if (auto it = impl_.staged.find(digest); it != impl_.staged.end()) {
@@ -84,7 +81,7 @@ Result<BlobWriterPtr> ImageTxn::Ingest(const Digest& digest, std::uint64_t size,
     return BlobWriterPtr();
   }
   if (impl_.in_flight.count(digest)) {
-    return TxnError(Errc::kBusy, digest.ToString() + " is being written by another pull");
+    return StoreError(Errc::kBusy, digest.ToString() + " is being written by another pull");
   }
   if (store_.Contains(digest)) {
     ++impl_.txn_pins[digest];
@@ -124,7 +121,7 @@ Result<void> ImageTxn::AddBlob(const Digest& digest, std::string bytes, std::str
                                std::vector<Digest> children) {
   DIGESTD_RETURN_IF_ERROR(ValidateMediaType(media_type));
   if (const Digest actual = verify::Hasher::Of(digest.algorithm(), bytes); actual != digest) {
-    return TxnError(Errc::kDigestMismatch,
+    return StoreError(Errc::kDigestMismatch,
                     "digest mismatch for " + digest.ToString() + ": got " + actual.ToString());
   }
   std::lock_guard txn_lock(mu_);
@@ -140,7 +137,7 @@ Result<void> ImageTxn::EnsureTree(const Digest& layer, const Digest& diff_id,
   {
     std::lock_guard txn_lock(mu_);
     if (!staged_.count(layer) && !pinned_.count(layer)) {
-      return TxnError(Errc::kInvalidArgument,
+      return StoreError(Errc::kInvalidArgument,
                       "layer " + layer.ToString() + " is not held by this image transaction");
     }
     std::lock_guard lock(impl_.mu);
@@ -151,7 +148,7 @@ Result<void> ImageTxn::EnsureTree(const Digest& layer, const Digest& diff_id,
     }
   }
   auto mismatch = [&](const Digest& got) {
-    return TxnError(Errc::kDigestMismatch, "layer " + layer.ToString() + " uncompresses to " +
+    return StoreError(Errc::kDigestMismatch, "layer " + layer.ToString() + " uncompresses to " +
                                                got.ToString() + " but its diff_id is " +
                                                diff_id.ToString());
   };
@@ -206,14 +203,14 @@ Result<std::string> ImageTxn::ReadBlob(const Digest& digest, std::uint64_t cap) 
   }
   if (!staged_size) return store_.ReadBlob(digest, cap);
   if (*staged_size > cap) {
-    return TxnError(Errc::kTooLarge, digest.ToString() + " is " + std::to_string(*staged_size) +
+    return StoreError(Errc::kTooLarge, digest.ToString() + " is " + std::to_string(*staged_size) +
                                          " bytes, more than " + std::to_string(cap));
   }
   return impl_.ReadWhole(digest, *staged_size);
 }
 
 Result<void> ImageTxn::Commit(const ImageCommit& commit) {
-  if (committed_) return TxnError(Errc::kAborted, "image transaction already committed");
+  if (committed_) return StoreError(Errc::kAborted, "image transaction already committed");
   if (!commit.reference.empty()) DIGESTD_RETURN_IF_ERROR(ValidateReferenceText(commit.reference));
   std::shared_lock maint(impl_.maint_mu);
   std::lock_guard commit_lock(impl_.commit_mu);
@@ -245,7 +242,7 @@ Result<void> ImageTxn::Commit(const ImageCommit& commit) {
         // Another writer has it; this image's record below still names it, and the edges are
         // this commit's to write. Rare (two pulls of one manifest): let the caller retry.
         unlink_written();
-        return TxnError(Errc::kBusy, s.digest.ToString() + " is being written by another pull");
+        return StoreError(Errc::kBusy, s.digest.ToString() + " is being written by another pull");
       }
     }
     auto shard = OpenBeneath(impl_.blobs_fd.Get(), Store::Impl::ShardPath(s.digest),

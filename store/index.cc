@@ -1,4 +1,5 @@
 #include "store/index.h"
+#include "store/errors.h"
 
 #include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
@@ -22,7 +23,7 @@ constexpr const char* kCfNames[] = {"default", "meta",    "blobs", "refs",  "edg
 constexpr std::size_t kCfCount = sizeof(kCfNames) / sizeof(kCfNames[0]);
 
 Error DbError(std::string_view what, const rocksdb::Status& s) {
-  return MakeError(Module::kStore, s.IsCorruption() ? Errc::kCorrupt : Errc::kIo,
+  return StoreError(s.IsCorruption() ? Errc::kCorrupt : Errc::kIo,
                    "index " + std::string(what) + ": " + s.ToString());
 }
 
@@ -31,7 +32,7 @@ rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.s
 // RocksDB's info log through digestd's logger (never a file of its own under index/).
 class InfoLog final : public rocksdb::Logger {
  public:
-  InfoLog() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL), log_(::digestd::Logger("index")) {}
+  InfoLog() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL), log_(::digestd::Logger(Module::kStore, "index")) {}
   using rocksdb::Logger::Logv;
   void Logv(const char* format, va_list ap) override {
     Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
@@ -169,10 +170,10 @@ Result<void> Index::Reopen() {
   // somehow holds a shared lock across a write cannot deadlock the store (the write fails).
   std::unique_lock lock(mu_, std::defer_lock);
   if (!lock.try_lock_for(std::chrono::seconds(1))) {
-    return MakeError(Module::kStore, Errc::kIo, "index busy: cannot reopen after a write error");
+    return StoreError(Errc::kIo, "index busy: cannot reopen after a write error");
   }
   if (!needs_reopen_.load() || sealed_) return {};
-  auto log = ::digestd::Logger("index");
+  auto log = ::digestd::Logger(Module::kStore, "index");
   CloseDb();
   if (auto r = OpenDb(/*read_only=*/false); r) {
     needs_reopen_ = false;
@@ -185,7 +186,7 @@ Result<void> Index::Reopen() {
     log->error("index read-only reopen failed: {}", r.error().ToString());
     return r;
   }
-  return MakeError(Module::kStore, Errc::kIo, "index is read-only after a write error");
+  return StoreError(Errc::kIo, "index is read-only after a write error");
 }
 
 rocksdb::ColumnFamilyHandle* Index::Handle(Cf cf) const {
@@ -196,7 +197,7 @@ rocksdb::ColumnFamilyHandle* Index::Handle(Cf cf) const {
 
 Result<std::optional<std::string>> Index::Get(Cf cf, std::string_view key) const {
   std::shared_lock lock(mu_);
-  if (!db_) return MakeError(Module::kStore, Errc::kIo, "index is closed after a write error");
+  if (!db_) return StoreError(Errc::kIo, "index is closed after a write error");
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), Handle(cf), ToSlice(key), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
@@ -217,11 +218,11 @@ Result<void> Index::WriteLast(const Batch& batch, std::chrono::milliseconds wait
   // Writers out, readers not: a hand-over's predecessor still serves reads while this syncs.
   std::unique_lock writing(writes_mu_, std::defer_lock);
   if (!writing.try_lock_for(wait)) {
-    return MakeError(Module::kStore, Errc::kBusy, "index writes in progress");
+    return StoreError(Errc::kBusy, "index writes in progress");
   }
   std::shared_lock lock(mu_);
   if (sealed_ || !db_ || read_only_ || needs_reopen_) {
-    return MakeError(Module::kStore, Errc::kAborted, "index not writable");
+    return StoreError(Errc::kAborted, "index not writable");
   }
   rocksdb::WriteBatch wb;
   DIGESTD_RETURN_IF_ERROR(Fill(batch, wb));
@@ -233,7 +234,7 @@ Result<void> Index::WriteLast(const Batch& batch, std::chrono::milliseconds wait
 }
 
 Result<void> Index::ContinueReadOnly(std::chrono::milliseconds wait) {
-  if (!sealed_) return MakeError(Module::kStore, Errc::kInvalidArgument, "index not sealed");
+  if (!sealed_) return StoreError(Errc::kInvalidArgument, "index not sealed");
   // Opened beside the writable database, which readers keep using meanwhile: a read-only open
   // takes no lock, and a sealed database no longer changes.
   DIGESTD_ASSIGN_OR_RETURN(Db view, OpenDbAt(/*read_only=*/true));
@@ -242,11 +243,11 @@ Result<void> Index::ContinueReadOnly(std::chrono::milliseconds wait) {
     std::unique_lock lock(mu_, std::defer_lock);
     if (!lock.try_lock_for(wait)) {
       CloseDb(view);
-      return MakeError(Module::kStore, Errc::kBusy, "index in use");
+      return StoreError(Errc::kBusy, "index in use");
     }
     if (read_only_ || !db_) {
       CloseDb(view);
-      return MakeError(Module::kStore, Errc::kAborted, "index not writable");
+      return StoreError(Errc::kAborted, "index not writable");
     }
     writable.db = std::move(db_);
     writable.handles = std::move(handles_);
@@ -262,7 +263,7 @@ Result<void> Index::ContinueReadOnly(std::chrono::milliseconds wait) {
 
 Result<void> Index::FlushForStop() {
   std::shared_lock lock(mu_);
-  if (!db_ || read_only_) return MakeError(Module::kStore, Errc::kAborted, "index not writable");
+  if (!db_ || read_only_) return StoreError(Errc::kAborted, "index not writable");
   rocksdb::FlushOptions fo;
   fo.wait = true;
   if (rocksdb::Status s = db_->Flush(fo, handles_); !s.ok()) return DbError("flush", s);
@@ -280,11 +281,11 @@ Result<void> Index::Write(const Batch& batch, bool sync) {
   std::shared_lock writing(writes_mu_);
   std::shared_lock lock(mu_);
   if (sealed_) {
-    return MakeError(Module::kStore, Errc::kAborted, "the store is closing (clean stop recorded)");
+    return StoreError(Errc::kAborted, "the store is closing (clean stop recorded)");
   }
   if (!db_ || read_only_) {
     needs_reopen_ = true;
-    return MakeError(Module::kStore, Errc::kIo, "index is read-only after a write error");
+    return StoreError(Errc::kIo, "index is read-only after a write error");
   }
   DIGESTD_RETURN_IF_ERROR(Fill(batch, wb));
   rocksdb::WriteOptions wo;
@@ -302,7 +303,7 @@ Result<void> Index::Write(const Batch& batch, bool sync) {
 Result<void> Index::Scan(Cf cf, std::string_view start,
                          const std::function<bool(std::string_view, std::string_view)>& fn) const {
   std::shared_lock lock(mu_);
-  if (!db_) return MakeError(Module::kStore, Errc::kIo, "index is closed after a write error");
+  if (!db_) return StoreError(Errc::kIo, "index is closed after a write error");
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), Handle(cf)));
   for (it->Seek(ToSlice(start)); it->Valid(); it->Next()) {
     if (!fn(std::string_view(it->key().data(), it->key().size()),
@@ -325,7 +326,7 @@ Result<void> Index::ScanPrefix(
 
 Result<std::optional<std::string>> Index::LastKey(Cf cf) const {
   std::shared_lock lock(mu_);
-  if (!db_) return MakeError(Module::kStore, Errc::kIo, "index is closed after a write error");
+  if (!db_) return StoreError(Errc::kIo, "index is closed after a write error");
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), Handle(cf)));
   it->SeekToLast();
   if (!it->status().ok()) return DbError("seek", it->status());

@@ -4,6 +4,7 @@
 //   "inode-end/<last, 16 hex>"      -> "<kind> <digest> <first> <count>"  (found by a forward seek)
 //   "inode-next"                    -> the first number never handed out
 #include <charconv>
+#include "store/errors.h"
 #include <cstdio>
 
 #include "store/store_impl.h"
@@ -25,7 +26,7 @@ std::string EndKey(std::uint64_t last) {
 }
 
 Error Corrupt(std::string_view key, std::string_view value) {
-  return MakeError(Module::kStore, Errc::kCorrupt,
+  return StoreError(Errc::kCorrupt,
                    "inode record " + Quote(key) + " = " + Quote(value) + " is malformed");
 }
 
@@ -97,7 +98,7 @@ Result<void> AddInodeRange(Store::Impl& impl, Index::Batch& batch, InodeKind kin
   if (old && old->layout == kInodeLayout && old->count >= count) return {};
   DIGESTD_ASSIGN_OR_RETURN(auto next, LoadNext(impl));
   if (next + count < next || next + count > (std::uint64_t{1} << 62)) {
-    return MakeError(Module::kStore, Errc::kTooLarge, "inode numbers exhausted");
+    return StoreError(Errc::kTooLarge, "inode numbers exhausted");
   }
   if (old) batch.Delete(Cf::kMeta, EndKey(old->first + old->count - 1));
   batch.Put(Cf::kMeta, RangeKey(kind, digest),
@@ -120,7 +121,7 @@ Result<InodeRange> Store::InodesFor(InodeKind kind, const Digest& digest, std::u
     DIGESTD_RETURN_IF_ERROR(AddInodeRange(impl, batch, kind, digest, count));
     DIGESTD_RETURN_IF_ERROR(impl.index->Write(batch));
     DIGESTD_ASSIGN_OR_RETURN(have, GetRange(*impl.index, kind, digest));
-    if (!have) return MakeError(Module::kStore, Errc::kInternal, "inode range vanished");
+    if (!have) return StoreError(Errc::kInternal, "inode range vanished");
   }
   return InodeRange{.kind = kind, .digest = digest, .first = have->first, .count = have->count};
 }

@@ -1,4 +1,5 @@
 #include "store/layer_decoder.h"
+#include "store/errors.h"
 
 #include <zlib.h>
 #include <zstd.h>
@@ -107,7 +108,7 @@ Result<LayerDecoder::Kind> LayerDecoder::KindFor(std::string_view media_type) {
     return Kind::kGzip;
   }
   if (media_type.ends_with(".tar") || media_type.ends_with("layer.v1.tar")) return Kind::kPlain;
-  return MakeError(Module::kStore, Errc::kUnsupported,
+  return StoreError(Errc::kUnsupported,
                    "unsupported layer media type " + Quote(media_type));
 }
 
@@ -121,13 +122,13 @@ Result<std::unique_ptr<LayerDecoder>> LayerDecoder::Create(Kind kind, std::uint6
   impl->max_out = max_out;
   if (kind == Kind::kGzip) {
     if (inflateInit2(&impl->zs, 16 + MAX_WBITS) != Z_OK) {
-      return MakeError(Module::kStore, Errc::kInternal, "inflateInit2 failed");
+      return StoreError(Errc::kInternal, "inflateInit2 failed");
     }
     impl->z_init = true;
   } else if (kind == Kind::kZstd) {
     impl->zstd = ZSTD_createDStream();
     if (impl->zstd == nullptr || ZSTD_isError(ZSTD_initDStream(impl->zstd))) {
-      return MakeError(Module::kStore, Errc::kInternal, "ZSTD_initDStream failed");
+      return StoreError(Errc::kInternal, "ZSTD_initDStream failed");
     }
   }
   return std::unique_ptr<LayerDecoder>(new LayerDecoder(std::move(impl)));
@@ -152,7 +153,7 @@ bool LayerDecoder::Feed(std::span<const std::byte> in) {
 Result<std::size_t> LayerDecoder::Decode(std::span<const std::byte> in, std::size_t* consumed,
                                          std::span<std::byte> out) {
   auto produced = impl_->Step(in, out, consumed);
-  if (!produced) return MakeError(Module::kStore, Errc::kCorrupt, *impl_->error);
+  if (!produced) return StoreError(Errc::kCorrupt, *impl_->error);
   return *produced;
 }
 
@@ -162,7 +163,7 @@ Result<verify::Digest> LayerDecoder::Finish() {
     if (s.kind == Kind::kGzip && !s.z_member_done) s.error = "truncated gzip stream";
     if (s.kind == Kind::kZstd && s.zstd_last != 0) s.error = "truncated zstd stream";
   }
-  if (s.error) return MakeError(Module::kStore, Errc::kCorrupt, *s.error);
+  if (s.error) return StoreError(Errc::kCorrupt, *s.error);
   return s.hasher.Finish();
 }
 

@@ -1,6 +1,7 @@
 // Recovery at open, garbage collection, quota eviction and fsck.
 
 #include <fcntl.h>
+#include "store/errors.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -569,7 +570,7 @@ Result<void> Store::Impl::MakeRoom(std::uint64_t need) {
     std::lock_guard lock(mu);
     used = usage.total();
   }
-  return MakeError(Module::kStore, Errc::kTooLarge,
+  return StoreError(Errc::kTooLarge,
                    "the store is full: quota " + std::to_string(quota) + " bytes, " +
                        std::to_string(used) + " in use by images that are leased or being "
                        "pulled, " + std::to_string(need) + " more needed");
@@ -594,7 +595,7 @@ Result<WipeReport> Store::ReleaseLease(std::string_view id, bool wipe, const Lea
                                      : "belongs to container " + Quote(lease.container);
       why += " of tenant " + Quote(lease.tenant) + ", not container " + Quote(owner->container);
       if (!owner->tenant.empty()) why += " of tenant " + Quote(owner->tenant);
-      return MakeError(Module::kStore, Errc::kPermission, why + ": not released");
+      return StoreError(Errc::kPermission, why + ": not released");
     }
   }
   WipeReport report{.lease = lease.id, .tenant = lease.tenant, .wiped = wipe};

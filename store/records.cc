@@ -1,4 +1,5 @@
 #include "store/records.h"
+#include "store/errors.h"
 
 #include <nlohmann/json.hpp>
 
@@ -8,7 +9,7 @@ namespace {
 using nlohmann::json;
 
 Error Corrupt(std::string_view what, std::string_view key, std::string_view why) {
-  return MakeError(Module::kStore, Errc::kCorrupt,
+  return StoreError(Errc::kCorrupt,
                    "corrupt " + std::string(what) + " record " + Quote(key) + ": " +
                        std::string(why));
 }
@@ -75,14 +76,14 @@ std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 Result<void> ValidateName(std::string_view what, std::string_view name) {
   if (name.empty() || name.size() > 128) {
-    return MakeError(Module::kStore, Errc::kInvalidArgument,
+    return StoreError(Errc::kInvalidArgument,
                      std::string(what) + " " + Quote(name) + " must be 1..128 bytes");
   }
   for (char c : name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '.' || c == '_' || c == '-';
     if (!ok) {
-      return MakeError(Module::kStore, Errc::kInvalidArgument,
+      return StoreError(Errc::kInvalidArgument,
                        std::string(what) + " " + Quote(name) + " may only hold [A-Za-z0-9._-]");
     }
   }
@@ -92,7 +93,7 @@ Result<void> ValidateName(std::string_view what, std::string_view name) {
 Result<void> ValidateReferenceText(std::string_view reference) {
   if (reference.empty() || reference.size() > 512 || !IsPrintable(reference) ||
       reference.find(' ') != std::string_view::npos) {
-    return MakeError(Module::kStore, Errc::kInvalidArgument,
+    return StoreError(Errc::kInvalidArgument,
                      "reference " + Quote(reference) +
                          " must be 1..512 printable ASCII bytes without spaces");
   }
@@ -101,7 +102,7 @@ Result<void> ValidateReferenceText(std::string_view reference) {
 
 Result<void> ValidateMediaType(std::string_view media_type) {
   if (media_type.size() > 255 || !IsPrintable(media_type)) {
-    return MakeError(Module::kStore, Errc::kInvalidArgument,
+    return StoreError(Errc::kInvalidArgument,
                      "media type " + Quote(media_type) + " must be at most 255 printable bytes");
   }
   return {};

@@ -1,4 +1,7 @@
 #include "store/store.h"
+#include "store/errors.h"
+
+#include "store/audit_event.h"
 
 #include "verify/oci.h"
 
@@ -20,10 +23,6 @@ namespace digestd::store {
 namespace {
 
 constexpr const char* kSchemaKey = "schema_version";
-
-Error StoreError(Errc code, std::string context) {
-  return MakeError(Module::kStore, code, std::move(context));
-}
 
 // Opens the root directory after checking it is safe to own: a real directory (not a symlink),
 // owned by us, and not world-writable.
@@ -104,12 +103,9 @@ Result<void> CheckSchema(Index& index, const std::string& root) {
 // ---------------------------------------------------------------------------------------------
 // Impl helpers
 
-std::int64_t Store::Impl::Now() const {
-  if (opts.clock) return opts.clock();
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+std::int64_t Store::Impl::Now() const { return opts.clock ? opts.clock() : SystemSeconds(); }
+
+std::int64_t Store::Now() const { return impl_->Now(); }
 
 std::string Store::Impl::ShardPath(const Digest& d) {
   std::string p(verify::ToString(d.algorithm()));
@@ -229,16 +225,16 @@ Result<void> Store::Impl::VerifyFile(int dirfd, std::string_view name, const Dig
   return {};
 }
 
-void Store::AuditEvent(std::string_view type, std::string_view actor, std::string_view digest,
-                       std::string_view reason) {
-  impl_->AuditInternal(type, digest, reason, actor);
-}
-
-void Store::Impl::AuditInternal(std::string_view type, std::string_view digest,
-                                std::string_view reason, std::string_view actor) {
-  nlohmann::json j = {{"type", type},     {"time", Now()},           {"actor", actor},
-                      {"digest", digest}, {"reason", reason}};
-  std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+Result<std::uint64_t> Store::Impl::Audit(AuditEvent event) {
+  if (event.time == 0) event.time = Now();
+  const std::string text = event.ToJson();
+  auto fail = [&](const Error& e) {
+    const auto n = counters.audit_write_failures.fetch_add(1, std::memory_order_relaxed) + 1;
+    log->error("audit event not written ({} so far): {}: {}", n, e.ToString(), text);
+    return e;
+  };
+  // Callers clip their fields (the daemon's Auditor); this bound keeps any one record small.
+  if (text.size() > (64u << 10)) return fail(StoreError(Errc::kTooLarge, "audit event over 64 KiB"));
   std::uint64_t seq;
   {
     std::lock_guard lock(mu);
@@ -246,14 +242,19 @@ void Store::Impl::AuditInternal(std::string_view type, std::string_view digest,
   }
   Index::Batch batch;
   batch.Put(Cf::kAudit, AuditKey(seq), text);
-  if (auto r = index->Write(batch); !r) {
-    log->error("audit append failed type={} err={}", type, r.error().ToString());
-  } else {
-    std::lock_guard lock(mu);
-    audit.events += 1;
-    audit.bytes += text.size();
-  }
-  log->info("audit type={} digest={} reason={}", type, digest, reason);
+  if (auto r = index->Write(batch); !r) return fail(r.error());
+  std::lock_guard lock(mu);
+  audit.events += 1;
+  audit.bytes += text.size();
+  return seq;
+}
+
+void Store::Impl::AuditInternal(std::string_view type, std::string_view digest,
+                                std::string_view reason) {
+  AuditEvent event{.type = std::string(type), .component = "store"};
+  event.digest = std::string(digest);
+  event.reason = std::string(reason);
+  if (Audit(std::move(event))) log->info("audit type={} digest={} reason={}", type, digest, reason);
 }
 
 void Store::Impl::FinishInFlight(const Digest& d) {
@@ -273,7 +274,7 @@ Store::~Store() = default;
 Result<StorePtr> Store::Open(const StoreOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->opts = options;
-  impl->log = Logger("store");
+  impl->log = Logger(Module::kStore);
   if (!(options.quota_low > 0 && options.quota_low <= options.quota_high &&
         options.quota_high <= 1.0)) {
     return StoreError(Errc::kInvalidArgument, "quota watermarks must satisfy 0 < low <= high <= 1");
@@ -580,7 +581,7 @@ Result<std::vector<Digest>> Store::ImageLayers(const Digest& manifest, bool even
   auto kind = info ? verify::ManifestKindOf(info->media_type) : Result<verify::ManifestKind>(
                                                                     info.error());
   if (!info || !kind || verify::IsIndexKind(*kind)) {
-    return MakeError(Module::kStore, Errc::kNotFound, "no image manifest " + manifest.ToString());
+    return StoreError(Errc::kNotFound, "no image manifest " + manifest.ToString());
   }
   // ReadBlob, but a denied manifest is read too when the caller asks.
   std::string bytes;
@@ -602,7 +603,7 @@ Result<std::vector<Digest>> Store::ImageLayers(const Digest& manifest, bool even
 namespace {
 Result<void> ValidSnapshotName(std::string_view name) {
   if (name.empty() || name.size() > 4096 || name.find('\0') != std::string_view::npos) {
-    return MakeError(Module::kStore, Errc::kInvalidArgument,
+    return StoreError(Errc::kInvalidArgument,
                      "snapshot name must be 1..4096 bytes without NUL");
   }
   return {};
@@ -714,27 +715,7 @@ Result<std::vector<DenyRecord>> Store::ListDenied() const {
 
 // ---- audit
 
-Result<std::uint64_t> Store::AppendAudit(std::string_view json_object) {
-  if (json_object.size() > (64u << 10)) {
-    return StoreError(Errc::kTooLarge, "audit event over 64 KiB");
-  }
-  auto j = nlohmann::json::parse(json_object, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return StoreError(Errc::kInvalidArgument, "audit event is not one JSON object");
-  }
-  std::uint64_t seq;
-  {
-    std::lock_guard lock(impl_->mu);
-    seq = impl_->next_audit_seq++;
-  }
-  Index::Batch batch;
-  batch.Put(Cf::kAudit, AuditKey(seq), json_object);
-  DIGESTD_RETURN_IF_ERROR(impl_->index->Write(batch));
-  std::lock_guard lock(impl_->mu);
-  impl_->audit.events += 1;
-  impl_->audit.bytes += json_object.size();
-  return seq;
-}
+Result<std::uint64_t> Store::AppendAudit(const AuditEvent& event) { return impl_->Audit(event); }
 
 AuditStats Store::GetAuditStats() const {
   std::lock_guard lock(impl_->mu);
@@ -828,6 +809,7 @@ StoreCounters Store::counters() const {
       .scrub_problems = c.scrub_problems.load(std::memory_order_relaxed),
       .scrub_passes = c.scrub_passes.load(std::memory_order_relaxed),
       .index_write_failures = impl_->index->write_failures(),
+      .audit_write_failures = c.audit_write_failures.load(std::memory_order_relaxed),
   };
 }
 

@@ -22,13 +22,20 @@
 #include <string_view>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
 #include "store/tree.h"
 #include "store/types.h"
 #include "verify/digest.h"
 
+namespace digestd::metrics {
+class Registry;
+}
+
 namespace digestd::store {
+
+struct AuditEvent;
 
 inline constexpr int kSchemaVersion = 1;
 
@@ -47,8 +54,9 @@ struct StoreOptions {
   // Layers at least this large are decompressed on a thread of their own, a few MiB ahead of the
   // tar parser, when they are unpacked. Default 4 MiB.
   std::uint64_t pipeline_threshold = 4u << 20;
-  // Clock seam: unix seconds. Default: the system clock.
-  std::function<std::int64_t()> clock;
+  // The clock seam (common/clock.h): unix seconds. Default: the system clock. The daemon's
+  // parts read time through Now() below, so setting this moves time for all of them.
+  Clock clock;
 };
 
 struct IngestOptions {
@@ -209,7 +217,7 @@ class Store {
   // Unpacks committed layer `layer` (gzip, zstd or plain tar per `media_type`, or the media type
   // recorded at ingest when empty) into content-addressed file objects and a tree record. The
   // uncompressed stream must hash to `diff_id` (kDigestMismatch otherwise); hostile entries and
-  // anything past `limits` are kCorrupt naming the entry (see layer_unpack.h). On any failure no
+  // anything past `limits` are kCorrupt naming the entry (see tar_reader.h). On any failure no
   // tree is recorded and file objects only this layer would have used are removed. Idempotent:
   // a layer already unpacked returns its info once `diff_id` is checked against the record.
   // kPermission if the layer is denied; kNotFound if it is not committed.
@@ -301,12 +309,10 @@ class Store {
   Result<std::vector<DenyRecord>> ListDenied() const;
 
   // ---- audit log: append-only, sequence numbers start at 1
-  // `json_object` must be one JSON object; returns its sequence number.
-  Result<std::uint64_t> AppendAudit(std::string_view json_object);
-  // An event in the store's one shape: {"type","time","actor","digest","reason"} (strings are
-  // clipped by nothing here: callers pass their own text). Failures are logged, not returned.
-  void AuditEvent(std::string_view type, std::string_view actor, std::string_view digest,
-                  std::string_view reason);
+  // Appends `event` (store/audit_event.h: the log's one schema; `time` 0 takes the store's
+  // clock) and returns its sequence number. A failed write is logged and counted
+  // (counters().audit_write_failures) before it is returned: no event is dropped silently.
+  Result<std::uint64_t> AppendAudit(const AuditEvent& event);
   Result<std::vector<AuditRecord>> ReadAudit(std::uint64_t since_seq, std::size_t limit) const;
   // Size of the audit log (records and bytes of their JSON), kept as events come and go.
   AuditStats GetAuditStats() const;
@@ -334,6 +340,11 @@ class Store {
   // unpacked tree, a deny or undeny. Readers that cache listings compare it.
   std::uint64_t generation() const;
   StoreCounters counters() const;
+  // Unix seconds by the store's clock (StoreOptions::clock).
+  std::int64_t Now() const;
+  // The store's usage, audit log size, counters and state, read whenever the registry renders
+  // (store/store_metrics.cc lists them).
+  void RegisterMetrics(metrics::Registry& registry) const;
   // True while the index is read-only after a write error (reads are served; writes fail and
   // are retried by reopening it). See index.h.
   bool degraded() const;

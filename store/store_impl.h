@@ -23,7 +23,7 @@
 
 #include "common/unique_fd.h"
 #include "store/index.h"
-#include "store/layer_unpack.h"
+#include "store/tar_reader.h"
 #include "store/store.h"
 #include "verify/hasher.h"
 
@@ -43,6 +43,7 @@ struct AtomicCounters {
   std::atomic<std::uint64_t> scrub_bytes{0};
   std::atomic<std::uint64_t> scrub_problems{0};
   std::atomic<std::uint64_t> scrub_passes{0};
+  std::atomic<std::uint64_t> audit_write_failures{0};
 };
 
 // One file found under blobs/ or files/: either a well-formed digest name, or something to remove.
@@ -160,10 +161,10 @@ struct Store::Impl {
   // Re-hashes file `name` in `dirfd` and compares with `expected` (and `size` when set).
   Result<void> VerifyFile(int dirfd, std::string_view name, const Digest& expected,
                           std::optional<std::uint64_t> size, std::uint64_t* hashed = nullptr) const;
-  // Appends an audit event written by the store itself:
-  // {"type":..,"time":..,"actor":"store","digest":..,"reason":..}. Failures are logged, not fatal.
-  void AuditInternal(std::string_view type, std::string_view digest, std::string_view reason,
-                     std::string_view actor = "store");
+  // Appends `event` (store/audit_event.h); a failure is logged and counted, and returned.
+  Result<std::uint64_t> Audit(AuditEvent event);
+  // An event the store records itself (actor "store"); a failure is logged and counted.
+  void AuditInternal(std::string_view type, std::string_view digest, std::string_view reason);
 
   // Adds deletes of `layer`'s tree (info, entries, filerefs) to `batch`; the contents it used are
   // appended to `contents` so the caller can sweep them after the batch is written.
@@ -222,7 +223,7 @@ class RemovalNotice {
 };
 
 // Reads a layer's tar from `source` into file objects (pinned, not synced) and an uncommitted
-// tree, checking the diff_id (unpack.cc). Used by PrepareTree over a stored blob and by the blob
+// tree, checking the diff_id (trees.cc). Used by PrepareTree over a stored blob and by the blob
 // writer over its staging file while the layer downloads.
 // For image transactions (records written in the transaction's own batch).
 bool TreeNeedsRecords(const PendingTree::State& s);

@@ -1,9 +1,10 @@
 #include "store/tree_codec.h"
+#include "store/errors.h"
 
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "store/layer_unpack.h"
+#include "store/tar_reader.h"
 
 namespace digestd::store {
 namespace {
@@ -11,7 +12,7 @@ namespace {
 using nlohmann::json;
 
 Error Corrupt(std::string_view key, std::string_view why) {
-  return MakeError(Module::kStore, Errc::kCorrupt,
+  return StoreError(Errc::kCorrupt,
                    "corrupt tree record " + Quote(key) + ": " + std::string(why));
 }
 

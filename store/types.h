@@ -213,6 +213,7 @@ struct StoreCounters {
   std::uint64_t scrub_problems = 0;  // damaged blobs and file objects Scrub() found
   std::uint64_t scrub_passes = 0;    // passes Scrub() completed
   std::uint64_t index_write_failures = 0;  // index writes that failed (I/O errors)
+  std::uint64_t audit_write_failures = 0;  // audit events that could not be written
 };
 
 }  // namespace digestd::store

@@ -23,6 +23,7 @@
 #include <map>
 
 #include "tools/api_client.h"
+#include "tools/human.h"
 #include <nlohmann/json.hpp>
 
 
@@ -67,9 +68,7 @@ std::int64_t NowOr(const std::string& at) {
     auto t = verify::ParseRfc3339(at);
     if (t) return *t;
   }
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return digestd::SystemSeconds();
 }
 
 int PrintDecision(const verify::Decision& d, bool json, const std::vector<std::string>& notes) {
@@ -365,6 +364,12 @@ int RunApi(const std::string& socket, const std::string& method, const std::stri
   return kOk;
 }
 
+// A committed image's decision (the API's objects carry no "allowed": they were admitted).
+nlohmann::json Admitted(nlohmann::json decision) {
+  decision["allowed"] = true;
+  return decision;
+}
+
 int RunPull(const std::string& socket, const std::string& reference, const std::string& tenant,
             bool json) {
   nlohmann::json req{{"reference", reference}};
@@ -372,6 +377,7 @@ int RunPull(const std::string& socket, const std::string& reference, const std::
   const bool tty = ::isatty(STDERR_FILENO) == 1 && !json;
   std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> blobs;  // digest -> bytes/total
   nlohmann::json last;
+  nlohmann::json decision;  // the policy's, once the pull has one
   auto on_line = [&](std::string_view line) {
     if (json) {
       std::cout << line << "\n" << std::flush;
@@ -401,6 +407,13 @@ int RunPull(const std::string& socket, const std::string& reference, const std::
       return;
     }
     if (tty && !blobs.empty()) std::cerr << "\n";
+    if (type == "policy") {  // the decision, as an object in "detail"
+      decision = nlohmann::json::parse(e.value("detail", ""), nullptr, false);
+      if (decision.is_object()) {
+        std::cerr << "  policy: " << digestd::tools::DecisionLine(decision) << "\n";
+        return;
+      }
+    }
     std::cerr << "  " << type;
     if (e.contains("detail")) std::cerr << ": " << e["detail"].get<std::string>();
     if (e.contains("digest")) std::cerr << " " << e["digest"].get<std::string>();
@@ -415,6 +428,11 @@ int RunPull(const std::string& socket, const std::string& reference, const std::
     return kRetry;
   }
   if (last.value("type", "") == "error") {
+    if (!json && decision.is_object() && !decision.value("allowed", true)) {
+      // One line naming the rule and its scope, then what to do next.
+      std::cerr << digestd::tools::RefusalText(reference, decision);
+      return kDenied;
+    }
     std::cerr << "digestctl: pull refused: " << last.value("error", "") << "\n";
     return last.value("code", "") == "invalid-argument" ? kBadInput : kDenied;
   }
@@ -422,8 +440,7 @@ int RunPull(const std::string& socket, const std::string& reference, const std::
     std::cout << "pulled   " << last.value("reference", "") << "\n"
               << "manifest " << last.value("manifest", "") << "\n"
               << "image    " << last.value("image_manifest", "") << "\n"
-              << "allowed  by " << last.value("scope", "") << " (" << last.value("rule", "") << ")"
-              << (last.value("signer", "").empty() ? "" : ", signed by " + last.value("signer", "")) << "\n"
+              << "policy   " << digestd::tools::DecisionLine(Admitted(last)) << "\n"
               << "rootfs   " << last.value("rootfs", "") << "\n"
               << "lowerdir " << last.value("lowerdir_file", "") << "\n";
   }
@@ -507,6 +524,8 @@ int RunHookPoststop(const std::string& socket) {
 int main(int argc, char** argv) {
   CLI::App app{"digestctl: inspect and operate a digestd host"};
   app.require_subcommand(1);
+  // --json and --socket work before or after the subcommand (`digestctl audit --json`).
+  app.fallthrough();
   bool json = false;
   app.add_flag("--json", json, "machine-readable output");
 
@@ -657,7 +676,13 @@ int main(int argc, char** argv) {
       }
     });
   }
-  if (*audit) return RunApi(socket, "GET", "/v1/audit?since=" + std::to_string(since), "", json, nullptr);
+  if (*audit) {
+    int exit_code = kOk;
+    auto r = Call(socket, "GET", "/v1/audit?since=" + std::to_string(since), "", &exit_code);
+    if (!r) return exit_code;
+    std::cout << (json ? r->body : digestd::tools::AuditTable(r->body));
+    return kOk;
+  }
   if (*deny_add) {
     return RunApi(socket, "POST", "/v1/deny",
                   nlohmann::json{{"digest", deny_digest}, {"reason", deny_reason}}.dump(), json,
@@ -748,10 +773,12 @@ int main(int argc, char** argv) {
                               << "\nsize       " << j.value("size", std::uint64_t{0}) << " bytes\n";
                     if (j.contains("policy")) {
                       const auto& p = j["policy"];
-                      std::cout << "admitted   by " << p.value("scope", "") << " (" << p.value("requirement", "") << ")"
-                                << (p.value("signer", "").empty() ? "" : ", signer " + p.value("signer", "")) << "\n";
+                      std::cout << "policy     " << digestd::tools::DecisionLine(Admitted(p)) << "\n";
                     }
-                    std::cout << "pulled_at  " << j.value("pulled_at", std::int64_t{0}) << "\nleases     " << j["leases"].dump()
+                    std::string leases;
+                    for (const auto& l : j["leases"]) leases += (leases.empty() ? "" : ", ") + l.get<std::string>();
+                    std::cout << "pulled     " << digestd::tools::IsoUtc(j.value("pulled_at", std::int64_t{0}))
+                              << " (UTC)\nleases     " << (leases.empty() ? "-" : leases)
                               << "\nrootfs     " << s("rootfs") << "\nlayers:\n";
                     for (const auto& l : j["layers"]) {
                       std::cout << "  " << l.value("digest", "") << "  " << l.value("size", std::int64_t{0}) << " bytes  "

@@ -833,8 +833,6 @@ Decision Policy::Evaluate(const Reference& ref, const Digest& manifest_digest,
                 "manifest digest " + manifest_digest.ToString() + " is not the digest " +
                     ref.digest()->ToString() + " the reference names");
   }
-  // The image is judged as pinned to the digest it was resolved to.
-  const Reference pinned = ref.WithDigest(manifest_digest);
   if (Decision pre = PreCheck(ref); !pre.allowed) return pre;
   for (const auto& d : org_.denied_digests) {
     if (d == manifest_digest) {
@@ -847,7 +845,7 @@ Decision Policy::Evaluate(const Reference& ref, const Digest& manifest_digest,
   for (const auto& req : *reqs) {
     switch (req.type) {
       case RequirementType::kReject:
-        return Deny(scope, "reject", "policy rejects " + ref.String() + " (scope " + scope + ")");
+        return Deny(scope, "reject", "the scope rejects every image");
       case RequirementType::kInsecureAcceptAnything:
         continue;
       case RequirementType::kSigstoreSigned:
@@ -932,9 +930,11 @@ Decision Policy::Evaluate(const Reference& ref, const Digest& manifest_digest,
     }
     if (!accepted) {
       if (evidence.signatures.empty() && evidence.bundles.empty()) {
-        why.insert(why.begin(), "no signatures found for " + manifest_digest.ToString());
+        why.insert(why.begin(), "no signatures found");
       }
-      std::string reason = "no accepted signature for " + pinned.String();
+      // The reference and digest are the caller's to say (the pull's error, the audit event's
+      // own fields): the reason says only why.
+      std::string reason = "no accepted signature";
       if (!why.empty()) {
         reason += ": ";
         // Deduplicate while keeping order: repeated signatures repeat their reasons.
@@ -982,8 +982,7 @@ Decision Policy::Evaluate(const Reference& ref, const Digest& manifest_digest,
       }
     }
     if (!ok) {
-      std::string reason = "required attestation " + Quote(att.predicate_type) + " missing for " +
-                           pinned.String();
+      std::string reason = "required attestation " + Quote(att.predicate_type) + " missing";
       if (!why.empty()) reason += ": " + why.front();
       return Deny("digestd", "requiredAttestations", reason);
     }
@@ -1025,7 +1024,7 @@ Decision Policy::Explain(const Reference& ref) const {
     if (r.type == RequirementType::kReject) {
       d.allowed = false;
       d.requirement = "reject";
-      d.reason = "policy rejects " + ref.String() + " (scope " + scope + ")";
+      d.reason = "the scope rejects every image";
       break;
     }
     if (r.type == RequirementType::kSigstoreSigned) {

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "store/layer_unpack.h"
+#include "store/tar_reader.h"
 #include "verify/hasher.h"
 
 namespace {

@@ -9,6 +9,7 @@
 
 #include <csignal>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -75,15 +76,32 @@ TEST_F(DaemonTest, PullThroughTheSocketThenReadTheImageFromTheMount) {
   auto refused = Ctl("pull " + registry_->host() + "/svc/unsigned:v1");
   EXPECT_EQ(refused.status, 1) << refused.output;
   EXPECT_NE(refused.output.find("refused"), std::string::npos) << refused.output;
+  // For people: one line naming the rule and the scope once, then the next step; no JSON.
+  const std::string unsigned_ref = registry_->host() + "/svc/unsigned:v1";
+  EXPECT_NE(refused.output.find("denied by rule sigstoreSigned (scope "), std::string::npos)
+      << refused.output;
+  EXPECT_NE(refused.output.find("next: digestctl explain " + unsigned_ref), std::string::npos)
+      << refused.output;
+  EXPECT_EQ(refused.output.find("{\""), std::string::npos) << refused.output;
+  EXPECT_EQ(refused.output.find("policy denies"), std::string::npos) << refused.output;
+  auto json_refused = Ctl("--json pull " + unsigned_ref);
+  EXPECT_EQ(json_refused.status, 1);
+  EXPECT_NE(json_refused.output.find("\"type\":\"policy\""), std::string::npos) << json_refused.output;
+  // The audit log: a table for people, the API's NDJSON with --json.
   auto audit = Ctl("audit");
   EXPECT_NE(audit.output.find("policy.denied"), std::string::npos) << audit.output;
-  EXPECT_NE(audit.output.find("\"seq\""), std::string::npos) << audit.output;
+  EXPECT_NE(audit.output.find("TIME (UTC)"), std::string::npos) << audit.output;
+  EXPECT_EQ(audit.output.find("{\""), std::string::npos) << audit.output;
+  auto audit_json = Ctl("audit --json");  // flags after the subcommand too
+  EXPECT_NE(audit_json.output.find("\"seq\""), std::string::npos) << audit_json.output;
+  EXPECT_NE(audit_json.output.find("\"type\":\"policy.denied\""), std::string::npos);
   auto metrics = Ctl("metrics");
   EXPECT_NE(metrics.output.find("digestd_pulls_total{result=\"ok\"} 1"), std::string::npos)
       << metrics.output;
-  EXPECT_NE(metrics.output.find("digestd_pulls_total{result=\"failed\"} 2"), std::string::npos)
+  // Failed: the denied digest, the unsigned image, and the unsigned image again with --json.
+  EXPECT_NE(metrics.output.find("digestd_pulls_total{result=\"failed\"} 3"), std::string::npos)
       << metrics.output;
-  EXPECT_NE(metrics.output.find("digestd_pull_failures_total{reason=\"permission\"} 2"),
+  EXPECT_NE(metrics.output.find("digestd_pull_failures_total{reason=\"permission\"} 3"),
             std::string::npos)
       << metrics.output;
   EXPECT_NE(metrics.output.find("digestd_fuse_request_seconds_bucket{le=\"+Inf\"}"),
@@ -204,6 +222,11 @@ TEST_F(DaemonTest, InspectListExplainAndRemove) {
   EXPECT_GT(j["size"].get<std::uint64_t>(), 0u);
   auto human = Ctl("inspect " + manifest);
   EXPECT_NE(human.output.find("sigstoreSigned"), std::string::npos) << human.output;
+  // Times for people are ISO 8601, said to be UTC; no epoch seconds.
+  EXPECT_TRUE(std::regex_search(human.output, std::regex(R"(pulled +20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-9:]{8}Z \(UTC\))")))
+      << human.output;
+  EXPECT_EQ(human.output.find(std::to_string(j["pulled_at"].get<std::int64_t>())), std::string::npos)
+      << human.output;
 
   EXPECT_NE(Ctl("blobs").output.find(manifest), std::string::npos);
   EXPECT_NE(Ctl("layers").output.find(j["layers"][0]["digest"].get<std::string>()), std::string::npos);
@@ -357,7 +380,7 @@ TEST_F(DaemonTest, RolesComeFromPeerCredentials) {
   // Not even the socket for anyone outside the group.
   auto outsider = Ctl("health", "setpriv --reuid=65533 --regid=65533 --clear-groups");
   EXPECT_EQ(outsider.status, 3) << outsider.output;
-  auto audit = Ctl("audit");
+  auto audit = Ctl("--json audit");
   EXPECT_NE(audit.output.find("api.forbidden"), std::string::npos) << audit.output;
   EXPECT_NE(audit.output.find("\"actor\":65533"), std::string::npos) << audit.output;
   struct stat st {};

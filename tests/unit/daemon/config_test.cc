@@ -142,6 +142,8 @@ TEST(ConfigTest, UnknownKeysAndBadValuesNameTheKey) {
        "snapshotter.seed_namespaces: must be an array of strings"},
       {"[snapshotter]\ncontainerd_socket = \"/c.sock\"\nseed_namespaces = [1]",
        "snapshotter.seed_namespaces: must hold non-empty strings"},
+      {"[snapshotter]\ncontainerd_socket = \"/c.sock\"\nseed_namespaces = [\"../etc\"]",
+       "snapshotter.seed_namespaces: \"../etc\" is not a containerd namespace name"},
       {"[snapshotter]\ncontainerd_socket = \"c.sock\"",
        "snapshotter.containerd_socket: must be an absolute path"},
       {"[snapshotter]\nseed_hold_s = 5", "snapshotter.seed_hold_s: must be 60..604800"},

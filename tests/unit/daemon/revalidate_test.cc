@@ -6,8 +6,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
+#include "testing/crypto_util.h"
 #include "testing/store_image.h"
 #include "testkit/tar_builder.h"
 #include "testing/test_util.h"
@@ -89,6 +93,102 @@ TEST_F(RevalidateTest, LayersOnlyDeniedImagesUseAreHidden) {
   EXPECT_FALSE(r.hidden.count(x->manifest));
   ASSERT_TRUE(store_->Undeny(a->manifest));
   EXPECT_TRUE(Run("").hidden.empty());
+}
+
+// The daemon's Visibility: evaluated before the mount serves, then after each reload; each newly
+// withdrawn image audited once, each newly hidden digest invalidated once; attaching the mount
+// invalidates what is hidden already (and, for an adopted mount, what is denied).
+TEST_F(RevalidateTest, VisibilityAuditsAndInvalidatesEachChangeOnce) {
+  const auto img = Image("v", "");
+  const auto other = Image("w", "");
+  ASSERT_TRUE(store_->Deny(other, "test"));
+  auto write_policy = [this](bool accept) {
+    std::ofstream(dir_.path() / "policy.json")
+        << (accept ? R"({"default":[{"type":"insecureAcceptAnything"}]})"
+                   : R"({"default":[{"type":"reject"}]})");
+  };
+  write_policy(false);
+  verify::PolicySet policies(dir_.path() / "policy.json", dir_.path() / "trust.json");
+  ASSERT_TRUE(policies.Reload());
+  std::int64_t now = 1'780'000'000;
+  Auditor auditor(*store_, AuditConfig{}, [&now] { return now; });
+  Visibility v(*store_, policies, auditor, [&now] { return now; });
+  auto withdrawn_events = [this] {
+    int n = 0;
+    auto events = store_->ReadAudit(0, 1000);
+    EXPECT_TRUE(events);
+    for (const auto& e : *events) n += e.json.find("image.withdrawn") != std::string::npos;
+    return n;
+  };
+  // Before the mount: hidden at once, audited, nothing to invalidate yet.
+  v.Revalidate();
+  EXPECT_TRUE(v.Hidden(img));
+  EXPECT_TRUE(v.Hidden(other));
+  EXPECT_EQ(withdrawn_events(), 1);  // the denied one is hidden by the deny list, not withdrawn
+  std::vector<verify::Digest> invalidated;
+  v.Attach([&invalidated](const verify::Digest& d) { invalidated.push_back(d); }, /*adopted=*/true);
+  EXPECT_NE(std::find(invalidated.begin(), invalidated.end(), img), invalidated.end());
+  EXPECT_NE(std::find(invalidated.begin(), invalidated.end(), other), invalidated.end());
+  // Nothing changed: no new event, no new invalidation.
+  invalidated.clear();
+  v.Revalidate();
+  EXPECT_EQ(withdrawn_events(), 1);
+  EXPECT_TRUE(invalidated.empty());
+  // Admitted again: visible, nothing invalidated (the mount caches no withheld name).
+  write_policy(true);
+  ASSERT_TRUE(v.ReloadPolicy());
+  EXPECT_FALSE(v.Hidden(img));
+  EXPECT_TRUE(v.Hidden(other));  // still denied
+  EXPECT_TRUE(invalidated.empty());
+  // Withdrawn again: audited again, invalidated again.
+  write_policy(false);
+  ASSERT_TRUE(v.ReloadPolicy());
+  EXPECT_TRUE(v.Hidden(img));
+  EXPECT_EQ(withdrawn_events(), 2);
+  EXPECT_NE(std::find(invalidated.begin(), invalidated.end(), img), invalidated.end());
+  // A policy that does not load keeps the old one (and the visibility).
+  std::ofstream(dir_.path() / "policy.json") << "{not json";
+  EXPECT_FALSE(v.ReloadPolicy());
+  EXPECT_TRUE(v.Hidden(img));
+  metrics::Registry registry;
+  v.RegisterMetrics(registry);
+  EXPECT_NE(registry.Render().find("digestd_hidden_digests " + std::to_string(v.hidden().size())),
+            std::string::npos);
+}
+
+// Time moves through one seam: the store's clock. A key's validity window closes for the
+// re-evaluation when that clock passes its end; the audit event carries the same clock's time.
+TEST_F(RevalidateTest, TrustWindowsCloseWhenTheStoresClockPassesThem) {
+  ManualClock clock(1'780'000'000);  // 2026-05-28
+  auto s = store::Store::Open({.root = dir_.path() / "clocked", .clock = clock.AsClock()});
+  ASSERT_TRUE(s) << s.error().ToString();
+  auto& store = **s;
+  const auto key = digestd::testing::TestKey::EcP256();
+  std::ofstream(dir_.path() / "team.pub") << key.PublicPem();
+  std::ofstream(dir_.path() / "trust.json")
+      << R"({"keys":[{"id":"team","pemPath":"team.pub","start":"2026-01-01T00:00:00Z","end":"2026-06-30T00:00:00Z"}]})";
+  std::ofstream(dir_.path() / "policy.json") << R"({"default":[{"type":"insecureAcceptAnything"}]})";
+  auto img = digestd::testing::PutImage(store, {digestd::testing::TarBuilder().File("f", "x").Finish()});
+  ASSERT_TRUE(img);
+  ASSERT_TRUE(store.PutImageRecord({.manifest = img->manifest, .image_manifest = img->manifest,
+                                    .reference = "reg.test/app:v1", .signer = "team"}));
+  verify::PolicySet policies(dir_.path() / "policy.json", dir_.path() / "trust.json");
+  auto loaded = policies.Reload();
+  ASSERT_TRUE(loaded) << loaded.error().ToString();
+  Auditor auditor(store, AuditConfig{});  // the store's clock
+  Visibility v(store, policies, auditor);  // the store's clock
+  v.Revalidate();
+  EXPECT_FALSE(v.Hidden(img->manifest));
+  clock.Set(1'783'000'000);  // 2026-07-02: the key's window has closed
+  v.Revalidate();
+  EXPECT_TRUE(v.Hidden(img->manifest));
+  auto events = store.ReadAudit(0, 100);
+  ASSERT_TRUE(events);
+  ASSERT_FALSE(events->empty());
+  const auto last = nlohmann::json::parse(events->back().json);
+  EXPECT_EQ(last["type"], "image.withdrawn");
+  EXPECT_EQ(last["time"], 1'783'000'000);
+  EXPECT_NE(last["reason"].get<std::string>().find("team"), std::string::npos) << last.dump();
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <thread>
 
+#include "store/audit_event.h"
 #include "store/image_txn.h"
 #include "store/index.h"
 #include "testing/test_util.h"
@@ -439,23 +440,30 @@ TEST_F(StoreTest, QuotaEvictsLeastRecentlyUsedUnleasedImages) {
   EXPECT_TRUE(again->evicted_images.empty());
 }
 
+AuditEvent TestEvent(int n) {
+  return AuditEvent{.type = "test", .time = 1000, .details = {{"n", n}}};
+}
+
 TEST_F(StoreTest, AuditIsAppendOnlyAcrossReopen) {
-  auto s1 = store_->AppendAudit(R"({"type":"test","n":1})");
+  auto s1 = store_->AppendAudit(TestEvent(1));
   ASSERT_OK(s1);
-  auto s2 = store_->AppendAudit(R"({"type":"test","n":2})");
+  auto s2 = store_->AppendAudit(TestEvent(2));
   ASSERT_OK(s2);
   EXPECT_EQ(*s2, *s1 + 1);
-  ASSERT_ERRC(store_->AppendAudit("[1,2]"), Errc::kInvalidArgument);
-  ASSERT_ERRC(store_->AppendAudit("{not json"), Errc::kInvalidArgument);
+  // One record is bounded; a refused one is counted, and takes no sequence number.
+  ASSERT_ERRC(store_->AppendAudit(AuditEvent{.type = "big", .reason = std::string(70000, 'x')}),
+              Errc::kTooLarge);
+  EXPECT_EQ(store_->counters().audit_write_failures, 1u);
   Reopen();
-  auto s3 = store_->AppendAudit(R"({"type":"test","n":3})");
+  auto s3 = store_->AppendAudit(TestEvent(3));
   ASSERT_OK(s3);
   EXPECT_EQ(*s3, *s2 + 1);
   auto events = store_->ReadAudit(*s2, 10);
   ASSERT_OK(events);
   ASSERT_EQ(events->size(), 2u);
   EXPECT_EQ((*events)[0].seq, *s2);
-  EXPECT_EQ((*events)[1].json, R"({"type":"test","n":3})");
+  // The log's one schema: type, time, actor (the daemon itself here), then the details.
+  EXPECT_EQ((*events)[1].json, R"({"actor":"digestd","n":3,"time":1000,"type":"test"})");
 }
 
 // ---- root safety
@@ -644,7 +652,7 @@ TEST_F(StoreRecoveryTest, WipesStagingRemovesUnrecordedFilesDropsTheRest) {
 TEST_F(StoreRecoveryTest, RecoveryEventsNeverOverwriteTheAuditLog) {
   const Digest lost = Put("file will vanish");
   for (int i = 1; i <= 3; ++i) {
-    ASSERT_OK(store_->AppendAudit(R"({"type":"before","n":)" + std::to_string(i) + "}"));
+    ASSERT_OK(store_->AppendAudit(AuditEvent{.type = "before", .time = 1000, .details = {{"n", i}}}));
   }
   store_.reset();
   fs::permissions(BlobPath(lost), fs::perms::owner_write, fs::perm_options::add);
@@ -654,7 +662,8 @@ TEST_F(StoreRecoveryTest, RecoveryEventsNeverOverwriteTheAuditLog) {
   ASSERT_OK(events);
   ASSERT_GE(events->size(), 4u);
   for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ((*events)[i].json, R"({"type":"before","n":)" + std::to_string(i + 1) + "}");
+    EXPECT_EQ((*events)[i].json,
+              R"({"actor":"digestd","n":)" + std::to_string(i + 1) + R"(,"time":1000,"type":"before"})");
   }
   EXPECT_NE(events->back().json.find("store.recovery.dropped"), std::string::npos);
   EXPECT_EQ(store_->GetAuditStats().events, events->size());

@@ -1,4 +1,5 @@
-#include "store/layer_unpack.h"
+#include "store/tar_reader.h"
+#include "store/errors.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -22,7 +23,7 @@ namespace digestd::store {
 namespace {
 
 Error Hostile(std::string_view path, std::string context) {
-  return MakeError(Module::kStore, Errc::kCorrupt,
+  return StoreError(Errc::kCorrupt,
                    "layer entry " + Quote(path) + ": " + std::move(context));
 }
 
@@ -111,7 +112,7 @@ class StreamReader final : public ChunkReader {
       if (produced > 0) return std::span<const std::byte>(out_.data(), produced);
       if (consumed > 0) continue;
       if (!in_.empty()) {
-        return MakeError(Module::kStore, Errc::kCorrupt, "corrupt stream: decoder made no progress");
+        return StoreError(Errc::kCorrupt, "corrupt stream: decoder made no progress");
       }
       if (eof_) return std::span<const std::byte>();
       DIGESTD_ASSIGN_OR_RETURN(in_, source_.Next());
@@ -136,7 +137,7 @@ class StreamReader final : public ChunkReader {
                     : kind_ == LayerDecoder::Kind::kZstd ? zstd
                                                          : !gzip && !zstd;
     if (!ok) {
-      return MakeError(Module::kStore, Errc::kCorrupt,
+      return StoreError(Errc::kCorrupt,
                        "layer content does not match its media type (sniffed " +
                            std::string(gzip ? "gzip" : zstd ? "zstd" : "neither gzip nor zstd") +
                            ")");
@@ -507,11 +508,11 @@ Result<LayerTree> ReadLayerTree(ByteSource& source, LayerDecoder::Kind kind,
   ChunkReader& reader = pipe ? static_cast<ChunkReader&>(*pipe) : stream;
 
   std::unique_ptr<struct archive, ArchiveDeleter> a(archive_read_new());
-  if (!a) return MakeError(Module::kStore, Errc::kInternal, "archive_read_new failed");
+  if (!a) return StoreError(Errc::kInternal, "archive_read_new failed");
   archive_read_support_format_tar(a.get());  // ustar, pax, GNU (libarchive's tar reader)
   if (archive_read_open(a.get(), &reader, nullptr, ReadCallback, nullptr) != ARCHIVE_OK) {
     if (reader.failure) return *reader.failure;
-    return MakeError(Module::kStore, Errc::kCorrupt,
+    return StoreError(Errc::kCorrupt,
                      std::string("not a tar archive: ") + archive_error_string(a.get()));
   }
 
@@ -526,7 +527,7 @@ Result<LayerTree> ReadLayerTree(ByteSource& source, LayerDecoder::Kind kind,
       if (reader.failure) return *reader.failure;
       // ARCHIVE_WARN too: libarchive warns for things like unknown pax keys it skipped, but
       // also for truncation; a gate refuses what it cannot read exactly.
-      return MakeError(Module::kStore, Errc::kCorrupt,
+      return StoreError(Errc::kCorrupt,
                        "bad tar archive after " + std::to_string(headers) +
                            " entries: " + ArchiveError(a.get()));
     }

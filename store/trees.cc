@@ -9,23 +9,20 @@
 // another unpack has them pinned.
 
 #include <fcntl.h>
+#include "store/errors.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <unordered_set>
 
 #include "store/fs_util.h"
-#include "store/layer_unpack.h"
+#include "store/tar_reader.h"
 #include "store/records.h"
 #include "store/store_impl.h"
 #include "store/tree_codec.h"
 
 namespace digestd::store {
 namespace {
-
-Error StoreError(Errc code, std::string context) {
-  return MakeError(Module::kStore, code, std::move(context));
-}
 
 // Writes file objects. Small files are buffered and written only when the object is new.
 class FileObjectSink final : public ContentSink {
