@@ -29,5 +29,29 @@ TEST(ContentSeedTest, ABadNamespaceIsRefusedBeforeAnythingIsSent) {
   EXPECT_OK(SeedContainerdContent(**store, {}, {.containerd_socket = "/nonexistent.sock", .ns = "default"}));
 }
 
+// The daemon's after-pull hook: a tenant's image never reaches containerd's shared content store;
+// a shared one goes to every configured namespace, and the first failure is the hook's error,
+// naming the namespace.
+TEST(ContentSeedTest, TheHandOffSkipsTenantsAndNamesTheNamespaceThatFailed) {
+  digestd::testing::TempDir dir;
+  auto store = store::Store::Open({.root = dir.path() / "store"});
+  ASSERT_OK(store);
+  auto digest = [](char c) { return *verify::Digest::Parse("sha256:" + std::string(64, c)); };
+  PulledImage image{.manifest = digest('a'), .image_manifest = digest('a'), .config = digest('b'),
+                    .layers = {digest('c')}, .tenant = "team-a"};
+  const HandOffOptions opts{.containerd_socket = dir.path() / "no-containerd.sock",
+                            .namespaces = {"default", "k8s.io"}};
+  bool skipped = false;
+  EXPECT_OK(HandOffToContainerd(**store, image, opts, &skipped));  // nothing dialled
+  EXPECT_TRUE(skipped);
+  image.tenant.clear();
+  auto r = HandOffToContainerd(**store, image, opts, &skipped);
+  EXPECT_FALSE(skipped);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().ToString().find("namespace default"), std::string::npos) << r.error().ToString();
+  // No namespaces configured: nothing to do.
+  EXPECT_OK(HandOffToContainerd(**store, image, {.containerd_socket = opts.containerd_socket}));
+}
+
 }  // namespace
 }  // namespace digestd::snapshotter
