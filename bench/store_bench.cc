@@ -1,8 +1,13 @@
 // store_bench: ingest throughput of the store against its practical limits, in one run.
 //   store_ingest       Store::Ingest + Write (1 MiB chunks) + Commit of a SIZE-byte stream
 //   plain_write_fsync  write() of the same chunks into a file on the same filesystem + fsync
+//   paced_write_fdatasync  the same writes paced as the store paces its own (store/fs_util.h
+//                      WritebackPacer: sync_file_range windows of --writeback bytes, at most 8
+//                      windows dirty), then fdatasync: the limit for a writer that bounds its
+//                      dirty pages as the store does
 //   sha256             hashing the same chunks alone (OpenSSL EVP)
-// The limit is the slower of plain write and hashing; ratio store_vs_limit = store / limit.
+// The limits are the slower of each write and hashing: ratio store_vs_limit against the naive
+// write, ratio store_vs_paced_limit against the paced one (the fair baseline).
 // Each figure is the median of --runs runs. Output lines: "bench <name> <value> <unit>" and
 // "ratio <name> <x>".
 //
@@ -23,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "store/fs_util.h"  // WritebackPacer: the baseline paces its writes as the store does
 #include "store/store.h"
 #include "verify/hasher.h"
 
@@ -103,7 +109,7 @@ int main(int argc, char** argv) {
   const auto pool = MakePool();
   const std::uint64_t chunks = (size + kChunk - 1) / kChunk;
 
-  std::vector<double> plain_mbs, hash_mbs, store_mbs;
+  std::vector<double> plain_mbs, paced_mbs, hash_mbs, store_mbs;
   std::optional<Digest> digest;
   for (int r = 0; r < runs; ++r) {
     // plain write + fsync
@@ -121,6 +127,27 @@ int main(int argc, char** argv) {
       ::close(fd);
       const auto t1 = Clock::now();
       plain_mbs.push_back(static_cast<double>(size) / 1e6 / Seconds(t0, t1));
+      fs::remove(file);
+    }
+    // paced write + fdatasync: the store's pacing (8 windows, as in store/blob_writer.cc)
+    {
+      const fs::path file = work / "paced";
+      ::sync();
+      const auto t0 = Clock::now();
+      int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (fd < 0) Die("open paced file");
+      digestd::store::WritebackPacer pacer(writeback, 8);
+      std::uint64_t written = 0;
+      for (std::uint64_t i = 0; i < chunks; ++i) {
+        auto c = Chunk(pool, i, size);
+        if (::write(fd, c.data(), c.size()) != static_cast<ssize_t>(c.size())) Die("write");
+        written += c.size();
+        pacer.Advance(fd, written);
+      }
+      if (::fdatasync(fd) != 0) Die("fdatasync");
+      ::close(fd);
+      const auto t1 = Clock::now();
+      paced_mbs.push_back(static_cast<double>(size) / 1e6 / Seconds(t0, t1));
       fs::remove(file);
     }
     // hash alone
@@ -150,16 +177,19 @@ int main(int argc, char** argv) {
       store->reset();
       fs::remove_all(root);
     }
-    std::fprintf(stderr, "run %d: plain %.0f MB/s, sha256 %.0f MB/s, store %.0f MB/s\n", r,
-                 plain_mbs.back(), hash_mbs.back(), store_mbs.back());
+    std::fprintf(stderr, "run %d: plain %.0f MB/s, paced %.0f MB/s, sha256 %.0f MB/s, store %.0f MB/s\n",
+                 r, plain_mbs.back(), paced_mbs.back(), hash_mbs.back(), store_mbs.back());
   }
   fs::remove_all(work);
 
-  const double plain = Median(plain_mbs), hash = Median(hash_mbs), store = Median(store_mbs);
+  const double plain = Median(plain_mbs), paced = Median(paced_mbs), hash = Median(hash_mbs),
+               store = Median(store_mbs);
   std::printf("bench store_ingest %.1f MB/s\n", store);
   std::printf("bench plain_write_fsync %.1f MB/s\n", plain);
+  std::printf("bench paced_write_fdatasync %.1f MB/s\n", paced);
   std::printf("bench sha256 %.1f MB/s\n", hash);
   std::printf("bench store_bench_size %llu bytes\n", static_cast<unsigned long long>(size));
   std::printf("ratio store_vs_limit %.3f\n", store / std::min(plain, hash));
+  std::printf("ratio store_vs_paced_limit %.3f\n", store / std::min(paced, hash));
   return 0;
 }
