@@ -161,10 +161,7 @@ int main(int argc, char** argv) {
     }
     // the store
     {
-      // A new root per run, all removed at the end: ext4 skips inodes freed in the last seconds
-      // when it allocates (recently_deleted()), which taxed the next run's directory creation
-      // (the blob's shard directory is made at commit) when each run removed the last one's.
-      const fs::path root = work / ("store-" + std::to_string(r));
+      const fs::path root = work / "store";
       auto store = digestd::store::Store::Open({.root = root, .writeback_interval = writeback});
       if (!store) Die(store.error().ToString());
       ::sync();
@@ -178,6 +175,7 @@ int main(int argc, char** argv) {
       const auto t1 = Clock::now();
       store_mbs.push_back(static_cast<double>(size) / 1e6 / Seconds(t0, t1));
       store->reset();
+      fs::remove_all(root);
     }
     std::fprintf(stderr, "run %d: plain %.0f MB/s, paced %.0f MB/s, sha256 %.0f MB/s, store %.0f MB/s\n",
                  r, plain_mbs.back(), paced_mbs.back(), hash_mbs.back(), store_mbs.back());
