@@ -273,6 +273,22 @@ TEST_F(SecurityTest, SocketAbuse) {
             400);
   EXPECT_EQ(Client("rawfile" + hex("GET /v1/nothing HTTP/1.1\r\nHost: d\r\n\r\n"))["status"], 404);
   EXPECT_EQ(Client("rawfile" + hex("BREW /v1/health HTTP/1.1\r\nHost: d\r\n\r\n"))["status"], 404);
+  // The route table against a reader (nobody is one here) and an admin: a reader learns that
+  // an unknown GET is unknown, but may write nothing, known or not; a placeholder takes the rest
+  // of the path and its handler refuses what is not a digest (no traversal into other routes).
+  auto raw = [&](const std::string& req, const std::string& as = "") {
+    return Client("rawfile" + hex(req), as)["status"];
+  };
+  EXPECT_EQ(raw("GET /v1/nothing HTTP/1.1\r\nHost: d\r\n\r\n", kNobody), 404);
+  EXPECT_EQ(raw(post("/v1/nothing", "{}"), kNobody), 403);
+  EXPECT_EQ(raw(post("/v1/gc", "{}"), kNobody), 403);
+  EXPECT_EQ(raw("DELETE /v1/images/sha256:" + std::string(64, 'a') + " HTTP/1.1\r\nHost: d\r\n\r\n",
+                kNobody),
+            403);
+  EXPECT_EQ(raw(post("/v1/policy/eval", "{}"), kNobody), 400);  // readers may ask; body refused
+  EXPECT_EQ(raw("GET /v1/images/../deny HTTP/1.1\r\nHost: d\r\n\r\n"), 400);
+  EXPECT_EQ(raw("DELETE /v1/deny/..%2f..%2fleases HTTP/1.1\r\nHost: d\r\n\r\n"), 400);
+  EXPECT_EQ(raw("GET /v1/health/ HTTP/1.1\r\nHost: d\r\n\r\n"), 404);
   EXPECT_EQ(Client("rawfile" + hex("garbage\r\n\r\n"))["status"], 400);
   // 1000 idle connections, then a real request is answered.
   auto idle = Client("idle 1000", kNobody);
