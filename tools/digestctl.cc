@@ -339,7 +339,8 @@ std::optional<digestd::tools::ApiResponse> Call(
     return std::nullopt;
   }
   if (r->status < 200 || r->status >= 300) {
-    std::cerr << "digestctl: " << r->status << ": " << ErrorText(r->body) << "\n";
+    std::cerr << "digestctl: " << r->status << ": " << digestd::tools::Printable(ErrorText(r->body))
+              << "\n";
     *exit_code = ExitFor(r->status);
     return std::nullopt;
   }
@@ -414,9 +415,10 @@ int RunPull(const std::string& socket, const std::string& reference, const std::
         return;
       }
     }
-    std::cerr << "  " << type;
-    if (e.contains("detail")) std::cerr << ": " << e["detail"].get<std::string>();
-    if (e.contains("digest")) std::cerr << " " << e["digest"].get<std::string>();
+    using digestd::tools::Printable;
+    std::cerr << "  " << Printable(type);
+    if (e.contains("detail")) std::cerr << ": " << Printable(e.value("detail", ""));
+    if (e.contains("digest")) std::cerr << " " << Printable(e.value("digest", ""));
     std::cerr << "\n";
   };
   int exit_code = kOk;
@@ -433,7 +435,8 @@ int RunPull(const std::string& socket, const std::string& reference, const std::
       std::cerr << digestd::tools::RefusalText(reference, decision);
       return kDenied;
     }
-    std::cerr << "digestctl: pull refused: " << last.value("error", "") << "\n";
+    std::cerr << "digestctl: pull refused: " << digestd::tools::Printable(last.value("error", ""))
+              << "\n";
     return last.value("code", "") == "invalid-argument" ? kBadInput : kDenied;
   }
   if (!json) {

@@ -24,12 +24,21 @@ std::string ShortDigest(std::string_view digest) {
   return std::string(digest.substr(0, colon + 1 + 12));
 }
 
+std::string Printable(std::string s) {
+  for (char& c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) c = '?';
+  }
+  return s;
+}
+
 namespace {
 
 std::string Str(const nlohmann::json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return "";
-  return it->is_string() ? it->get<std::string>() : it->dump();
+  return Printable(it->is_string() ? it->get<std::string>()
+                                   : it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 std::int64_t Int(const nlohmann::json& j, const char* key) {
@@ -47,7 +56,7 @@ std::string AuditTable(std::string_view ndjson) {
     if (line.empty()) continue;
     const auto e = nlohmann::json::parse(line, nullptr, false);
     if (!e.is_object()) {
-      out += line + "\n";
+      out += Printable(line) + "\n";
       continue;
     }
     // What happened to what: the reference (when the event names one), then the reason.
@@ -78,9 +87,9 @@ std::string DecisionLine(const nlohmann::json& d) {
 }
 
 std::string RefusalText(std::string_view reference, const nlohmann::json& decision) {
-  return "digestctl: pull of " + std::string(reference) + " refused: " + DecisionLine(decision) +
-         "\nnext: digestctl explain " + std::string(reference) +
-         " (what the running policy requires of it)\n";
+  const std::string ref = Printable(std::string(reference));
+  return "digestctl: pull of " + ref + " refused: " + DecisionLine(decision) +
+         "\nnext: digestctl explain " + ref + " (what the running policy requires of it)\n";
 }
 
 }  // namespace digestd::tools

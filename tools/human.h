@@ -13,6 +13,10 @@
 
 namespace digestd::tools {
 
+// Text from the audit log, a decision or an error can carry bytes a registry or a client chose:
+// control characters (terminal escapes, newlines) become '?' before they reach a terminal.
+std::string Printable(std::string s);
+
 // Unix seconds as "2026-12-07T23:01:02Z" (UTC); "-" for 0 or less.
 std::string IsoUtc(std::int64_t unix_seconds);
 // "sha256:0123456789ab" (algorithm and 12 hex digits); other text is returned unchanged.

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 namespace digestd::tools {
@@ -61,6 +63,19 @@ TEST(HumanTest, ARefusalNamesRuleScopeAndReferenceOnceWithTheNextStep) {
   EXPECT_EQ(DecisionLine({{"allowed", true}, {"scope", "default"}, {"rule", "signedBy"},
                           {"signer", "team"}}),
             "allowed by rule signedBy (scope default), signed by team");
+}
+
+// Text a registry or a client chose never reaches the operator's terminal as control bytes.
+TEST(HumanTest, ControlCharactersAreNotPrinted) {
+  const std::string evil = "a\x1b]0;owned\x07" "b\nc";
+  const std::string t =
+      AuditTable(json{{"seq", 1}, {"type", "pull.failed"}, {"reason", evil}}.dump() + "\n");
+  EXPECT_EQ(t.find('\x1b'), std::string::npos);
+  EXPECT_EQ(t.find('\x07'), std::string::npos);
+  EXPECT_NE(t.find("a?]0;owned?b?c"), std::string::npos) << t;
+  const std::string r = RefusalText("reg.test/app:v1", {{"allowed", false}, {"reason", evil}});
+  EXPECT_EQ(r.find('\x1b'), std::string::npos);
+  EXPECT_EQ(std::count(r.begin(), r.end(), '\n'), 2) << r;  // its own two lines only
 }
 
 }  // namespace
