@@ -28,6 +28,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -116,81 +117,48 @@ int main(int argc, char** argv) {
 
   std::vector<double> plain_mbs, paced_mbs, both_mbs, hash_mbs, store_mbs;
   std::optional<Digest> digest;
+  // Writes the stream into work/name: plain writes then fsync, or paced as the store paces its
+  // own (store/fs_util.h WritebackPacer, 8 windows as in store/blob_writer.cc) then fdatasync.
+  auto write_file = [&](const char* name, bool paced) {
+    const fs::path file = work / name;
+    int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) Die(std::string("open ") + name);
+    digestd::store::WritebackPacer pacer(writeback, 8);
+    std::uint64_t written = 0;
+    for (std::uint64_t i = 0; i < chunks; ++i) {
+      auto c = Chunk(pool, i, size);
+      if (::write(fd, c.data(), c.size()) != static_cast<ssize_t>(c.size())) Die("write");
+      written += c.size();
+      if (paced) pacer.Advance(fd, written);
+    }
+    if ((paced ? ::fdatasync(fd) : ::fsync(fd)) != 0) Die("sync");
+    ::close(fd);
+  };
+  auto hash_all = [&] {
+    auto h = Hasher::Create(DigestAlgorithm::kSha256);
+    for (std::uint64_t i = 0; i < chunks; ++i) h->Update(Chunk(pool, i, size));
+    return h->Finish();
+  };
+  // MB/s of `fn`, started after a sync.
+  auto rate = [&](const std::function<void()>& fn) {
+    ::sync();
+    const auto t0 = Clock::now();
+    fn();
+    return static_cast<double>(size) / 1e6 / Seconds(t0, Clock::now());
+  };
   for (int r = 0; r < runs; ++r) {
-    // plain write + fsync
-    {
-      const fs::path file = work / "plain";
-      ::sync();
-      const auto t0 = Clock::now();
-      int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      if (fd < 0) Die("open plain file");
-      for (std::uint64_t i = 0; i < chunks; ++i) {
-        auto c = Chunk(pool, i, size);
-        if (::write(fd, c.data(), c.size()) != static_cast<ssize_t>(c.size())) Die("write");
-      }
-      if (::fsync(fd) != 0) Die("fsync");
-      ::close(fd);
-      const auto t1 = Clock::now();
-      plain_mbs.push_back(static_cast<double>(size) / 1e6 / Seconds(t0, t1));
-      fs::remove(file);
-    }
-    // paced write + fdatasync: the store's pacing (8 windows, as in store/blob_writer.cc)
-    {
-      const fs::path file = work / "paced";
-      ::sync();
-      const auto t0 = Clock::now();
-      int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      if (fd < 0) Die("open paced file");
-      digestd::store::WritebackPacer pacer(writeback, 8);
-      std::uint64_t written = 0;
-      for (std::uint64_t i = 0; i < chunks; ++i) {
-        auto c = Chunk(pool, i, size);
-        if (::write(fd, c.data(), c.size()) != static_cast<ssize_t>(c.size())) Die("write");
-        written += c.size();
-        pacer.Advance(fd, written);
-      }
-      if (::fdatasync(fd) != 0) Die("fdatasync");
-      ::close(fd);
-      const auto t1 = Clock::now();
-      paced_mbs.push_back(static_cast<double>(size) / 1e6 / Seconds(t0, t1));
-      fs::remove(file);
-    }
-    // paced write and hash at once (two threads)
-    {
-      const fs::path file = work / "both";
-      ::sync();
-      const auto t0 = Clock::now();
-      std::thread hasher([&] {
-        auto h = Hasher::Create(DigestAlgorithm::kSha256);
-        for (std::uint64_t i = 0; i < chunks; ++i) h->Update(Chunk(pool, i, size));
-        (void)h->Finish();
-      });
-      int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      if (fd < 0) Die("open file");
-      digestd::store::WritebackPacer pacer(writeback, 8);
-      std::uint64_t written = 0;
-      for (std::uint64_t i = 0; i < chunks; ++i) {
-        auto c = Chunk(pool, i, size);
-        if (::write(fd, c.data(), c.size()) != static_cast<ssize_t>(c.size())) Die("write");
-        written += c.size();
-        pacer.Advance(fd, written);
-      }
-      if (::fdatasync(fd) != 0) Die("fdatasync");
-      ::close(fd);
+    plain_mbs.push_back(rate([&] { write_file("plain", false); }));
+    fs::remove(work / "plain");
+    paced_mbs.push_back(rate([&] { write_file("paced", true); }));
+    fs::remove(work / "paced");
+    // Paced write and hash at once (two threads), as the store must do both.
+    both_mbs.push_back(rate([&] {
+      std::thread hasher([&] { (void)hash_all(); });
+      write_file("both", true);
       hasher.join();
-      const auto t1 = Clock::now();
-      both_mbs.push_back(static_cast<double>(size) / 1e6 / Seconds(t0, t1));
-      fs::remove(file);
-    }
-    // hash alone
-    {
-      const auto t0 = Clock::now();
-      auto h = Hasher::Create(DigestAlgorithm::kSha256);
-      for (std::uint64_t i = 0; i < chunks; ++i) h->Update(Chunk(pool, i, size));
-      digest = h->Finish();
-      const auto t1 = Clock::now();
-      hash_mbs.push_back(static_cast<double>(size) / 1e6 / Seconds(t0, t1));
-    }
+    }));
+    fs::remove(work / "both");
+    hash_mbs.push_back(rate([&] { digest = hash_all(); }));
     // the store
     {
       const fs::path root = work / "store";

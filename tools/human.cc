@@ -1,21 +1,16 @@
 #include "tools/human.h"
 
-#include <ctime>
 #include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "verify/trust.h"
+
 namespace digestd::tools {
 
 std::string IsoUtc(std::int64_t unix_seconds) {
-  if (unix_seconds <= 0) return "-";
-  const std::time_t t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  if (::gmtime_r(&t, &tm) == nullptr) return std::to_string(unix_seconds);
-  char buf[32];
-  const std::size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return n == 0 ? std::to_string(unix_seconds) : std::string(buf, n);
+  return unix_seconds <= 0 ? "-" : verify::FormatRfc3339(unix_seconds);
 }
 
 std::string ShortDigest(std::string_view digest) {

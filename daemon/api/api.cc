@@ -19,10 +19,17 @@ std::string_view MethodName(Method m) {
   return "OTHER";
 }
 
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string Dump(const json& j) { return Auditor::Dump(j); }
 
 Reply JsonReply(Status status, const json& j) {
   return Reply{.status = status, .body = Dump(j) + "\n", .content_type = "application/json", .stream = nullptr};
+}
+
+void AddImagePaths(const Context& ctx, const verify::Digest& image, json& out) {
+  const std::string base = ctx.deps.config.daemon.mountpoint.string() + "/images/sha256/" +
+                           std::string(image.hex());
+  out["rootfs"] = base + "/rootfs";
+  out["lowerdir_file"] = base + "/lowerdir";
 }
 
 Reply ErrorReply(Status status, std::string_view message) {

@@ -87,7 +87,7 @@ struct Reply {
   std::shared_ptr<StreamBody> stream;  // set: body is ignored
 };
 
-// JSON text that never throws (invalid UTF-8 from a request is replaced).
+// JSON text that never throws (invalid UTF-8 from a request is replaced): Auditor::Dump.
 std::string Dump(const json& j);
 Reply JsonReply(Status status, const json& j);
 Reply ErrorReply(Status status, std::string_view message);
@@ -157,6 +157,10 @@ struct RouteMatch {
   bool path_known = false;
 };
 RouteMatch FindRoute(Method method, std::string_view path);
+
+// Where an image's tree and its overlay lowerdir list are under the mount ("rootfs",
+// "lowerdir_file").
+void AddImagePaths(const Context& ctx, const verify::Digest& image, json& out);
 
 // Role check, audit of refusals, then the handler.
 asio::awaitable<Reply> Dispatch(Context& ctx, Request& request);

@@ -10,14 +10,6 @@
 namespace digestd::daemon::api {
 namespace {
 
-// Where an image's tree and overlay lowerdir list are under the mount.
-void AddPaths(const Context& ctx, const verify::Digest& image, json& out) {
-  const std::string base = ctx.deps.config.daemon.mountpoint.string() + "/images/sha256/" +
-                           std::string(image.hex());
-  out["rootfs"] = base + "/rootfs";
-  out["lowerdir_file"] = base + "/lowerdir";
-}
-
 Result<json> Inspect(const Context& ctx, const verify::Digest& manifest) {
   const auto& store = ctx.deps.store;
   DIGESTD_ASSIGN_OR_RETURN(auto record, store.GetImageRecord(manifest));
@@ -75,7 +67,7 @@ Result<json> Inspect(const Context& ctx, const verify::Digest& manifest) {
     }
   }
   out["leases"] = leases;
-  AddPaths(ctx, image, out);
+  AddImagePaths(ctx, image, out);
   return out;
 }
 

@@ -40,10 +40,7 @@ json ResultJson(const Context& ctx, const PullResult& r) {
          {"scope", r.decision.scope},
          {"signer", r.decision.signer},
          {"reason", r.decision.reason}};
-  const std::string base = ctx.deps.config.daemon.mountpoint.string() + "/images/sha256/" +
-                           std::string(r.image_manifest.hex());
-  j["rootfs"] = base + "/rootfs";
-  j["lowerdir_file"] = base + "/lowerdir";
+  AddImagePaths(ctx, r.image_manifest, j);
   return j;
 }
 
